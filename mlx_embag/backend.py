@@ -1,0 +1,132 @@
+"""Backend selection: which implementation runs a call.
+
+``backend=`` on every entry point takes ``None``/``"auto"``, ``"metal"`` or
+``"reference"``. ``None`` defers to the innermost :func:`use_backend` context,
+then to the ``MLX_EMBAG_BACKEND`` environment variable, then to ``"auto"``.
+``"auto"`` picks the Metal kernels when a Metal GPU is present (or the Metal
+emulator is switched on) and the kernels support the call, else the reference
+path.
+
+Example:
+    >>> import mlx_embag as meb
+    >>> with meb.use_backend("reference"):
+    ...     meb.backend.resolve_backend(None)
+    'reference'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import mlx.core as mx
+
+BACKENDS = ("auto", "metal", "reference")
+
+_local = threading.local()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_name(name, arg="backend"):
+    if name is None:
+        return None
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(
+            f"{arg} must be one of {', '.join(map(repr, BACKENDS))} or None, got {name!r}."
+        )
+    return name
+
+
+def default_backend() -> str:
+    """The backend used when a call passes ``backend=None``."""
+    stack = getattr(_local, "stack", None)
+    if stack:
+        return stack[-1]
+    env = os.environ.get("MLX_EMBAG_BACKEND", "").strip().lower()
+    if env:
+        return _check_name(env, "MLX_EMBAG_BACKEND")
+    return "auto"
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Run the enclosed calls with ``name`` as the default backend.
+
+    Args:
+        name (str): ``"auto"``, ``"metal"`` or ``"reference"``.
+
+    Example:
+        >>> import mlx.core as mx, mlx_embag as meb
+        >>> w = mx.ones((4, 2))
+        >>> with meb.use_backend("reference"):
+        ...     meb.embedding_bag(mx.array([[0, 1]]), w).tolist()
+        [[1.0, 1.0]]
+    """
+    _check_name(name)
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(name)
+    try:
+        yield name
+    finally:
+        stack.pop()
+
+
+def metal_available() -> bool:
+    """True when Metal kernels can run here: a Metal GPU, or the emulator switched on."""
+    if mx.metal.is_available():
+        return True
+    try:
+        from . import emulator
+    except ImportError:  # pragma: no cover - the emulator is part of the package
+        return False
+    return emulator.is_enabled()
+
+
+def metal_unavailable_reason() -> str:
+    return (
+        "backend='metal' needs Apple silicon with Metal (mx.metal.is_available() is False "
+        "here) or the Metal emulator (mlx_embag.emulator.enable() or "
+        "MLX_EMBAG_EMULATE_METAL=1)."
+    )
+
+
+def resolve_backend(backend, supported_by_metal: bool = True) -> str:
+    """Turn a ``backend=`` argument into ``"metal"`` or ``"reference"``.
+
+    Args:
+        backend: The caller's ``backend=`` argument.
+        supported_by_metal: Whether the Metal kernels handle this particular call;
+            ``"auto"`` falls back to the reference path when they do not.
+    """
+    name = _check_name(backend) or default_backend()
+    if name == "reference":
+        return "reference"
+    if name == "metal":
+        if not metal_available():
+            raise RuntimeError(metal_unavailable_reason())
+        return "metal"
+    return "metal" if (supported_by_metal and metal_available()) else "reference"
+
+
+def resolve_check_indices(value) -> bool:
+    """``check_indices=None`` means the ``MLX_EMBAG_CHECK_INDICES`` variable (off by default)."""
+    if value is None:
+        return _env_flag("MLX_EMBAG_CHECK_INDICES")
+    if not isinstance(value, bool):
+        raise TypeError(f"check_indices must be a bool or None, got {type(value).__name__}.")
+    return value
+
+
+def resolve_deterministic(value) -> bool:
+    """``deterministic=None`` means the ``MLX_EMBAG_DETERMINISTIC`` variable (off by default)."""
+    if value is None:
+        return _env_flag("MLX_EMBAG_DETERMINISTIC")
+    if not isinstance(value, bool):
+        raise TypeError(f"deterministic must be a bool or None, got {type(value).__name__}.")
+    return value
