@@ -1,6 +1,16 @@
-"""mlx-embag: PyTorch-exact Embedding and EmbeddingBag for Apple MLX."""
+"""mlx-embag: PyTorch-exact Embedding and EmbeddingBag for Apple MLX.
+
+Example:
+    >>> import mlx.core as mx, mlx_embag as meb
+    >>> bag = meb.EmbeddingBag(10, 4, mode="sum")
+    >>> bag(mx.array([[1, 2], [3, 3]])).shape
+    (2, 4)
+"""
 
 from . import backend
 from .backend import use_backend
+from .functional import embedding, embedding_bag
+from .layers import Embedding, EmbeddingBag
 
+__all__ = ["embedding_bag", "embedding", "EmbeddingBag", "Embedding", "use_backend", "backend"]
 __version__ = "0.1.0"

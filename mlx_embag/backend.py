@@ -85,7 +85,8 @@ def metal_available() -> bool:
         from . import emulator
     except ImportError:  # pragma: no cover - the emulator is part of the package
         return False
-    return emulator.is_enabled()
+    is_enabled = getattr(emulator, "is_enabled", None)
+    return bool(is_enabled and is_enabled())
 
 
 def metal_unavailable_reason() -> str:
@@ -96,13 +97,14 @@ def metal_unavailable_reason() -> str:
     )
 
 
-def resolve_backend(backend, supported_by_metal: bool = True) -> str:
+def resolve_backend(backend, supported=None) -> str:
     """Turn a ``backend=`` argument into ``"metal"`` or ``"reference"``.
 
     Args:
         backend: The caller's ``backend=`` argument.
-        supported_by_metal: Whether the Metal kernels handle this particular call;
-            ``"auto"`` falls back to the reference path when they do not.
+        supported: Optional thunk telling whether the Metal kernels handle this
+            particular call; ``"auto"`` falls back to the reference path when
+            it returns False. ``"metal"`` never falls back.
     """
     name = _check_name(backend) or default_backend()
     if name == "reference":
@@ -111,7 +113,9 @@ def resolve_backend(backend, supported_by_metal: bool = True) -> str:
         if not metal_available():
             raise RuntimeError(metal_unavailable_reason())
         return "metal"
-    return "metal" if (supported_by_metal and metal_available()) else "reference"
+    if not metal_available():
+        return "reference"
+    return "metal" if supported is None or supported() else "reference"
 
 
 def resolve_check_indices(value) -> bool:

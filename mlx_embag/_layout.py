@@ -1,0 +1,215 @@
+"""Bag layout and the poison rule, as lazy MLX integer ops (no host sync).
+
+Bag ``b`` covers positions ``[start_b, end_b)`` of the flat indices. It is
+*valid* iff ``0 <= start_b <= end_b <= N``, ``offsets[0] == 0`` (1-D input),
+``start_b`` is no smaller than any earlier offset (so valid bags never
+overlap), and every index in it lies in ``[0, V)``. An invalid bag comes out
+NaN and sends no gradient. Positions that belong to no valid bag (trailing
+indices after the last offset, or the positions of structurally broken bags)
+have ``owner == -1``.
+
+Every function here builds lazy arrays; MLX only evaluates the ones a path
+actually uses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+
+from ._spec import BagSpec
+
+
+def index_dtype(num_embeddings: int):
+    """The narrowest dtype that addresses every row (int32 unless V >= 2**31)."""
+    return mx.int32 if num_embeddings < 2**31 else mx.int64
+
+
+def in_range(indices: mx.array, num_embeddings: int) -> mx.array:
+    """Per position: is the index a row of the table?"""
+    if mx.issubdtype(indices.dtype, mx.unsignedinteger):
+        return indices < num_embeddings
+    return (indices >= 0) & (indices < num_embeddings)
+
+
+def safe_indices(indices: mx.array, ok: mx.array, num_embeddings: int) -> mx.array:
+    """Indices with every out-of-range entry replaced by row 0, so gathers stay in bounds."""
+    return mx.where(ok, indices, 0).astype(index_dtype(num_embeddings))
+
+
+def bag_bounds(offsets, spec: BagSpec, n: int):
+    """``(starts, ends)`` as int64 arrays of shape (B,)."""
+    b = spec.num_bags
+    if offsets is None:
+        starts = mx.arange(b, dtype=mx.int64) * spec.bag_size
+        return starts, starts + spec.bag_size
+    off = offsets.astype(mx.int64)
+    if spec.include_last_offset:
+        return off[:b], off[1 : b + 1]
+    return off, mx.concatenate([off[1:], mx.array([n], dtype=mx.int64)])
+
+
+def structurally_valid(offsets, starts, ends, n: int) -> mx.array:
+    """Per bag: is ``[start, end)`` a well-formed range that overlaps no earlier bag?"""
+    ok = (starts >= 0) & (starts <= ends) & (ends <= n)
+    off = offsets.astype(mx.int64)
+    ok = ok & (off[0] == 0)
+    # max(offsets[:b]) for each b; bag 0 has no earlier offset.
+    prev = mx.cummax(off)[: starts.size - 1]
+    prev = mx.concatenate([starts[:1], prev]) if starts.size else prev
+    return ok & (starts >= prev)
+
+
+def owners(starts, ends, struct_ok, n: int) -> mx.array:
+    """Per position: the structurally valid bag that contains it, or -1.
+
+    Valid non-empty bags have strictly increasing starts, so the owner of
+    position ``i`` is the last such bag starting at or before ``i``, provided
+    ``i`` is before that bag's end.
+    """
+    b = starts.size
+    take = struct_ok & (ends > starts)
+    where_ = mx.where(take, starts, n).astype(mx.int64)
+    marks = mx.full((n + 1,), -1, dtype=mx.int32).at[where_].maximum(
+        mx.arange(b, dtype=mx.int32)
+    )
+    owner = mx.cummax(marks[:n])
+    end_of_owner = mx.take(ends, mx.maximum(owner, 0))
+    inside = (owner >= 0) & (mx.arange(n, dtype=mx.int64) < end_of_owner)
+    return mx.where(inside, owner, -1)
+
+
+class Layout:
+    """Everything a path may need about which position belongs to which bag.
+
+    Attributes are computed lazily on first access (and, being MLX arrays, are
+    evaluated only if a computation uses them).
+    """
+
+    def __init__(self, indices: mx.array, offsets, spec: BagSpec, num_embeddings: int):
+        self.indices = indices
+        self.offsets = offsets
+        self.spec = spec
+        self.V = num_embeddings
+        self.N = indices.size
+        self.B = spec.num_bags
+        self._cache = {}
+
+    def _get(self, key, fn):
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    @property
+    def ok_index(self):
+        return self._get("ok_index", lambda: in_range(self.indices, self.V))
+
+    @property
+    def safe(self):
+        return self._get("safe", lambda: safe_indices(self.indices, self.ok_index, self.V))
+
+    @property
+    def bounds(self):
+        return self._get("bounds", lambda: bag_bounds(self.offsets, self.spec, self.N))
+
+    @property
+    def is_2d(self):
+        return self.offsets is None
+
+    @property
+    def struct_ok(self):
+        def f():
+            if self.is_2d:
+                return mx.ones((self.B,), dtype=mx.bool_)
+            starts, ends = self.bounds
+            return structurally_valid(self.offsets, starts, ends, self.N)
+
+        return self._get("struct_ok", f)
+
+    @property
+    def owner(self):
+        """int32 (N,): the bag of each position among structurally valid bags, or -1."""
+
+        def f():
+            if self.is_2d:
+                return mx.arange(self.N, dtype=mx.int32) // max(self.spec.bag_size, 1)
+            starts, ends = self.bounds
+            return owners(starts, ends, self.struct_ok, self.N)
+
+        return self._get("owner", f)
+
+    @property
+    def bag_valid(self):
+        """bool (B,): the poison rule."""
+
+        def f():
+            if self.is_2d:
+                if self.N == 0:
+                    return mx.ones((self.B,), dtype=mx.bool_)
+                return mx.all(self.ok_index.reshape(self.B, -1), axis=1)
+            bad = (self.owner >= 0) & ~self.ok_index
+            dest = mx.where(bad, self.owner, self.B)
+            hit = mx.zeros((self.B + 1,), dtype=mx.int32).at[dest].add(1)[: self.B]
+            return self.struct_ok & (hit == 0)
+
+        return self._get("bag_valid", f)
+
+    @property
+    def pos_valid(self):
+        """bool (N,): the position is inside a valid bag."""
+
+        def f():
+            own = self.owner
+            return (own >= 0) & mx.take(self.bag_valid, mx.maximum(own, 0))
+
+        return self._get("pos_valid", f)
+
+    def not_padding(self):
+        p = self.spec.padding_idx
+        if p is None:
+            return None
+        return self.indices != p
+
+    @property
+    def segments(self):
+        """(B, 2) uint32 ``[start, end)`` for ``mx.segmented_mm``; broken bags get ``[0, 0)``."""
+
+        def f():
+            starts, ends = self.bounds
+            ok = self.struct_ok
+            seg = mx.stack([mx.where(ok, starts, 0), mx.where(ok, ends, 0)], axis=1)
+            return seg.astype(mx.uint32)
+
+        return self._get("segments", f)
+
+    def segment_count(self, mask):
+        """Per bag: how many positions have ``mask`` set (exact integer prefix sums)."""
+        if self.is_2d:
+            if self.N == 0:
+                return mx.zeros((self.B,), dtype=mx.int32)
+            return mask.reshape(self.B, -1).astype(mx.int32).sum(axis=1)
+        csum = mx.concatenate([mx.zeros((1,), mx.int32), mx.cumsum(mask.astype(mx.int32))])
+        seg = self.segments.astype(mx.int64)
+        return mx.take(csum, seg[:, 1]) - mx.take(csum, seg[:, 0])
+
+    def frequencies(self):
+        """float32 (N,): occurrences of each position's row among all N positions."""
+        counts = mx.zeros((self.V,), dtype=mx.float32).at[self.safe].add(
+            self.ok_index.astype(mx.float32)
+        )
+        return mx.take(counts, self.safe)
+
+
+def renorm_scale(rows_f32: mx.array, max_norm: float, norm_type: float) -> mx.array:
+    """Per row: the factor PyTorch's ``embedding_renorm_`` applies (1 where the norm is small)."""
+    a = mx.abs(rows_f32)
+    if math.isinf(norm_type):
+        norm = mx.max(a, axis=-1)
+    elif norm_type == 1:
+        norm = mx.sum(a, axis=-1)
+    elif norm_type == 2:
+        norm = mx.sqrt(mx.sum(a * a, axis=-1))
+    else:
+        norm = mx.power(mx.sum(mx.power(a, norm_type), axis=-1), 1.0 / norm_type)
+    return mx.where(norm > max_norm, max_norm / (norm + 1e-7), 1.0)

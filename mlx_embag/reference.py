@@ -1,0 +1,302 @@
+"""The pure-MLX reference path: the semantics every other path is checked against.
+
+Both entry points take the normalised call of ``_spec.py`` and are
+``mx.custom_function``s whose VJPs implement PyTorch's gradients exactly:
+straight through ``max_norm``, arg-max routing with earliest-position ties,
+``scale_grad_by_freq`` by the documented count. Sums accumulate in float32.
+
+The forward of a bag is a gather followed by a segmented reduction
+(``mx.segmented_mm`` for variable-length bags, a reshape for 2-D input); the
+gradient is MLX's scatter-add, or, with ``deterministic=True``, a sort by row
+followed by a segmented sum so that the order of additions is fixed on every
+device.
+
+Example:
+    >>> import mlx.core as mx
+    >>> from mlx_embag import reference
+    >>> from mlx_embag._spec import BagSpec
+    >>> spec = BagSpec("sum", 2, None, False, None, None, 2.0, False, False)
+    >>> w = mx.arange(8, dtype=mx.float32).reshape(4, 2)
+    >>> reference.embedding_bag(w, mx.array([0, 1, 3]), mx.array([0, 2]), None, spec).tolist()
+    [[2.0, 4.0], [6.0, 7.0]]
+"""
+
+from __future__ import annotations
+
+import functools
+
+import mlx.core as mx
+
+from ._layout import Layout, in_range, renorm_scale, safe_indices
+from ._spec import BagSpec, EmbSpec
+
+_F32 = mx.float32
+_NAN = float("nan")
+
+
+def _gather_rows(weight, safe, max_norm, norm_type):
+    """Gathered rows in float32, rescaled as PyTorch's in-place renorm leaves them.
+
+    The rescaled row is rounded to the table's dtype first, because PyTorch
+    stores it there before reading it back.
+    """
+    rows = mx.take(weight, safe, axis=0)
+    if max_norm is not None:
+        r32 = rows.astype(_F32)
+        scale = renorm_scale(r32, max_norm, norm_type)
+        rows = (r32 * scale[:, None]).astype(weight.dtype)
+    return rows.astype(_F32)
+
+
+def scatter_rows(values, rows, coef, num_embeddings, deterministic):
+    """``dW[rows[i]] += coef[i] * values[i]`` as a dense float32 (V, D) gradient.
+
+    ``deterministic`` sorts positions by row and sums each row's run with
+    ``mx.segmented_mm`` (one fixed-order reduction per run) instead of relying
+    on MLX's scatter-add, whose GPU kernel adds atomically in an unspecified
+    order.
+    """
+    d = values.shape[-1]
+    if not deterministic or rows.size == 0:
+        g = values if coef is None else values * coef[:, None]
+        return mx.zeros((num_embeddings, d), dtype=_F32).at[rows].add(g)
+    n = rows.size
+    order = mx.argsort(rows)
+    srt = mx.take(rows, order)
+    pos = mx.arange(n, dtype=mx.int32)
+    differs = srt[1:] != srt[:-1]
+    last = mx.concatenate([differs, mx.array([True])])
+    first = mx.concatenate([mx.array([True]), differs])
+    run_end = mx.cummin(mx.where(last, pos + 1, n), reverse=True)
+    # Each run's first position owns the whole run's sum; the others own an
+    # empty segment, so the scatter below only ever adds exact (+0.0) zeros.
+    segs = mx.stack([pos, mx.where(first, run_end, pos)], axis=1).astype(mx.uint32)
+    w = mx.ones((n,), dtype=_F32) if coef is None else mx.take(coef, order)
+    sums = mx.segmented_mm(w[None], mx.take(values, order, axis=0), segs).reshape(n, d) + 0.0
+    return mx.zeros((num_embeddings, d), dtype=_F32).at[srt].add(sums)
+
+# --------------------------------------------------------------------------- bag
+
+
+def _bag_coef(lay: Layout, psw, dtype):
+    """Per-position multiplier for sum/mean (None when every position counts 1)."""
+    coef = None
+    if psw is not None:
+        coef = psw.astype(dtype).astype(_F32)
+    keep = lay.not_padding()
+    if keep is not None:
+        coef = keep.astype(_F32) if coef is None else mx.where(keep, coef, 0.0)
+    return coef
+
+
+def _bag_counts(lay: Layout):
+    """Per bag: the mean's divisor (non-padding entries), at least 1."""
+    keep = lay.not_padding()
+    if keep is not None:
+        count = lay.segment_count(keep)
+    elif lay.is_2d:
+        count = mx.full((lay.B,), lay.spec.bag_size, dtype=mx.int32)
+    else:
+        starts, ends = lay.bounds
+        count = mx.where(lay.struct_ok, ends - starts, 0)
+    return mx.maximum(count, 1).astype(_F32)
+
+
+def _sum_forward(rows, lay: Layout, psw, dtype):
+    spec, B, d = lay.spec, lay.B, rows.shape[-1]
+    coef = _bag_coef(lay, psw, dtype)
+    if lay.is_2d:
+        L = spec.bag_size
+        r = rows if coef is None else rows * coef[:, None]
+        out = r.reshape(B, L, d).sum(axis=1) if L else mx.zeros((B, d), _F32)
+    else:
+        w = mx.ones((1, lay.N), dtype=_F32) if coef is None else coef[None]
+        out = mx.segmented_mm(w, rows, lay.segments).reshape(B, d)
+    if spec.mode == "mean":
+        out = out / _bag_counts(lay)[:, None]
+    return out
+
+
+def _max_mask(lay: Layout):
+    keep = lay.not_padding()
+    return lay.pos_valid if keep is None else lay.pos_valid & keep
+
+
+def _max_forward(rows, lay: Layout):
+    B, d = lay.B, rows.shape[-1]
+    mask = _max_mask(lay)
+    neg = -float("inf")
+    if lay.is_2d:
+        L = lay.spec.bag_size
+        if L == 0:
+            return mx.zeros((B, d), _F32)
+        vals = rows if lay.spec.padding_idx is None else mx.where(mask[:, None], rows, neg)
+        out = vals.reshape(B, L, d).max(axis=1)
+        has = mask.reshape(B, L).any(axis=1)
+    else:
+        dest = mx.where(mask, lay.owner, B)
+        out = mx.full((B + 1, d), neg, dtype=_F32).at[dest].maximum(rows)[:B]
+        has = lay.segment_count(mask) > 0
+    return mx.where(has[:, None], out, 0.0)
+
+
+def _max_backward(rows, out, cot, lay: Layout):
+    """Route each (bag, column) cotangent to the earliest row attaining the maximum."""
+    B, N, d = lay.B, lay.N, rows.shape[-1]
+    mask = _max_mask(lay)
+    out = out.astype(_F32)
+    if lay.is_2d:
+        L = lay.spec.bag_size
+        vals = rows.reshape(B, L, d)
+        hit = (vals == out[:, None, :]) & mask.reshape(B, L, 1)
+        pos = mx.where(hit, mx.arange(L)[None, :, None], L).min(axis=1)
+        has = pos < L
+        flat = mx.arange(B)[:, None] * L + mx.minimum(pos, L - 1)
+    else:
+        dest = mx.where(mask, lay.owner, B)
+        out_ext = mx.concatenate([out, mx.full((1, d), _NAN, dtype=_F32)])
+        hit = mask[:, None] & (rows == mx.take(out_ext, dest, axis=0))
+        cand = mx.where(hit, mx.arange(N)[:, None], N)
+        pos = mx.full((B + 1, d), N, dtype=mx.int32).at[dest].minimum(cand)[:B]
+        has = pos < N
+        flat = mx.minimum(pos, N - 1)
+    row = mx.take(lay.safe, flat)
+    g = mx.where(has, cot, 0.0)
+    if lay.spec.deterministic:
+        cols = mx.broadcast_to(mx.arange(d)[None], (B, d))
+        key = row.astype(mx.int64) * d + cols
+        flat_grad = scatter_rows(g.reshape(-1, 1), key.reshape(-1), None, lay.V * d, True)
+        return flat_grad.reshape(lay.V, d)
+    return mx.zeros((lay.V, d), dtype=_F32).at[row, mx.arange(d)[None]].add(g)
+
+
+@functools.lru_cache(maxsize=None)
+def _bag_function(spec: BagSpec, num_embeddings: int):
+    def layout(indices, offsets):
+        return Layout(indices, offsets, spec, num_embeddings)
+
+    @mx.custom_function
+    def bag(weight, psw, indices, offsets):
+        lay = layout(indices, offsets)
+        rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
+        if spec.mode == "max":
+            out = _max_forward(rows, lay)
+        else:
+            out = _sum_forward(rows, lay, psw, weight.dtype)
+        return mx.where(lay.bag_valid[:, None], out, _NAN).astype(weight.dtype)
+
+    @bag.vjp
+    def bag_vjp(primals, cot, out):
+        weight, psw, indices, offsets = primals
+        lay = layout(indices, offsets)
+        cot = cot.astype(_F32)
+        d_psw = None
+        if spec.mode == "max":
+            rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
+            dw = _max_backward(rows, out, cot, lay)
+        else:
+            coef = lay.pos_valid.astype(_F32)
+            base = _bag_coef(lay, psw, weight.dtype)
+            if base is not None:
+                coef = coef * base
+            if spec.mode == "mean":
+                coef = coef / mx.take(_bag_counts(lay), mx.maximum(lay.owner, 0))
+            if spec.scale_grad_by_freq:
+                coef = coef / mx.maximum(lay.frequencies(), 1.0)
+            bag_cot = mx.take(cot, mx.maximum(lay.owner, 0), axis=0)
+            dw = scatter_rows(bag_cot, lay.safe, coef, num_embeddings, spec.deterministic)
+            if psw is not None:
+                rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
+                keep = lay.pos_valid
+                if lay.not_padding() is not None:
+                    keep = keep & lay.not_padding()
+                dot = mx.where(keep, (rows * bag_cot).sum(axis=-1), 0.0)
+                d_psw = dot.astype(psw.dtype)
+        zero_off = None if offsets is None else mx.zeros_like(offsets)
+        return dw.astype(weight.dtype), d_psw, mx.zeros_like(indices), zero_off
+
+    return bag
+
+
+def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
+    """Reference ``embedding_bag`` on a normalised call (see ``_spec.py``).
+
+    Args:
+        weight (array): ``(V, D)`` table, float32/float16/bfloat16.
+        indices (array): flat ``(N,)`` integer indices.
+        offsets (array or None): raw 1-D offsets, or None for 2-D input.
+        per_sample_weights (array or None): flat ``(N,)`` weights (mode ``"sum"``).
+        spec (BagSpec): the static options.
+
+    Returns:
+        array: ``(B, D)`` in the table's dtype.
+    """
+    d = weight.shape[1]
+    if spec.num_bags == 0:
+        return mx.zeros((0, d), dtype=weight.dtype)
+    fn = _bag_function(spec, weight.shape[0])
+    return fn(weight, per_sample_weights, indices, offsets)
+
+
+# --------------------------------------------------------------------- embedding
+
+
+@functools.lru_cache(maxsize=None)
+def _embedding_function(spec: EmbSpec, num_embeddings: int):
+    V = num_embeddings
+
+    @mx.custom_function
+    def emb(weight, indices):
+        flat = indices.reshape(-1)
+        ok = in_range(flat, V)
+        rows = _gather_rows(weight, safe_indices(flat, ok, V), spec.max_norm, spec.norm_type)
+        out = mx.where(ok[:, None], rows, _NAN).astype(weight.dtype)
+        return out.reshape(*indices.shape, weight.shape[1])
+
+    @emb.vjp
+    def emb_vjp(primals, cot, out):
+        weight, indices = primals
+        flat = indices.reshape(-1)
+        ok = in_range(flat, V)
+        safe = safe_indices(flat, ok, V)
+        keep = ok if spec.padding_idx is None else ok & (flat != spec.padding_idx)
+        coef = keep.astype(_F32)
+        if spec.scale_grad_by_freq:
+            counts = mx.zeros((V,), dtype=_F32).at[safe].add(ok.astype(_F32))
+            coef = coef / mx.maximum(mx.take(counts, safe), 1.0)
+        g = cot.reshape(-1, weight.shape[1]).astype(_F32)
+        dw = scatter_rows(g, safe, coef, V, spec.deterministic)
+        return dw.astype(weight.dtype), mx.zeros_like(indices)
+
+    return emb
+
+
+def embedding(weight, indices, spec: EmbSpec):
+    """Reference ``embedding`` on a normalised call: ``indices.shape + (D,)``.
+
+    Args:
+        weight (array): ``(V, D)`` table.
+        indices (array): integer indices of any shape.
+        spec (EmbSpec): the static options.
+    """
+    return _embedding_function(spec, weight.shape[0])(weight, indices)
+
+
+def renormed_weight(weight, indices, max_norm, norm_type):
+    """The table after PyTorch's in-place ``embedding_renorm_`` over ``indices``.
+
+    The modules store this back after a call with ``max_norm``. Only rows
+    referenced by an in-range index change; duplicates write identical values.
+    """
+    flat = indices.reshape(-1)
+    V = weight.shape[0]
+    ok = in_range(flat, V)
+    safe = safe_indices(flat, ok, V)
+    rows = mx.take(weight, safe, axis=0).astype(_F32)
+    scale = mx.where(ok, renorm_scale(rows, max_norm, norm_type), 1.0)
+    # A row referenced only by out-of-range positions (mapped to row 0) keeps scale 1.
+    per_row = mx.ones((V,), dtype=_F32).at[safe].minimum(scale)
+    new_rows = (rows * mx.take(per_row, safe)[:, None]).astype(weight.dtype)
+    out = mx.array(weight)
+    out[safe] = new_rows
+    return mx.stop_gradient(out)
