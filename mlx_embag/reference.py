@@ -140,34 +140,36 @@ def _max_forward(rows, lay: Layout):
     return mx.where(has[:, None], out, 0.0)
 
 
+def _spread(lay: Layout, per_bag, fill):
+    """(B, D) per-bag values -> (N, D) per position; ``fill`` where a position has no bag."""
+    if lay.is_2d:
+        L, d = lay.spec.bag_size, per_bag.shape[-1]
+        return mx.broadcast_to(per_bag[:, None, :], (lay.B, L, d)).reshape(lay.N, d)
+    ext = mx.concatenate([per_bag, mx.full((1, per_bag.shape[-1]), fill, per_bag.dtype)])
+    return mx.take(ext, mx.where(lay.owner >= 0, lay.owner, lay.B), axis=0)
+
+
 def _max_backward(rows, out, cot, lay: Layout):
-    """Route each (bag, column) cotangent to the earliest row attaining the maximum."""
+    """Per-position gradient routing each (bag, column) cotangent to its earliest arg-max."""
     B, N, d = lay.B, lay.N, rows.shape[-1]
     mask = _max_mask(lay)
     out = out.astype(_F32)
     if lay.is_2d:
         L = lay.spec.bag_size
-        vals = rows.reshape(B, L, d)
-        hit = (vals == out[:, None, :]) & mask.reshape(B, L, 1)
-        pos = mx.where(hit, mx.arange(L)[None, :, None], L).min(axis=1)
-        has = pos < L
-        flat = mx.arange(B)[:, None] * L + mx.minimum(pos, L - 1)
-    else:
-        dest = mx.where(mask, lay.owner, B)
-        out_ext = mx.concatenate([out, mx.full((1, d), _NAN, dtype=_F32)])
-        hit = mask[:, None] & (rows == mx.take(out_ext, dest, axis=0))
-        cand = mx.where(hit, mx.arange(N)[:, None], N)
-        pos = mx.full((B + 1, d), N, dtype=mx.int32).at[dest].minimum(cand)[:B]
-        has = pos < N
-        flat = mx.minimum(pos, N - 1)
-    row = mx.take(lay.safe, flat)
-    g = mx.where(has, cot, 0.0)
-    if lay.spec.deterministic:
-        cols = mx.broadcast_to(mx.arange(d)[None], (B, d))
-        key = row.astype(mx.int64) * d + cols
-        flat_grad = scatter_rows(g.reshape(-1, 1), key.reshape(-1), None, lay.V * d, True)
-        return flat_grad.reshape(lay.V, d)
-    return mx.zeros((lay.V, d), dtype=_F32).at[row, mx.arange(d)[None]].add(g)
+        here = mx.arange(L, dtype=mx.int32)[None, :, None]
+        hit = rows.reshape(B, L, d) == out[:, None, :]
+        if lay.spec.padding_idx is not None:  # invalid bags are NaN: they never hit
+            hit = hit & mask.reshape(B, L, 1)
+        pos = mx.where(hit, here, L).min(axis=1)
+        g = mx.where(here == pos[:, None, :], cot[:, None, :], 0.0)
+        return g.reshape(N, d)
+    here = mx.arange(N, dtype=mx.int32)[:, None]
+    dest = mx.where(mask, lay.owner, B)
+    out_ext = mx.concatenate([out, mx.full((1, d), _NAN, dtype=_F32)])
+    hit = mask[:, None] & (rows == mx.take(out_ext, dest, axis=0))
+    cand = mx.where(hit, here, N)
+    pos = mx.full((B + 1, d), N, dtype=mx.int32).at[dest].minimum(cand)[:B]
+    return mx.where(here == _spread(lay, pos, -1), _spread(lay, cot, 0.0), 0.0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -191,28 +193,31 @@ def _bag_function(spec: BagSpec, num_embeddings: int):
         lay = layout(indices, offsets)
         cot = cot.astype(_F32)
         d_psw = None
-        if spec.mode == "max":
+        zero_off = None if offsets is None else mx.zeros_like(offsets)
+        if lay.N == 0:
+            d_psw = None if psw is None else mx.zeros_like(psw)
+            return mx.zeros_like(weight), d_psw, mx.zeros_like(indices), zero_off
+        rows = None
+        if spec.mode == "max" or psw is not None:
             rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
-            dw = _max_backward(rows, out, cot, lay)
+        if spec.mode == "max":
+            g, coef = _max_backward(rows, out, cot, lay), None
         else:
-            coef = lay.pos_valid.astype(_F32)
-            base = _bag_coef(lay, psw, weight.dtype)
-            if base is not None:
-                coef = coef * base
+            # Invalid bags send nothing; the mean divides per bag, before spreading.
+            cot = mx.where(lay.bag_valid[:, None], cot, 0.0)
             if spec.mode == "mean":
-                coef = coef / mx.take(_bag_counts(lay), mx.maximum(lay.owner, 0))
+                cot = cot / _bag_counts(lay)[:, None]
+            g = _spread(lay, cot, 0.0)
+            coef = _bag_coef(lay, psw, weight.dtype)
             if spec.scale_grad_by_freq:
-                coef = coef / mx.maximum(lay.frequencies(), 1.0)
-            bag_cot = mx.take(cot, mx.maximum(lay.owner, 0), axis=0)
-            dw = scatter_rows(bag_cot, lay.safe, coef, num_embeddings, spec.deterministic)
+                inv = 1.0 / mx.maximum(lay.frequencies(), 1.0)
+                coef = inv if coef is None else coef * inv
             if psw is not None:
-                rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
                 keep = lay.pos_valid
                 if lay.not_padding() is not None:
                     keep = keep & lay.not_padding()
-                dot = mx.where(keep, (rows * bag_cot).sum(axis=-1), 0.0)
-                d_psw = dot.astype(psw.dtype)
-        zero_off = None if offsets is None else mx.zeros_like(offsets)
+                d_psw = mx.where(keep, (rows * g).sum(axis=-1), 0.0).astype(psw.dtype)
+        dw = scatter_rows(g, lay.safe, coef, num_embeddings, spec.deterministic)
         return dw.astype(weight.dtype), d_psw, mx.zeros_like(indices), zero_off
 
     return bag
