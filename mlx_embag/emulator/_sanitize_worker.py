@@ -1,0 +1,121 @@
+"""Running an AddressSanitizer-built kernel in a subprocess.
+
+An ASan-instrumented shared object needs the ASan runtime loaded first
+(``LD_PRELOAD``), and an ASan report ends the process; so sanitized kernels
+run in a child Python. The parent side is :func:`run_in_subprocess`; run as a
+script (by path, so the child never imports mlx) this file is the child: it
+reads a pickled job, runs the kernel and writes every buffer back.
+
+The runtime library (ASan build) copies each buffer into an exact-size heap
+block before the launch, so reads or writes one element past a buffer hit a
+red zone; threadgroup variables get poisoned red zones too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+
+_REPORT_LINES = 40
+
+
+def _libasan() -> str:
+    env = os.environ.get("MLX_EMBAG_EMULATOR_LIBASAN")
+    if env:
+        return env
+    for cc in ("gcc", "cc", "clang"):
+        try:
+            out = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True,
+                                 timeout=60).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out and os.path.isabs(out) and os.path.exists(out):
+            return out
+    raise RuntimeError(
+        "The emulator's sanitizer mode needs the AddressSanitizer runtime (libasan, e.g. from gcc's "
+        "libasan8 package); set MLX_EMBAG_EMULATOR_LIBASAN to its path."
+    )
+
+
+def _summarise(stderr: str) -> str:
+    lines = stderr.splitlines()
+    start = next((i for i, line in enumerate(lines) if "ERROR: AddressSanitizer" in line), None)
+    if start is None:
+        return "\n".join(lines[-_REPORT_LINES:])
+    return "\n".join(lines[start:start + _REPORT_LINES])
+
+
+def run_in_subprocess(*, kernel_so: str, buffers: list, const: list, grid, threadgroup, seed: int,
+                      use_fibers: bool, workers: int, stack_bytes: int) -> str | None:
+    """Run the kernel under ASan in a child process; copy outputs back.
+
+    Returns:
+        None on success, else an error message (the ASan report, or the
+        runtime's own error).
+    """
+    from . import compiler
+
+    runtime_so = str(compiler.build_runtime(sanitize=True))
+    job = dict(runtime_so=runtime_so, kernel_so=kernel_so, buffers=buffers, grid=tuple(grid),
+               threadgroup=tuple(threadgroup), seed=seed, use_fibers=use_fibers, workers=workers,
+               stack_bytes=stack_bytes)
+    with tempfile.TemporaryDirectory(prefix="mlx_embag_asan_") as tmp:
+        job_path = os.path.join(tmp, "job.pkl")
+        out_path = os.path.join(tmp, "out.pkl")
+        with open(job_path, "wb") as f:
+            pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+        env = dict(os.environ)
+        env["LD_PRELOAD"] = _libasan()
+        env["ASAN_OPTIONS"] = ":".join([
+            "detect_leaks=0", "detect_stack_use_after_return=0", "abort_on_error=0", "exitcode=86",
+            "allocator_may_return_null=1", "handle_segv=1", env.get("ASAN_OPTIONS", ""),
+        ]).rstrip(":")
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), job_path, out_path],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            if "AddressSanitizer" in proc.stderr:
+                return "AddressSanitizer found an invalid memory access:\n" + _summarise(proc.stderr)
+            return f"the sanitizer subprocess failed (exit code {proc.returncode}):\n" + _summarise(proc.stderr)
+        with open(out_path, "rb") as f:
+            result = pickle.load(f)
+    if result["error"]:
+        return result["error"]
+    for dst, src, is_const in zip(buffers, result["buffers"], const):
+        if not is_const:
+            dst[...] = src
+    return None
+
+
+def _child(job_path: str, out_path: str) -> int:
+    with open(job_path, "rb") as f:
+        job = pickle.load(f)
+    rt = ctypes.CDLL(job["runtime_so"], mode=ctypes.RTLD_GLOBAL)
+    lib = ctypes.CDLL(job["kernel_so"])
+    entry = ctypes.cast(lib.__emu_entry, ctypes.c_void_p).value
+    buffers = job["buffers"]
+    n = len(buffers)
+    ptrs = (ctypes.c_void_p * max(n, 1))(*[a.ctypes.data for a in buffers])
+    sizes = (ctypes.c_int64 * max(n, 1))(*[a.nbytes for a in buffers])
+    g = (ctypes.c_uint * 3)(*job["grid"])
+    t = (ctypes.c_uint * 3)(*job["threadgroup"])
+    errbuf = ctypes.create_string_buffer(4096)
+    rt.emu_launch.restype = ctypes.c_int
+    rt.emu_launch.argtypes = [
+        ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int64), ctypes.c_int,
+        ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint), ctypes.c_longlong, ctypes.c_int,
+        ctypes.c_int, ctypes.c_longlong, ctypes.c_char_p, ctypes.c_int,
+    ]
+    rc = rt.emu_launch(entry, ptrs, sizes, n, g, t, job["seed"], int(job["use_fibers"]), job["workers"],
+                       job["stack_bytes"], errbuf, len(errbuf))
+    error = errbuf.value.decode(errors="replace") if rc else None
+    with open(out_path, "wb") as f:
+        pickle.dump({"error": error, "buffers": buffers}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1], sys.argv[2]))

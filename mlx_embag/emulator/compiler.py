@@ -1,0 +1,210 @@
+"""Compiling emulator translation units to shared objects, with a disk cache.
+
+The compiler is clang: a system ``clang++`` when one is installed and newer
+than the one in the ``ziglang`` wheel, else ``python -m ziglang c++``;
+``MLX_EMBAG_EMULATOR_CXX`` (a command line, e.g. ``"clang++-19"``) overrides
+both. Objects are cached under ``MLX_EMBAG_EMULATOR_CACHE``, else
+``$XDG_CACHE_HOME/mlx_embag/emulator``, else ``~/.cache/mlx_embag/emulator``,
+keyed by a hash of the source, the flags, the compiler's version and the shim.
+Writes go to a temporary file that is renamed into place, so concurrent
+processes never see half-written objects.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+SHIM_DIR = Path(__file__).resolve().parent / "shim"
+SHIM_INCLUDE = SHIM_DIR / "include"
+
+# Flags every kernel gets. -nostdinc/-nostdinc++ and no C++ library: Metal
+# has neither, so `std::`, printf and foreign includes fail as they would on a Mac.
+_KERNEL_FLAGS = [
+    "-std=c++20",
+    "-fPIC",
+    "-shared",
+    "-nostdinc",
+    "-nostdinc++",
+    "-nostdlib++",
+    "-fno-exceptions",
+    "-fno-rtti",
+    "-fvisibility=hidden",
+    "-Xclang",
+    "-ffloat16-excess-precision=none",
+    "-Xclang",
+    "-fbfloat16-excess-precision=none",
+    "-Wno-unknown-attributes",
+    "-Wno-user-defined-literals",
+    "-ferror-limit=20",
+]
+_MATH_FLAGS = {
+    "safe": ["-fno-fast-math"],
+    "relaxed": ["-fno-fast-math", "-ffp-contract=fast"],
+    "fast": ["-ffast-math"],
+}
+_OPT_FLAGS = ["-O1"]
+_SANITIZE_FLAGS = ["-fsanitize=address", "-fno-omit-frame-pointer", "-g1", "-DEMU_NO_ADDRESS_SPACES=1"]
+
+_lock = threading.Lock()
+_key_locks: dict[str, threading.Lock] = {}
+
+
+class CompileError(RuntimeError):
+    """clang rejected a translation unit; the message holds its diagnostics."""
+
+
+def cache_dir() -> Path:
+    """The directory holding compiled objects (created on demand)."""
+    env = os.environ.get("MLX_EMBAG_EMULATOR_CACHE")
+    if env:
+        base = Path(env)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg) if xdg else Path.home() / ".cache") / "mlx_embag" / "emulator"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def _version_of(cmd: list[str]) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run(cmd + ["--version"], capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"clang version (\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(g) for g in m.groups()) if m else None
+
+
+@functools.lru_cache(maxsize=1)
+def compiler() -> tuple[tuple[str, ...], str]:
+    """The clang command to use and its version string.
+
+    Raises:
+        RuntimeError: when no usable clang is found.
+    """
+    env = os.environ.get("MLX_EMBAG_EMULATOR_CXX")
+    if env:
+        cmd = shlex.split(env)
+        ver = _version_of(cmd)
+        if ver is None:
+            raise RuntimeError(f"MLX_EMBAG_EMULATOR_CXX={env!r} is not a working clang.")
+        return tuple(cmd), ".".join(map(str, ver))
+    candidates = []
+    zig = [sys.executable, "-m", "ziglang", "c++"]
+    zig_ver = _version_of(zig)
+    if zig_ver is not None:
+        candidates.append((zig_ver, zig))
+    system = shutil.which("clang++")
+    if system:
+        sys_ver = _version_of([system])
+        if sys_ver is not None:
+            # Strictly newer only: the zig build is the tested default.
+            candidates.append((sys_ver if zig_ver is None or sys_ver > zig_ver else (0,), [system]))
+    if not candidates:
+        raise RuntimeError(
+            "The Metal emulator needs clang: `pip install ziglang` (or install clang++)."
+        )
+    ver, cmd = max(candidates, key=lambda c: c[0])
+    if ver == (0,):
+        ver, cmd = zig_ver, zig
+    return tuple(cmd), ".".join(map(str, ver))
+
+
+@functools.lru_cache(maxsize=1)
+def shim_digest() -> str:
+    """Hash of every shim file: a change to the shim invalidates the cache."""
+    h = hashlib.sha256()
+    for p in sorted(SHIM_DIR.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(SHIM_DIR).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def kernel_flags(math_mode: str, sanitize: bool) -> list[str]:
+    """The clang flags for a kernel translation unit."""
+    if math_mode not in _MATH_FLAGS:
+        raise ValueError(f"math_mode must be 'safe', 'relaxed' or 'fast', got {math_mode!r}.")
+    flags = list(_KERNEL_FLAGS) + _OPT_FLAGS + _MATH_FLAGS[math_mode]
+    flags += ["-I", str(SHIM_DIR), "-I", str(SHIM_INCLUDE)]
+    if sanitize:
+        flags += _SANITIZE_FLAGS
+    return flags
+
+
+def runtime_flags(sanitize: bool) -> list[str]:
+    """The clang flags for the runtime library (which may use libc)."""
+    flags = [
+        "-std=c++17", "-O2", "-fPIC", "-shared", "-nostdlib++", "-fno-exceptions", "-fno-rtti",
+        "-fvisibility=hidden", "-I", str(SHIM_DIR),
+    ]
+    if sanitize:
+        flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+    return flags
+
+
+def _key_lock(key: str) -> threading.Lock:
+    with _lock:
+        return _key_locks.setdefault(key, threading.Lock())
+
+
+def build(source: str, flags: list[str], *, suffix: str, link: list[str] = (),
+          source_name: str = "kernel.cpp") -> Path:
+    """Compile ``source`` to a cached shared object and return its path.
+
+    Args:
+        source: the C++ translation unit.
+        flags: compiler flags (part of the cache key).
+        suffix: a readable tag for the file name.
+        link: extra link arguments (also part of the key).
+        source_name: the name clang reports in diagnostics.
+
+    Raises:
+        CompileError: with clang's diagnostics.
+    """
+    cmd, version = compiler()
+    h = hashlib.sha256()
+    for part in (source, "\0".join(flags), "\0".join(link), version, shim_digest(), sys.platform):
+        h.update(part.encode())
+        h.update(b"\1")
+    key = h.hexdigest()[:32]
+    safe_suffix = re.sub(r"[^A-Za-z0-9_]+", "_", suffix)[:60]
+    out = cache_dir() / f"{safe_suffix}-{key}.so"
+    if out.exists():
+        return out
+    with _key_lock(key):
+        if out.exists():
+            return out
+        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".build-") as tmp:
+            src = Path(tmp) / source_name
+            src.write_text(source)
+            tmp_out = Path(tmp) / "out.so"
+            env = dict(os.environ)
+            proc = subprocess.run(
+                list(cmd) + flags + [str(src), "-o", str(tmp_out)] + list(link),
+                capture_output=True, text=True, env=env, cwd=tmp,
+            )
+            if proc.returncode != 0 or not tmp_out.exists():
+                msg = (proc.stderr or proc.stdout).replace(str(src), source_name)
+                raise CompileError(msg.strip())
+            os.replace(tmp_out, out)
+    return out
+
+
+def build_runtime(sanitize: bool = False) -> Path:
+    """The runtime library (scheduler, fibers), built once and cached."""
+    src = (SHIM_DIR / "runtime.cpp").read_text()
+    return build(
+        f'#line 1 "runtime.cpp"\n{src}', runtime_flags(sanitize),
+        suffix="runtime_asan" if sanitize else "runtime", link=["-lpthread"],
+        source_name="runtime.cpp",
+    )
