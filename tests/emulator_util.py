@@ -87,7 +87,7 @@ def generate(name, inputs, outputs, source, template=None, header="", atomic_out
     return kname, text
 
 
-NP_OF = {"float": np.float32, "float16_t": np.float16, "bfloat16_t": np.uint16, "int32_t": np.int32,
+NP_OF = {"float": np.float32, "int": np.int32, "uint": np.uint32, "float16_t": np.float16, "bfloat16_t": np.uint16, "int32_t": np.int32,
          "int64_t": np.int64, "uint32_t": np.uint32, "bool": np.bool_, "uint8_t": np.uint8,
          "int8_t": np.int8, "int16_t": np.int16, "uint16_t": np.uint16, "uint64_t": np.uint64}
 

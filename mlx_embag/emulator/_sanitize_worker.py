@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -42,11 +43,31 @@ def _libasan() -> str:
 
 
 def _summarise(stderr: str) -> str:
+    """The useful part of an ASan report: the error, the kernel frames, and
+    where the accessed memory lies; temporary build paths removed."""
     lines = stderr.splitlines()
     start = next((i for i, line in enumerate(lines) if "ERROR: AddressSanitizer" in line), None)
     if start is None:
         return "\n".join(lines[-_REPORT_LINES:])
-    return "\n".join(lines[start:start + _REPORT_LINES])
+    keep = []
+    in_stack = False
+    skipping = False
+    for line in lines[start:]:
+        frame = re.match(r"\s+#\d+ ", line)
+        if frame:
+            if not in_stack:
+                in_stack, skipping = True, False
+            if skipping or "emu_launch" in line or "runtime.cpp" in line:
+                skipping = True
+                continue
+        else:
+            in_stack = False
+            if line.startswith("SUMMARY") or line.startswith("Shadow bytes"):
+                break
+        keep.append(re.sub(r"\S*/\.build-[^/]+/", "", line))
+        if len(keep) >= _REPORT_LINES:
+            break
+    return "\n".join(line for line in keep if line.strip())
 
 
 def run_in_subprocess(*, kernel_so: str, buffers: list, const: list, grid, threadgroup, seed: int,

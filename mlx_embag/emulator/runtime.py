@@ -198,11 +198,13 @@ def translation_unit(kernel_name: str, kernel_source: str) -> tuple[str, ParsedK
     body_end = inst if inst >= 0 else len(lines)
     body = "\n".join(lines[body_start:body_end])
     body = rewrite_threadgroup_declarations(body)
+    needs_fibers = bool(_SYNC_WORDS.search(kernel_source))
+    if needs_fibers:
+        body = mark_returns(body)
     tail = lines[body_end:]
     if inst >= 0:
         tail[0] = strip_attributes(tail[0])
     text = "\n".join(lines[:body_start] + [body] + tail)
-    needs_fibers = bool(_SYNC_WORDS.search(kernel_source))
     tu = (
         '#include "metal_shim.h"\n'
         '#line 1 "kernel.metal"\n'
@@ -282,6 +284,22 @@ def rewrite_threadgroup_declarations(body: str) -> str:
             prev_sig = tok
         i += 1
     return "".join(out)
+
+
+def mark_returns(body: str) -> str:
+    """Route the kernel body's ``return;`` through ``__emu_return()``, so the
+    runtime can tell lanes that returned (no longer live for SIMD functions)
+    from lanes that skipped a SIMD call and ran to the end."""
+    toks = _TOKEN.findall(body)
+    for i, tok in enumerate(toks):
+        if tok != "return":
+            continue
+        j = i + 1
+        while j < len(toks) and (toks[j].isspace() or toks[j].startswith(("//", "/*"))):
+            j += 1
+        if j < len(toks) and toks[j] == ";":
+            toks[i] = "return __emu_return()"
+    return "".join(toks)
 
 
 _DECLARATOR = re.compile(r"^\s*(?P<name>[A-Za-z_]\w*)\s*(?P<dims>(?:\[[^\]]*\]\s*)*)$")

@@ -44,18 +44,23 @@ typedef void (*EmuEntry)(void** buffers, const EmuAttrs* attrs);
 
 // Runtime services a kernel calls (resolved from the runtime library, which is
 // loaded RTLD_GLOBAL before any kernel).
-// kind: 0 = threadgroup_barrier, 1 = simdgroup_barrier. The call site is the
-// caller's return address, so shim wrappers are always_inline.
-void __emu_barrier(int kind);
+// kind: 0 = threadgroup_barrier, 1 = simdgroup_barrier. `site` identifies
+// the call in the kernel source (line * 4096 + column).
+void __emu_barrier(int kind, unsigned site);
 // Publishes `size` bytes of this lane's value, waits until every live lane of
 // the SIMD-group reached the same call site, and returns the base of the
 // 32 x EMU_SIMD_SLOT_BYTES exchange area; *mask gets the live lanes and
 // *lane this lane's index. group_width (32, or 4 for quad functions) is
 // informational: the whole SIMD-group synchronises.
 const void* __emu_simd_exchange(const void* value, unsigned size, unsigned* mask, unsigned* lane,
-                                int group_width);
+                                int group_width, unsigned site);
 // Shared storage for the threadgroup variable `id` of the current threadgroup.
 void* __emu_tg_alloc(unsigned id, unsigned size, unsigned align);
+// Marks the calling thread as having left the kernel with an explicit
+// `return` (the generated source routes the body's `return;` here): only such
+// lanes stop counting as live for SIMD-group functions. A lane that runs off
+// the end of the kernel while others wait at a SIMD call skipped that call.
+void __emu_return(void);
 // Aborts the launch with a message (never returns to the kernel).
 void __emu_fail(const char* message);
 

@@ -602,8 +602,13 @@ enum class mem_flags : uint {
 };
 EMU_INLINE constexpr mem_flags operator|(mem_flags a, mem_flags b) { return mem_flags(uint(a) | uint(b)); }
 EMU_INLINE constexpr mem_flags operator&(mem_flags a, mem_flags b) { return mem_flags(uint(a) & uint(b)); }
-EMU_INLINE void threadgroup_barrier(mem_flags) { __emu_barrier(0); }
-EMU_INLINE void simdgroup_barrier(mem_flags) { __emu_barrier(1); }
+// The call site (line and column in the kernel source, from a default
+// argument) identifies a barrier or SIMD call: threads waiting at different
+// sites diverged. (A return address would not do: clang merges identical
+// calls in the two arms of an if.)
+#define EMU_SITE unsigned __emu_site = __builtin_LINE() * 4096u + __builtin_COLUMN()
+EMU_INLINE void threadgroup_barrier(mem_flags, EMU_SITE) { __emu_barrier(0, __emu_site); }
+EMU_INLINE void simdgroup_barrier(mem_flags, EMU_SITE) { __emu_barrier(1, __emu_site); }
 
 // ---------------------------------------------------------------- SIMD-group functions
 // Every lane publishes its value and waits for all live lanes of its
@@ -626,10 +631,10 @@ template <class T> struct __emu_lanes {
     return v;
   }
 };
-template <class T> EMU_INLINE __emu_lanes<T> __emu_exchange(T x, int width = EMU_SIMD_WIDTH) {
+template <class T> EMU_INLINE __emu_lanes<T> __emu_exchange(T x, int width, unsigned site) {
   static_assert(sizeof(T) <= EMU_SIMD_SLOT_BYTES, "SIMD value too large");
   __emu_lanes<T> r;
-  r.base = (const uchar*)__emu_simd_exchange(&x, sizeof(T), &r.mask, &r.lane, width);
+  r.base = (const uchar*)__emu_simd_exchange(&x, sizeof(T), &r.mask, &r.lane, width, site);
   return r;
 }
 template <class T> EMU_INLINE T __emu_add(T a, T b) { return a + b; }
@@ -656,12 +661,12 @@ template <class T, T (*op)(T, T)> EMU_INLINE T __emu_reduce(const __emu_lanes<T>
   return vals[0];
 }
 #define EMU_SIMD_REDUCE(name, op)                                              \
-  template <class T> EMU_INLINE T simd_##name(T x) {                            \
-    auto L = __emu_exchange(x);                                                \
+  template <class T> EMU_INLINE T simd_##name(T x, EMU_SITE) {                            \
+    auto L = __emu_exchange(x, EMU_SIMD_WIDTH, __emu_site);                                                \
     return __emu_reduce<T, op<T>>(L, 0, EMU_SIMD_WIDTH);                       \
   }                                                                            \
-  template <class T> EMU_INLINE T quad_##name(T x) {                            \
-    auto L = __emu_exchange(x, EMU_QUAD_WIDTH);                                \
+  template <class T> EMU_INLINE T quad_##name(T x, EMU_SITE) {                            \
+    auto L = __emu_exchange(x, EMU_QUAD_WIDTH, __emu_site);                                \
     return __emu_reduce<T, op<T>>(L, L.lane & ~3u, EMU_QUAD_WIDTH);            \
   }
 EMU_SIMD_REDUCE(sum, __emu_add)
@@ -673,15 +678,15 @@ EMU_SIMD_REDUCE(or, __emu_or)
 EMU_SIMD_REDUCE(xor, __emu_xor)
 #undef EMU_SIMD_REDUCE
 #define EMU_SIMD_PREFIX(name, op, inclusive, one)                              \
-  template <class T> EMU_INLINE T simd_prefix_##name(T x) {                     \
-    auto L = __emu_exchange(x);                                                \
+  template <class T> EMU_INLINE T simd_prefix_##name(T x, EMU_SITE) {                     \
+    auto L = __emu_exchange(x, EMU_SIMD_WIDTH, __emu_site);                                                \
     T acc = T(one);                                                            \
     for (uint l = 0; l < L.lane + (inclusive ? 1u : 0u); ++l)                  \
       if (L.live(l)) acc = op(acc, L.get(l));                                  \
     return acc;                                                                \
   }                                                                            \
-  template <class T> EMU_INLINE T quad_prefix_##name(T x) {                     \
-    auto L = __emu_exchange(x, EMU_QUAD_WIDTH);                                \
+  template <class T> EMU_INLINE T quad_prefix_##name(T x, EMU_SITE) {                     \
+    auto L = __emu_exchange(x, EMU_QUAD_WIDTH, __emu_site);                                \
     T acc = T(one);                                                            \
     for (uint l = L.lane & ~3u; l < L.lane + (inclusive ? 1u : 0u); ++l)       \
       if (L.live(l)) acc = op(acc, L.get(l));                                  \
@@ -693,67 +698,67 @@ EMU_SIMD_PREFIX(inclusive_product, __emu_mul<T>, true, 1)
 EMU_SIMD_PREFIX(exclusive_product, __emu_mul<T>, false, 1)
 #undef EMU_SIMD_PREFIX
 
-template <class T> EMU_INLINE T simd_shuffle(T x, ushort lane) {
-  auto L = __emu_exchange(x);
+template <class T> EMU_INLINE T simd_shuffle(T x, ushort lane, EMU_SITE) {
+  auto L = __emu_exchange(x, EMU_SIMD_WIDTH, __emu_site);
   return L.get(lane);
 }
-template <class T> EMU_INLINE T simd_broadcast(T x, ushort lane) { return simd_shuffle(x, lane); }
-template <class T> EMU_INLINE T simd_broadcast_first(T x) {
-  auto L = __emu_exchange(x);
+template <class T> EMU_INLINE T simd_broadcast(T x, ushort lane, EMU_SITE) { return simd_shuffle(x, lane, __emu_site); }
+template <class T> EMU_INLINE T simd_broadcast_first(T x, EMU_SITE) {
+  auto L = __emu_exchange(x, EMU_SIMD_WIDTH, __emu_site);
   return L.get(L.mask ? (uint)__builtin_ctz(L.mask) : 0u);
 }
 // Lanes whose source lies outside the SIMD-group keep their own value (Metal:
 // "does not modify the upper delta lanes").
-template <class T> EMU_INLINE T simd_shuffle_down(T x, ushort delta) {
-  auto L = __emu_exchange(x);
+template <class T> EMU_INLINE T simd_shuffle_down(T x, ushort delta, EMU_SITE) {
+  auto L = __emu_exchange(x, EMU_SIMD_WIDTH, __emu_site);
   uint src = L.lane + delta;
   return src >= EMU_SIMD_WIDTH ? x : L.get(src);
 }
-template <class T> EMU_INLINE T simd_shuffle_up(T x, ushort delta) {
-  auto L = __emu_exchange(x);
+template <class T> EMU_INLINE T simd_shuffle_up(T x, ushort delta, EMU_SITE) {
+  auto L = __emu_exchange(x, EMU_SIMD_WIDTH, __emu_site);
   return delta > L.lane ? x : L.get(L.lane - delta);
 }
-template <class T> EMU_INLINE T simd_shuffle_xor(T x, ushort mask) {
-  auto L = __emu_exchange(x);
+template <class T> EMU_INLINE T simd_shuffle_xor(T x, ushort mask, EMU_SITE) {
+  auto L = __emu_exchange(x, EMU_SIMD_WIDTH, __emu_site);
   uint src = (L.lane ^ mask) & (EMU_SIMD_WIDTH - 1);
   return L.get(src);
 }
-template <class T> EMU_INLINE T simd_shuffle_rotate_down(T x, ushort delta) {
-  auto L = __emu_exchange(x);
+template <class T> EMU_INLINE T simd_shuffle_rotate_down(T x, ushort delta, EMU_SITE) {
+  auto L = __emu_exchange(x, EMU_SIMD_WIDTH, __emu_site);
   return L.get((L.lane + delta) % EMU_SIMD_WIDTH);
 }
-template <class T> EMU_INLINE T simd_shuffle_rotate_up(T x, ushort delta) {
-  auto L = __emu_exchange(x);
+template <class T> EMU_INLINE T simd_shuffle_rotate_up(T x, ushort delta, EMU_SITE) {
+  auto L = __emu_exchange(x, EMU_SIMD_WIDTH, __emu_site);
   return L.get((L.lane + EMU_SIMD_WIDTH - delta % EMU_SIMD_WIDTH) % EMU_SIMD_WIDTH);
 }
-template <class T> EMU_INLINE T simd_shuffle_and_fill_down(T x, T fill, ushort delta) {
+template <class T> EMU_INLINE T simd_shuffle_and_fill_down(T x, T fill, ushort delta, EMU_SITE) {
   struct P { T a, b; };
-  auto L = __emu_exchange(P{x, fill});
+  auto L = __emu_exchange(P{x, fill}, EMU_SIMD_WIDTH, __emu_site);
   uint src = L.lane + delta;
   return src < EMU_SIMD_WIDTH ? L.get(src).a : L.get(src - EMU_SIMD_WIDTH).b;
 }
-template <class T> EMU_INLINE T simd_shuffle_and_fill_up(T x, T fill, ushort delta) {
+template <class T> EMU_INLINE T simd_shuffle_and_fill_up(T x, T fill, ushort delta, EMU_SITE) {
   struct P { T a, b; };
-  auto L = __emu_exchange(P{x, fill});
+  auto L = __emu_exchange(P{x, fill}, EMU_SIMD_WIDTH, __emu_site);
   return delta <= L.lane ? L.get(L.lane - delta).a : L.get(L.lane + EMU_SIMD_WIDTH - delta).b;
 }
-template <class T> EMU_INLINE T quad_shuffle(T x, ushort lane) {
-  auto L = __emu_exchange(x, EMU_QUAD_WIDTH);
+template <class T> EMU_INLINE T quad_shuffle(T x, ushort lane, EMU_SITE) {
+  auto L = __emu_exchange(x, EMU_QUAD_WIDTH, __emu_site);
   return L.get((L.lane & ~3u) + (lane & 3u));
 }
-template <class T> EMU_INLINE T quad_broadcast(T x, ushort lane) { return quad_shuffle(x, lane); }
-template <class T> EMU_INLINE T quad_shuffle_down(T x, ushort delta) {
-  auto L = __emu_exchange(x, EMU_QUAD_WIDTH);
+template <class T> EMU_INLINE T quad_broadcast(T x, ushort lane, EMU_SITE) { return quad_shuffle(x, lane, __emu_site); }
+template <class T> EMU_INLINE T quad_shuffle_down(T x, ushort delta, EMU_SITE) {
+  auto L = __emu_exchange(x, EMU_QUAD_WIDTH, __emu_site);
   uint q = L.lane & 3u;
   return q + delta >= 4 ? x : L.get(L.lane + delta);
 }
-template <class T> EMU_INLINE T quad_shuffle_up(T x, ushort delta) {
-  auto L = __emu_exchange(x, EMU_QUAD_WIDTH);
+template <class T> EMU_INLINE T quad_shuffle_up(T x, ushort delta, EMU_SITE) {
+  auto L = __emu_exchange(x, EMU_QUAD_WIDTH, __emu_site);
   uint q = L.lane & 3u;
   return delta > q ? x : L.get(L.lane - delta);
 }
-template <class T> EMU_INLINE T quad_shuffle_xor(T x, ushort mask) {
-  auto L = __emu_exchange(x, EMU_QUAD_WIDTH);
+template <class T> EMU_INLINE T quad_shuffle_xor(T x, ushort mask, EMU_SITE) {
+  auto L = __emu_exchange(x, EMU_QUAD_WIDTH, __emu_site);
   return L.get((L.lane & ~3u) | ((L.lane ^ mask) & 3u));
 }
 
@@ -765,30 +770,30 @@ struct simd_vote {
   EMU_INLINE bool all() const { return (uint)__v == __live; }
   EMU_INLINE bool any() const { return __v != 0; }
 };
-EMU_INLINE simd_vote simd_ballot(bool x) {
-  auto L = __emu_exchange((uint)x);
+EMU_INLINE simd_vote simd_ballot(bool x, EMU_SITE) {
+  auto L = __emu_exchange((uint)x, EMU_SIMD_WIDTH, __emu_site);
   uint bits = 0;
   for (uint l = 0; l < EMU_SIMD_WIDTH; ++l)
     if (L.live(l) && L.get(l)) bits |= 1u << l;
   return simd_vote{bits, L.mask};
 }
-EMU_INLINE simd_vote simd_active_threads_mask() {
-  auto L = __emu_exchange(0u);
+EMU_INLINE simd_vote simd_active_threads_mask(EMU_SITE) {
+  auto L = __emu_exchange(0u, EMU_SIMD_WIDTH, __emu_site);
   return simd_vote{L.mask, L.mask};
 }
-EMU_INLINE bool simd_any(bool x) { return simd_ballot(x).any(); }
-EMU_INLINE bool simd_all(bool x) { return simd_ballot(x).all(); }
-EMU_INLINE bool simd_is_first() {
-  auto L = __emu_exchange(0u);
+EMU_INLINE bool simd_any(bool x, EMU_SITE) { return simd_ballot(x, __emu_site).any(); }
+EMU_INLINE bool simd_all(bool x, EMU_SITE) { return simd_ballot(x, __emu_site).all(); }
+EMU_INLINE bool simd_is_first(EMU_SITE) {
+  auto L = __emu_exchange(0u, EMU_SIMD_WIDTH, __emu_site);
   return L.mask && L.lane == (uint)__builtin_ctz(L.mask);
 }
-EMU_INLINE bool quad_any(bool x) {
-  auto L = __emu_exchange((uint)x, EMU_QUAD_WIDTH);
+EMU_INLINE bool quad_any(bool x, EMU_SITE) {
+  auto L = __emu_exchange((uint)x, EMU_QUAD_WIDTH, __emu_site);
   for (uint l = L.lane & ~3u; l < (L.lane & ~3u) + 4; ++l) if (L.live(l) && L.get(l)) return true;
   return false;
 }
-EMU_INLINE bool quad_all(bool x) {
-  auto L = __emu_exchange((uint)x, EMU_QUAD_WIDTH);
+EMU_INLINE bool quad_all(bool x, EMU_SITE) {
+  auto L = __emu_exchange((uint)x, EMU_QUAD_WIDTH, __emu_site);
   for (uint l = L.lane & ~3u; l < (L.lane & ~3u) + 4; ++l) if (L.live(l) && !L.get(l)) return false;
   return true;
 }
@@ -801,4 +806,7 @@ using namespace metal;
 // Metal has no double precision: the type is rejected (literals such as 1.0
 // stay legal, as in Metal, and are evaluated in double here).
 #define double __metal_has_no_double_type
+// No dynamic allocation on a GPU.
+#define new __metal_has_no_new_operator
+#define delete __metal_has_no_delete_operator
 #endif

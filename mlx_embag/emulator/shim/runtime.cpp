@@ -61,6 +61,7 @@ struct Fiber {
   char* stack_lo;
   size_t stack_size;
   int state;
+  int returned;  // left through an explicit `return`
   uintptr_t site;
   unsigned index;
   const void* xbase;
@@ -357,11 +358,14 @@ bool resolve(Worker* w) {
   unsigned nsg = (n + EMU_SIMD_WIDTH - 1) / EMU_SIMD_WIDTH;
   for (unsigned s = 0; s < nsg; ++s) {
     unsigned lo = s * EMU_SIMD_WIDTH, hi = lo + EMU_SIMD_WIDTH < n ? lo + EMU_SIMD_WIDTH : n;
-    unsigned live = 0, waiting = 0, at_tg = 0;
+    unsigned live = 0, waiting = 0, at_tg = 0, fell_off = 0;
     uintptr_t site = 0;
     bool same = true;
     for (unsigned i = lo; i < hi; ++i) {
-      if (F[i].state == DONE) continue;
+      if (F[i].state == DONE) {
+        if (!F[i].returned) fell_off++;
+        continue;
+      }
       live |= 1u << (i - lo);
       if (F[i].state == WAIT_SIMD) {
         if (waiting && F[i].site != site) same = false;
@@ -377,6 +381,15 @@ bool resolve(Worker* w) {
                "%s, SIMD-group %u: %d live lanes wait at a SIMD-group function or simdgroup_barrier "
                "while %u others wait at a threadgroup_barrier (divergent control flow; undefined on a GPU)",
                where, s, __builtin_popcount(waiting), at_tg);
+      set_error(w->L, msg);
+      return false;
+    }
+    if (fell_off) {
+      snprintf(msg, sizeof msg,
+               "%s, SIMD-group %u: %d lanes wait at a SIMD-group function or simdgroup_barrier (source "
+               "line %lu) that %u other lanes skipped (they ran to the end of the kernel without `return`); "
+               "SIMD functions need every live lane: make lanes that must not take part `return` first",
+               where, s, __builtin_popcount(waiting), (unsigned long)((site >> 1) / 4096), fell_off);
       set_error(w->L, msg);
       return false;
     }
@@ -454,6 +467,7 @@ void run_threadgroup(Worker* w, uint64_t linear) {
   for (unsigned i = 0; i < n; ++i) {
     Fiber* f = &w->fibers[i];
     f->state = RUNNABLE;
+    f->returned = 0;
     f->index = i;
     f->site = 0;
     f->asan_fake = nullptr;
@@ -508,17 +522,17 @@ Fiber* current_fiber(const char* what) {
 }  // namespace
 
 // ---------------------------------------------------------------- services for kernels
-EMU_EXPORT void __emu_barrier(int kind) {
+EMU_EXPORT void __emu_barrier(int kind, unsigned site) {
   Fiber* f = current_fiber(kind ? "simdgroup_barrier" : "threadgroup_barrier");
   if (!f) return;
   Worker* w = tls_worker;
   f->state = kind ? WAIT_SIMD : WAIT_TG;
-  f->site = (uintptr_t)__builtin_return_address(0);
+  f->site = ((uintptr_t)site << 1) | 1u;
   yield_to_scheduler(w, f, false);
 }
 
 EMU_EXPORT const void* __emu_simd_exchange(const void* value, unsigned size, unsigned* mask, unsigned* lane,
-                                           int group_width) {
+                                           int group_width, unsigned site) {
   (void)group_width;
   static unsigned char zeros[EMU_SIMD_WIDTH * EMU_SIMD_SLOT_BYTES];
   Fiber* f = current_fiber("a SIMD-group function");
@@ -532,12 +546,17 @@ EMU_EXPORT const void* __emu_simd_exchange(const void* value, unsigned size, uns
   unsigned char* base = g->buf[g->phase];
   memcpy(base + (f->index % EMU_SIMD_WIDTH) * EMU_SIMD_SLOT_BYTES, value, size);
   f->state = WAIT_SIMD;
-  f->site = (uintptr_t)__builtin_return_address(0);
+  f->site = (uintptr_t)site << 1;
   f->xbase = base;
   yield_to_scheduler(w, f, false);
   *mask = f->xmask;
   *lane = f->index % EMU_SIMD_WIDTH;
   return f->xbase;
+}
+
+EMU_EXPORT void __emu_return(void) {
+  Worker* w = tls_worker;
+  if (w && w->cur) w->cur->returned = 1;
 }
 
 EMU_EXPORT void* __emu_tg_alloc(unsigned id, unsigned size, unsigned align) {
