@@ -162,7 +162,7 @@ def test_barrier_skipped_by_returned_threads_is_an_error():
   threadgroup_barrier(mem_flags::mem_threadgroup);
   out[t] = 1.0f;
 """
-    with pytest.raises(RuntimeError, match=r"kernel `early_return`.*returned without reaching it"):
+    with pytest.raises(RuntimeError, match=r"(?s)kernel `early_return`.*returned without reaching it"):
         run_kernel("early_return", [("x", np.zeros(8, np.float32))], [("out", (64,), "float")], src,
                    grid=(64, 1, 1), threadgroup=(64, 1, 1))
 
@@ -174,7 +174,7 @@ def test_threads_at_different_barriers_is_an_error():
   else { threadgroup_barrier(mem_flags::mem_device); }
   out[t] = 1.0f;
 """
-    with pytest.raises(RuntimeError, match=r"kernel `two_barriers`.*different threadgroup_barrier"):
+    with pytest.raises(RuntimeError, match=r"(?s)kernel `two_barriers`.*different threadgroup_barrier"):
         run_kernel("two_barriers", [("x", np.zeros(8, np.float32))], [("out", (64,), "float")], src,
                    grid=(64, 1, 1), threadgroup=(64, 1, 1))
 
@@ -186,7 +186,7 @@ def test_simd_function_not_reached_by_all_live_lanes_is_an_error():
   if (l < 16) v = simd_sum(v);
   out[thread_position_in_grid.x] = v;
 """
-    with pytest.raises(RuntimeError, match=r"kernel `divergent_simd`"):
+    with pytest.raises(RuntimeError, match=r"(?s)kernel `divergent_simd`"):
         run_kernel("divergent_simd", [("x", np.zeros(8, np.float32))], [("out", (64,), "float")], src,
                    grid=(64, 1, 1), threadgroup=(64, 1, 1))
 
