@@ -594,3 +594,53 @@ def test_compiled_kernels_are_cached_on_disk(tmp_path, monkeypatch):
     assert p1.parent == compiler.cache_dir()
     p3, _, _ = runtime.prepare(display_name="cached", kernel_name=kname, kernel_source=text, math_mode="fast")
     assert p3 != p1
+
+
+def test_half_and_bfloat_arithmetic_rounds_each_operation():
+    src = """
+  half a = 2048.0h;
+  half one = 1h;
+  bfloat16_t b = bfloat16_t(256.0f);
+  out[0] = float((a + one) - a);          // 2049 is not a half: 0 on a GPU, 1 with excess precision
+  out[1] = float((b + bfloat16_t(1.0f)) - b);
+  out[2] = float(half(0.1f) * half(3.0f));
+  out[3] = float(x[0] + x[1]);            // half + half stays half
+"""
+    x = np.array([0.1, 0.2] + [0] * 6, np.float16)
+    (out,) = run_kernel("half_ops", [("x", x)], [("out", (4,), "float")],
+                        src + "  (void)thread_position_in_grid;", header="#include <metal_stdlib>\nusing namespace metal;\n",
+                        grid=(1, 1, 1), threadgroup=(1, 1, 1))
+    h = np.float16
+    np.testing.assert_array_equal(out, [0.0, 0.0, float(h(0.1) * h(3.0)), float(x[0] + x[1])])
+
+
+def test_quad_functions():
+    src = """
+  uint i = thread_position_in_grid.x;
+  float v = x[i];
+  out[i * 3 + 0] = quad_sum(v);
+  out[i * 3 + 1] = quad_shuffle_xor(v, 2);
+  out[i * 3 + 2] = float(thread_index_in_quadgroup + 10 * quadgroup_index_in_threadgroup);
+"""
+    x = np.arange(16, dtype=np.float32) ** 2
+    (out,) = run_kernel("quads", [("x", x)], [("out", (48,), "float")], src, grid=(16, 1, 1),
+                        threadgroup=(16, 1, 1))
+    out = out.reshape(16, 3)
+    i = np.arange(16)
+    np.testing.assert_array_equal(out[:, 0], x.reshape(4, 4).sum(1).repeat(4))
+    np.testing.assert_array_equal(out[:, 1], x[(i & ~3) | ((i ^ 2) & 3)])
+    np.testing.assert_array_equal(out[:, 2], i % 4 + 10 * (i // 4))
+
+
+def test_threadgroup_memory_over_32kb_is_an_error():
+    src = """
+  threadgroup float big[8192];
+  threadgroup float more[4];
+  big[thread_index_in_threadgroup] = 1.0f;
+  more[0] = 2.0f;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  out[0] = big[0] + more[0];
+"""
+    with pytest.raises(RuntimeError, match=r"(?s)kernel `tg_big`.*exceeds the 32 KB"):
+        run_kernel("tg_big", [("x", np.zeros(8, np.float32))], [("out", (1,), "float")], src, grid=(1, 1, 1),
+                   threadgroup=(1, 1, 1))

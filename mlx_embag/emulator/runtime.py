@@ -204,7 +204,7 @@ def translation_unit(kernel_name: str, kernel_source: str) -> tuple[str, ParsedK
     tail = lines[body_end:]
     if inst >= 0:
         tail[0] = strip_attributes(tail[0])
-    text = "\n".join(lines[:body_start] + [body] + tail)
+    text = half_literals("\n".join(lines[:body_start] + [body] + tail))
     tu = (
         '#include "metal_shim.h"\n'
         '#line 1 "kernel.metal"\n'
@@ -217,7 +217,8 @@ def translation_unit(kernel_name: str, kernel_source: str) -> tuple[str, ParsedK
 # ---------------------------------------------------------------- source rewriting
 _ATTRIBUTE = re.compile(r"\[\[\s*(?:kernel|host_name\([^)]*\)|buffer\(\d+\)|\w+)\s*\]\]")
 _TOKEN = re.compile(
-    r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|[A-Za-z_]\w*|\s+|.",
+    r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|\.?\d(?:[eEpP][+-]|[\w.])*"
+    r"|[A-Za-z_]\w*|\s+|.",
     re.S,
 )
 
@@ -299,6 +300,20 @@ def mark_returns(body: str) -> str:
             j += 1
         if j < len(toks) and toks[j] == ";":
             toks[i] = "return __emu_return()"
+    return "".join(toks)
+
+
+_HALF_LITERAL = re.compile(r"^((?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)[hH]$")
+
+
+def half_literals(text: str) -> str:
+    """Metal's half literals (``1.5h``) become ``((half)1.5)``; C++ has no such suffix."""
+    toks = _TOKEN.findall(text)
+    for i, tok in enumerate(toks):
+        if tok[:1].isdigit() or tok[:1] == ".":
+            m = _HALF_LITERAL.match(tok)
+            if m:
+                toks[i] = f"((half){m.group(1)})"
     return "".join(toks)
 
 
