@@ -644,3 +644,23 @@ def test_threadgroup_memory_over_32kb_is_an_error():
     with pytest.raises(RuntimeError, match=r"(?s)kernel `tg_big`.*exceeds the 32 KB"):
         run_kernel("tg_big", [("x", np.zeros(8, np.float32))], [("out", (1,), "float")], src, grid=(1, 1, 1),
                    threadgroup=(1, 1, 1))
+
+
+FAULTS = {
+    "wild_write": ("  out[thread_position_in_grid.x + (1ul << 42)] = 1.0f;", "segmentation fault"),
+    "recursion": ("  out[thread_position_in_grid.x] = f(int(thread_position_in_grid.x) + 1000000);\n"
+                  "  threadgroup_barrier(mem_flags::mem_none);", "overflowed its 64 KB stack"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(FAULTS))
+def test_faults_in_kernel_code_raise_instead_of_killing_python(what):
+    body, pattern = FAULTS[what]
+    header = "float f(int n) { volatile float pad[64]; pad[n % 64] = 1.0f; return n <= 0 ? 0.0f : pad[3] + f(n - 1); }\n"
+    with pytest.raises(RuntimeError, match=rf"(?s)kernel `fault_{what}`.*{pattern}"):
+        run_kernel(f"fault_{what}", [("x", np.zeros(8, np.float32))], [("out", (8,), "float")], body, header=header,
+                   grid=(8, 1, 1), threadgroup=(8, 1, 1))
+    # The process is intact and the next launch works.
+    (out,) = run_kernel("after_fault", [("x", np.zeros(8, np.float32))], [("out", (8,), "float")],
+                        "  out[thread_position_in_grid.x] = 2.0f;", grid=(8, 1, 1), threadgroup=(8, 1, 1))
+    np.testing.assert_array_equal(out, 2.0)

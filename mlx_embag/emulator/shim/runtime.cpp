@@ -15,6 +15,8 @@
 //   heap blocks so out-of-bounds accesses are caught.
 // No C++ library is used, so the runtime links against libc only.
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +117,8 @@ struct Worker {
   const void* sched_bottom;
   size_t sched_size;
   int aborted;  // current threadgroup aborted by an error
+  volatile int in_kernel;  // a fault now is the kernel's fault
+  sigjmp_buf fault_jmp;
 };
 
 __thread Worker* tls_worker;
@@ -489,16 +493,94 @@ void run_threadgroup(Worker* w, uint64_t linear) {
   }
 }
 
+// ---------------------------------------------------------------- faults
+// A wild access (far outside any buffer) or a fiber stack overflow would kill
+// the Python process. While a worker runs kernel code, SIGSEGV/SIGBUS jump
+// back to the worker (on an alternate signal stack, since the faulting stack
+// may be the exhausted one) and fail the launch; other faults go to the
+// handler that was installed before. (ASan builds leave faults to ASan.)
+#ifndef EMU_ASAN
+struct sigaction g_prev_segv, g_prev_bus;
+pthread_mutex_t g_sig_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void fault_handler(int sig, siginfo_t* info, void* uctx) {
+  Worker* w = tls_worker;
+  if (w && w->in_kernel) {
+    char msg[512];
+    char* addr = info ? (char*)info->si_addr : nullptr;
+    if (w->stacks && addr >= w->stacks && addr < w->stacks + w->stacks_bytes)
+      snprintf(msg, sizeof msg,
+               "a GPU thread overflowed its %zu KB stack (recursion, which Metal does not allow, or large "
+               "private arrays; MLX_EMBAG_EMULATOR_STACK_KB raises the size)",
+               w->L->stack_size / 1024);
+    else
+      snprintf(msg, sizeof msg,
+               "%s at address %p while running the kernel: an access far outside every buffer, or a "
+               "stack overflow. Rerun with sanitize=True to locate it.",
+               sig == SIGBUS ? "bus error" : "segmentation fault", (void*)addr);
+    set_error(w->L, msg);
+    w->in_kernel = 0;
+    siglongjmp(w->fault_jmp, 1);
+  }
+  struct sigaction* prev = sig == SIGBUS ? &g_prev_bus : &g_prev_segv;
+  if (prev->sa_flags & SA_SIGINFO) {
+    if (prev->sa_sigaction) {
+      prev->sa_sigaction(sig, info, uctx);
+      return;
+    }
+  } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+    prev->sa_handler(sig);
+    return;
+  }
+  // Default action: restore it and let the fault happen again.
+  signal(sig, SIG_DFL);
+}
+
+void install_fault_handler() {
+  pthread_mutex_lock(&g_sig_lock);
+  struct sigaction cur;
+  sigaction(SIGSEGV, nullptr, &cur);
+  if (!((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == fault_handler)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = fault_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &g_prev_segv);
+    sigaction(SIGBUS, &sa, &g_prev_bus);
+  }
+  pthread_mutex_unlock(&g_sig_lock);
+}
+#endif
+
 void* worker_main(void* arg) {
   Worker* w = (Worker*)arg;
   tls_worker = w;
   Launch* L = w->L;
-  for (;;) {
-    if (__atomic_load_n(&L->failed, __ATOMIC_RELAXED)) break;
-    uint64_t k = __atomic_fetch_add(&L->next, 1, __ATOMIC_RELAXED);
-    if (k >= L->total) break;
-    run_threadgroup(w, L->order ? L->order[k] : k);
+#ifndef EMU_ASAN
+  const size_t alt_size = 256 * 1024;
+  stack_t alt, old_alt;
+  alt.ss_sp = malloc(alt_size);
+  alt.ss_size = alt_size;
+  alt.ss_flags = 0;
+  bool have_alt = alt.ss_sp && sigaltstack(&alt, &old_alt) == 0;
+  if (sigsetjmp(w->fault_jmp, 1) == 0)
+#endif
+  {
+    for (;;) {
+      if (__atomic_load_n(&L->failed, __ATOMIC_RELAXED)) break;
+      uint64_t k = __atomic_fetch_add(&L->next, 1, __ATOMIC_RELAXED);
+      if (k >= L->total) break;
+      w->in_kernel = 1;
+      run_threadgroup(w, L->order ? L->order[k] : k);
+      w->in_kernel = 0;
+    }
   }
+  w->in_kernel = 0;
+#ifndef EMU_ASAN
+  if (have_alt) sigaltstack(&old_alt, nullptr);
+  free(alt.ss_sp);
+#endif
   tls_worker = nullptr;
   return nullptr;
 }
@@ -654,6 +736,9 @@ EMU_EXPORT int emu_launch(EmuEntry entry, void** bufs, const int64_t* sizes, int
       L.order[j] = t;
     }
   }
+#ifndef EMU_ASAN
+  install_fault_handler();
+#endif
   if (workers <= 0) workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (workers < 1) workers = 1;
   if ((uint64_t)workers > L.total) workers = (int)L.total;
