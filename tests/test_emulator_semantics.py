@@ -299,8 +299,7 @@ def test_simd_functions_in_a_partial_simdgroup_use_live_lanes_only():
     assert np.isnan(out[37:]).all()     # returned threads wrote nothing
 
 
-def test_simd_reduction_over_many_threadgroups_is_fast_and_exact():
-    src = """
+SUM_ALL_SRC = """
   threadgroup float partial[32];
   uint gid = thread_position_in_grid.x;
   float v = gid < n ? x[gid] : 0.0f;
@@ -313,8 +312,11 @@ def test_simd_reduction_over_many_threadgroups_is_fast_and_exact():
     if (thread_index_in_threadgroup == 0) atomic_fetch_add_explicit(&total[0], q, memory_order_relaxed);
   }
 """
+
+
+def test_simd_reduction_over_many_threadgroups_is_fast_and_exact():
     x = np.random.default_rng(2).integers(0, 8, 300_000).astype(np.float32)
-    (total,) = run_kernel("sum_all", [("x", x), ("n", np.int32(x.size))], [("total", (1,), "float")], src,
+    (total,) = run_kernel("sum_all", [("x", x), ("n", np.int32(x.size))], [("total", (1,), "float")], SUM_ALL_SRC,
                           grid=(x.size, 1, 1), threadgroup=(1024, 1, 1), atomic_outputs=True, init=0.0, seed=3)
     assert total[0] == x.sum(dtype=np.float64)
 
@@ -664,3 +666,32 @@ def test_faults_in_kernel_code_raise_instead_of_killing_python(what):
     (out,) = run_kernel("after_fault", [("x", np.zeros(8, np.float32))], [("out", (8,), "float")],
                         "  out[thread_position_in_grid.x] = 2.0f;", grid=(8, 1, 1), threadgroup=(8, 1, 1))
     np.testing.assert_array_equal(out, 2.0)
+
+
+def test_portable_ucontext_fibers_give_the_same_results():
+    """The runtime's non-x86 context switch (ucontext), forced on this machine in a child process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from emulator_util import run_kernel
+import test_emulator_semantics as t
+x = np.arange(150, dtype=np.float32)
+out, stale = run_kernel("tgrev", [("x", x)], [("out", (150,), "float"), ("stale", (150,), "float")], t.TG_SRC,
+                        grid=(150, 1, 1), threadgroup=(64, 1, 1), seed=1)
+ref = np.concatenate([x[0:64][::-1], x[64:128][::-1], x[128:150][::-1]])
+assert (out == ref).all() and np.isnan(stale).all()
+(tot,) = run_kernel("sum_all", [("x", x), ("n", np.int32(150))], [("total", (1,), "float")],
+                    t.SUM_ALL_SRC,
+                    grid=(150, 1, 1), threadgroup=(64, 1, 1), atomic_outputs=True, init=0.0)
+assert tot[0] == x.sum(), tot
+print("ok")
+""".format(tests=str(Path(__file__).parent))
+    env = dict(os.environ, MLX_EMBAG_EMULATOR_UCONTEXT="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -14,6 +14,7 @@ red zone; threadgroup variables get poisoned red zones too.
 from __future__ import annotations
 
 import ctypes
+import glob
 import os
 import pickle
 import re
@@ -36,6 +37,11 @@ def _libasan() -> str:
             continue
         if out and os.path.isabs(out) and os.path.exists(out):
             return out
+    # No compiler driver to ask: look where Debian/Ubuntu put the runtime.
+    found = sorted(glob.glob("/usr/lib/gcc/*/*/libasan.so") + glob.glob("/usr/lib/*-linux-gnu/libasan.so.*")
+                   + glob.glob("/usr/lib64/libasan.so.*"))
+    if found:
+        return found[-1]
     raise RuntimeError(
         "The emulator's sanitizer mode needs the AddressSanitizer runtime (libasan, e.g. from gcc's "
         "libasan8 package); set MLX_EMBAG_EMULATOR_LIBASAN to its path."

@@ -141,14 +141,24 @@ def kernel_flags(math_mode: str, sanitize: bool) -> list[str]:
     return flags
 
 
+def _force_ucontext() -> bool:
+    return os.environ.get("MLX_EMBAG_EMULATOR_UCONTEXT", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def runtime_flags(sanitize: bool) -> list[str]:
-    """The clang flags for the runtime library (which may use libc)."""
+    """The clang flags for the runtime library (which may use libc).
+
+    ``MLX_EMBAG_EMULATOR_UCONTEXT=1`` selects the portable ucontext fiber
+    switch instead of the x86-64 assembly one (to test it).
+    """
     flags = [
         "-std=c++17", "-O2", "-fPIC", "-shared", "-nostdlib++", "-fno-exceptions", "-fno-rtti",
         "-fvisibility=hidden", "-I", str(SHIM_DIR),
     ]
     if sanitize:
         flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+    if _force_ucontext():
+        flags += ["-DEMU_FORCE_UCONTEXT=1"]
     return flags
 
 

@@ -44,7 +44,11 @@ void __asan_unpoison_memory_region(void const volatile* addr, size_t size);
 }
 #endif
 
-#if !defined(__x86_64__)
+// Context switching: a few instructions of assembly on x86-64; ucontext
+// elsewhere (or with EMU_FORCE_UCONTEXT, to test that path on x86-64).
+#if defined(__x86_64__) && !defined(EMU_FORCE_UCONTEXT)
+#define EMU_ASM_SWITCH 1
+#else
 #include <ucontext.h>
 #endif
 
@@ -55,7 +59,7 @@ namespace {
 enum FiberState { RUNNABLE = 0, WAIT_TG = 1, WAIT_SIMD = 2, DONE = 3 };
 
 struct Fiber {
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
   void* sp;
 #else
   ucontext_t ctx;
@@ -94,7 +98,7 @@ struct Launch {
 
 struct Worker {
   Launch* L;
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
   void* sched_sp;
 #else
   ucontext_t sched_ctx;
@@ -140,7 +144,7 @@ void set_error(Launch* L, const char* msg) {
 }
 
 // ---------------------------------------------------------------- context switching
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
 extern "C" void emu_swap(void** save_sp, void* new_sp);
 extern "C" void emu_fiber_trampoline();
 __asm__(
@@ -185,14 +189,14 @@ __asm__(
 
 void fiber_main(Fiber* f);
 
-#if !defined(__x86_64__)
+#if !defined(EMU_ASM_SWITCH)
 void fiber_main_uc(unsigned lo, unsigned hi) {
   fiber_main((Fiber*)(((uintptr_t)hi << 32) | (uintptr_t)lo));
 }
 #endif
 
 void fiber_prepare(Fiber* f) {
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
   uintptr_t top = ((uintptr_t)f->stack_lo + f->stack_size) & ~(uintptr_t)15;
   uint64_t* sp = (uint64_t*)(top - 80);
   uint32_t csr[2];
@@ -224,7 +228,7 @@ void resume(Worker* w, Fiber* f) {
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, f->stack_lo, f->stack_size);
 #endif
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
   emu_swap(&w->sched_sp, f->sp);
 #else
   swapcontext(&w->sched_ctx, &f->ctx);
@@ -240,7 +244,7 @@ void yield_to_scheduler(Worker* w, Fiber* f, bool dying) {
 #ifdef EMU_ASAN
   __sanitizer_start_switch_fiber(dying ? nullptr : &f->asan_fake, w->sched_bottom, w->sched_size);
 #endif
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
   emu_swap(&f->sp, w->sched_sp);
 #else
   swapcontext(&f->ctx, &w->sched_ctx);
