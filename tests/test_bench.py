@@ -1,0 +1,104 @@
+"""Smoke tests of the benchmark (not timings): it runs at tiny sizes and its
+table, JSON and plot are well formed."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mlx_embag import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--quick", "--shapes", "64x8", "--bag-sizes", "1,16", "--batch", "4"]
+
+
+def test_measure_runs_warmup_then_repeat_and_reports_median():
+    calls = []
+    m = bench.measure(lambda: calls.append(1), warmup=2, repeat=20, track_mlx_memory=True)
+    assert len(calls) == 2 + 20 + 1  # warm-up, timed runs, one memory run
+    assert m.runs == 20 and 0 <= m.min_s <= m.median_s
+    assert m.peak_bytes == 0  # the callable allocates nothing in MLX
+
+
+def test_quick_run_prints_table_and_writes_json_and_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    js, png = tmp_path / "b.json", tmp_path / "b.png"
+    assert bench.main(TINY + ["--json", str(js), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "median ms (extra peak MB)" in out and "targets:" in out
+    if sys.platform != "darwin":
+        assert "Metal timing needs Apple silicon" in out
+
+    data = json.loads(js.read_text())
+    res = data["results"]
+    got = {(r["backend"], r["layout"], r["mode"], r["pass"], r["L"]) for r in res}
+    for layout in ("2d", "1d"):
+        for mode in ("sum", "mean", "max"):
+            for p in ("fwd", "fwd+bwd"):
+                for L in (1, 16):
+                    assert ("reference", layout, mode, p, L) in got
+                    assert ("take", layout, mode, p, L) in got
+                    # The naive composition only exists for fixed-length bags.
+                    assert (("naive", layout, mode, p, L) in got) == (layout == "2d")
+    for r in res:
+        assert r["runs"] >= 20 and r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"]
+        assert (r["peak_mb"] is None) == (r["backend"] in ("torch", "mps"))
+        if r["layout"] == "2d":
+            assert r["N"] == r["B"] * r["L"]
+    # Every target check refers to a measured case and its verdict matches its numbers.
+    assert data["targets"]
+    for c in data["targets"]:
+        le = "<=" in c["target"]
+        assert c["ok"] == (c["value"] <= c["limit"] if le else c["value"] >= c["limit"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_torch_matches_when_installed(tmp_path):
+    pytest.importorskip("torch")
+    js = tmp_path / "t.json"
+    assert bench.main(TINY + ["--backends", "torch", "--modes", "sum", "--json", str(js)]) == 0
+    res = json.loads(js.read_text())["results"]
+    assert {r["backend"] for r in res} == {"torch"} and len(res) == 2 * 2 * 2
+
+
+def test_plot_without_matplotlib_says_so(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert bench.main(TINY + ["--plot", "x.png"]) == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_too_few_runs_is_refused(capsys):
+    assert bench.main(TINY + ["--repeat", "5"]) == 2
+    assert "at least 20" in capsys.readouterr().err
+
+
+def test_bytes_moved_and_bandwidth_table():
+    case = bench.Case(V=10, D=4, B=2, L=3, layout="2d", mode="sum")
+    assert bench.bytes_moved(case, 6, "fwd") == (6 + 2) * 4 * 4
+    assert bench.bytes_moved(case, 6, "fwd+bwd") == (6 + 2) * 16 + 2 * 16 + 2 * 6 * 16 + 10 * 16
+    assert bench.chip_bandwidth_gbs("Apple M2 Max") == 400.0
+    assert bench.chip_bandwidth_gbs("Apple M1") == 68.25
+    assert bench.chip_bandwidth_gbs("Apple M1 Pro (16-core)") == 200.0
+    assert bench.chip_bandwidth_gbs("AMD EPYC") is None
+
+
+def test_check_targets_flags_a_slow_reference():
+    base = dict(V=10, D=64, B=2, L=16, layout="2d", dtype="float32", N=32, runs=20,
+                bytes=1, gbs=1.0, pct_bandwidth=None, min_ms=1.0)
+    res = [
+        {**base, "mode": "sum", "pass": "fwd", "backend": "reference", "median_ms": 1.4, "peak_mb": 1.0},
+        {**base, "mode": "sum", "pass": "fwd", "backend": "take", "median_ms": 1.0, "peak_mb": 1.0},
+        {**base, "mode": "max", "pass": "fwd+bwd", "backend": "reference", "median_ms": 1.0, "peak_mb": 1.0},
+        {**base, "mode": "max", "pass": "fwd+bwd", "backend": "naive", "median_ms": 1.0, "peak_mb": 0.5},
+    ]
+    checks = {(c["mode"], c["what"]): c for c in bench.check_targets(res)}
+    assert not checks[("sum", "time")]["ok"] and checks[("sum", "time")]["limit"] == 1.3
+    assert checks[("max", "time")]["ok"] and not checks[("max", "memory")]["ok"]
+
+
+def test_example_script_help():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "benchmark.py"), "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--plot" in r.stdout and "--bandwidth-gbs" in r.stdout
