@@ -1,0 +1,95 @@
+"""Smoke tests: every example runs at a tiny size and prints a real result.
+
+Each script runs in a subprocess, as a user would start it, and the test reads
+the ``key=value`` summary on its last line: accuracy above the majority-class
+baseline, AUC above chance, backends agreeing within tolerance.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(script, *args, timeout=300):
+    """Run ``examples/<script>`` with ``args``; return (summary dict, stdout, stderr)."""
+    env = dict(os.environ)
+    env.pop("MLX_EMBAG_BACKEND", None)  # the examples pick their backend themselves
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=EXAMPLES.parent,
+    )
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    last = proc.stdout.strip().splitlines()[-1]
+    summary = dict(item.split("=", 1) for item in last.split())
+    return summary, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("script", ["train_text.py", "recommender.py", "compare_backends.py"])
+def test_help(script):
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage:") and "--seed" in proc.stdout
+
+
+def test_train_text_stdlib_beats_baseline():
+    summary, out, _ = run(
+        "train_text.py", "--limit", "800", "--epochs", "4", "--buckets", "8192", "--dim", "16", "--quiet"
+    )
+    acc, base = float(summary["test_accuracy"]), float(summary["baseline"])
+    assert "docstrings of Python's standard library" in out and "12 classes" in out
+    assert out.count("train_loss=") == 4
+    assert 0.05 < base < 0.5  # a dozen classes: no single module dominates
+    assert acc >= base + 0.15, out
+
+
+def test_train_text_csv_with_progress_bar(tmp_path):
+    # Three labels with their own vocabularies, plus shared filler words.
+    words = {"fruit": "apple pear plum cherry grape", "tool": "hammer saw drill wrench chisel",
+             "bird": "robin crow finch heron owl"}
+    path = tmp_path / "data.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        for i in range(240):
+            label = sorted(words)[i % 3]
+            vocab = words[label].split()
+            text = f"the {vocab[i % 5]} and a {vocab[(i * 7) % 5]} item {i}"
+            writer.writerow([text, label])
+    summary, out, err = run("train_text.py", "--data", str(path), "--epochs", "3", "--buckets", "1024", "--dim", "8")
+    assert f"data: {path}" in out and "3 classes" in out
+    assert "epoch 3/3" in err and "loss=" in err and "tok_s=" in err  # the tqdm bar
+    assert float(summary["test_accuracy"]) >= 0.9 > float(summary["baseline"]) + 0.15
+
+
+def test_recommender_learns_planted_signal():
+    summary, out, err = run(
+        "recommender.py", "--train", "6000", "--test", "2000", "--items", "1000", "--tags", "200",
+        "--contexts", "50", "--epochs", "2",
+    )
+    auc, oracle = float(summary["test_auc"]), float(summary["oracle_auc"])
+    assert out.count("test_auc=") == 3  # one per epoch, then the summary
+    assert "epoch 2/2" in err and "loss=" in err  # the tqdm bar
+    assert 0.6 <= auc <= oracle + 0.02, out  # learnt something, cannot beat the true probabilities by much
+
+
+def test_compare_backends_agree():
+    summary, out, _ = run("compare_backends.py", "--reps", "1")
+    tol = float(summary["tolerance"])
+    assert summary["agree"] == "True"
+    # The reference path is always checked against NumPy, Metal or not.
+    assert float(summary["reference_vs_numpy"]) <= tol < 1e-2
+    for case in ("sum +psw", "mean +padding", "max"):
+        assert case in out
+    if summary["metal"] == "unavailable":
+        assert "No Metal GPU" in out and summary["metal_vs_reference"] == "n/a"
+    else:
+        assert summary["metal"] in ("gpu", "emulated")
+        assert float(summary["metal_vs_reference"]) <= tol
