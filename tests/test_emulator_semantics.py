@@ -695,3 +695,62 @@ print("ok")
     env = dict(os.environ, MLX_EMBAG_EMULATOR_UCONTEXT="1")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+# Every shim function family, instantiated for the types Metal allows, in one kernel: the
+# templates only fail when instantiated, so this guards the API surface.
+SURFACE_SRC = r"""
+  uint i = thread_position_in_grid.x;
+  float f = x[i];
+  half h = half(f);
+  bfloat16_t b = bfloat16_t(f);
+  float4 f4 = float4(f, f + 1, f + 2, f + 3);
+  half4 h4 = half4(f4);
+  bfloat4 b4 = bfloat4(f4);
+  float acc = 0;
+#define ALL1(fn) acc += float(metal::fn(f)) + float(metal::fn(h)) + float(metal::fn(b)) + metal::fn(f4).x + float(metal::fn(h4).y) + float(metal::fn(b4).z) + float(metal::precise::fn(f)) + float(metal::fast::fn(h));
+  ALL1(fabs) ALL1(exp) ALL1(exp2) ALL1(exp10) ALL1(sin) ALL1(cos) ALL1(tanh) ALL1(atan) ALL1(ceil) ALL1(floor)
+  ALL1(round) ALL1(rint) ALL1(trunc) ALL1(fract) ALL1(sign) ALL1(saturate) ALL1(sinpi)
+  acc += metal::pow(f, 2.0f) + float(metal::pow(h, h)) + float(metal::fmax(b, b)) + metal::fmin(f4, f4).w;
+  acc += metal::fma(f, f, f) + float(metal::fma(h, h, h)) + metal::mix(f4, f4, f4).x + metal::clamp(f4, 0.0f, 1.0f).y;
+  acc += float(metal::max(h, h)) + float(metal::min(b, b)) + metal::max(f4, 1.0f).x + metal::min(int(i), 3) + metal::max(uint(i), 2u);
+  acc += float(metal::abs(int64_t(-5))) + float(metal::max(int64_t(i), int64_t(1))) + float(metal::clamp(int(i), 0, 2));
+  acc += metal::select(1.0f, 2.0f, f > 0) + metal::select(f4, f4 + 1, f4 > 1.5f).x + (metal::all(f4 > -1.0f) ? 1 : 0) + (metal::any(h4 > half(2)) ? 1 : 0);
+  acc += metal::dot(f4, f4) + metal::length(f4) + metal::normalize(f4).x + metal::distance(f4, f4) + metal::cross(f4.xyz, f4.zyx).x;
+  acc += float(metal::popcount(i)) + float(metal::clz(i + 1)) + float(metal::ctz(i + 1)) + float(metal::isnan(h)) + float(metal::isinf(b)) + float(metal::signbit(f));
+  acc += float(metal::any(metal::isnan(f4))) + metal::numeric_limits<half>::max() + float(metal::numeric_limits<bfloat>::epsilon()) + float(Limits<bfloat16_t>::finite_max > 0);
+  acc += float(simd_sum(b)) + simd_sum(f4).y + float(simd_max(h4).x) + float(simd_shuffle_down(int64_t(i), 1)) + float(simd_shuffle(uint64_t(i), 0));
+  acc += float(simd_prefix_inclusive_product(h)) + float(simd_broadcast_first(i)) + float(simd_is_first()) + float(simd_and(i)) + float(simd_or(i)) + float(simd_xor(i));
+  acc += float(simd_shuffle_rotate_down(f, 1)) + float(simd_shuffle_and_fill_up(f, 0.0f, 1)) + float(simd_shuffle_and_fill_down(f, 0.0f, 1)) + float(uint64_t(simd_active_threads_mask()));
+  acc += float(quad_prefix_exclusive_sum(f)) + float(quad_any(f > 1)) + float(quad_all(f > 1)) + float(quad_max(h)) + float(quad_broadcast(f, 1));
+  acc += log1p(f) + float(log1p(b)) + hypot(f, 1.0f) + float(ceildiv(i, 4u)) + float(bfloat16_to_uint16(b)) + float(uint16_to_bfloat16(3));
+  complex64_t c = complex64_t(f, 1.0f) * complex64_t(2.0f, 0.0f) + complex64_t(1.0f, 0.0f);
+  acc += c.real + c.imag + float(cast_to<bool>(f)) + float(ConditionalType<true, int, float>::type(3));
+  acc += float(as_type<uint>(f) & 1u) + float(as_type<ushort>(h) & 1) + float(as_type<half2>(as_type<uint>(f)).x);
+  uint2 u2 = uint2(i, 2); int4 k4 = int4(u2.x, u2.y, 1, 0); ushort2 s2 = ushort2(k4.zw); char4 c4 = char4(0); uchar3 uc3 = uchar3(1); long2 l2 = long2(int64_t(i)); ulong3 ul3 = ulong3(1);
+  acc += float(k4.x + s2.y + c4.w + uc3.z + l2.y + ul3.x) + float(short3(1, 2, 3).z);
+  threadgroup atomic<uint> tcount;
+  if (thread_index_in_threadgroup == 0) atomic_store_explicit(&tcount, 0u, memory_order_relaxed);
+  threadgroup_barrier(mem_flags::mem_threadgroup | mem_flags::mem_device);
+  atomic_fetch_add_explicit(&tcount, 1u, memory_order_relaxed);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  tc[i] = atomic_load_explicit(&tcount, memory_order_relaxed);
+  device atomic<long>* al = (device atomic<long>*)lout;
+  atomic_fetch_add_explicit(al, 1l, memory_order_relaxed);
+  device atomic_bool* ab = (device atomic_bool*)(lout + 1);
+  atomic_store_explicit(ab, true, memory_order_relaxed);
+  atomic_thread_fence(mem_flags::mem_device, memory_order_seq_cst);
+  out[i] = isfinite(acc) ? 1.0f : acc;
+  MLX_MTL_PRAGMA_UNROLL
+  for (int k = 0; k < REDUCE_N_READS; ++k) out[i] += 0.0f;
+"""
+
+
+def test_shim_api_surface_compiles_and_runs():
+    x = np.linspace(0.1, 2, 64).astype(np.float32)
+    out, lout, tc = run_kernel("surface", [("x", x)], [("out", (64,), "float"), ("lout", (2,), "int64_t"),
+                                                      ("tc", (64,), "uint32_t")], SURFACE_SRC,
+                               grid=(64, 1, 1), threadgroup=(64, 1, 1), init=0)
+    np.testing.assert_array_equal(lout, [64, 1])          # 64-bit device atomic add, atomic_bool store
+    np.testing.assert_array_equal(tc, 64)                 # threadgroup atomic counted every thread
+    assert (out != 0).all()                               # every thread got to its last store

@@ -177,8 +177,13 @@ EMU_VEC_TYPES(char, char)
 EMU_VEC_TYPES(uchar, uchar)
 EMU_VEC_TYPES(long, long)
 EMU_VEC_TYPES(ulong, ulong)
-EMU_VEC_TYPES(bool, bool)
 #undef EMU_VEC_TYPES
+// Bool vectors hold one byte (0 or 1) per lane: clang miscompiles its native
+// bool ext vectors (bit-packed) at -O1. Comparisons of vectors give clang's
+// integer masks; all(), any() and select() take either.
+typedef metal::vec<char, 2> bool2;
+typedef metal::vec<char, 3> bool3;
+typedef metal::vec<char, 4> bool4;
 typedef half float16_t;
 typedef bfloat bfloat16_t;
 typedef float4 packed_float4;
@@ -276,6 +281,43 @@ EMU_FLOAT_LIMITS(bfloat, ushort, 0x0080, 0x7f7f, 0x3c00, 0x7f80, 0x7fc0, 1, 8)
 #undef EMU_FLOAT_LIMITS
 
 // ---------------------------------------------------------------- math
+// Constants of <metal_math> / <metal_limits>.
+#define MAXFLOAT __builtin_bit_cast(float, 0x7f7fffffu)
+#define HUGE_VALF __builtin_huge_valf()
+#define INFINITY __builtin_inff()
+#define NAN __builtin_nanf("")
+#define FLT_MAX __builtin_bit_cast(float, 0x7f7fffffu)
+#define FLT_MIN __builtin_bit_cast(float, 0x00800000u)
+#define FLT_EPSILON __builtin_bit_cast(float, 0x34000000u)
+#define HALF_MAX ((half)65504.0f)
+#define HALF_MIN ((half)6.103515625e-05f)
+#define HALF_EPSILON ((half)0.0009765625f)
+#define CHAR_BIT 8
+#define SCHAR_MAX 127
+#define SCHAR_MIN (-128)
+#define UCHAR_MAX 255
+#define SHRT_MAX 32767
+#define SHRT_MIN (-32768)
+#define USHRT_MAX 65535
+#define INT_MAX 2147483647
+#define INT_MIN (-2147483647 - 1)
+#define UINT_MAX 4294967295u
+#define LONG_MAX 9223372036854775807L
+#define LONG_MIN (-9223372036854775807L - 1)
+#define ULONG_MAX 18446744073709551615ul
+#define M_E_F 2.71828182845904523536f
+#define M_LOG2E_F 1.44269504088896340736f
+#define M_LOG10E_F 0.434294481903251827651f
+#define M_LN2_F 0.693147180559945309417f
+#define M_LN10_F 2.30258509299404568402f
+#define M_PI_F 3.14159265358979323846f
+#define M_PI_2_F 1.57079632679489661923f
+#define M_PI_4_F 0.785398163397448309616f
+#define M_1_PI_F 0.318309886183790671538f
+#define M_2_PI_F 0.636619772367581343076f
+#define M_2_SQRTPI_F 1.12837916709551257390f
+#define M_SQRT2_F 1.41421356237309504880f
+#define M_SQRT1_2_F 0.707106781186547524401f
 // Each function exists for float, half and bfloat (computed in float and
 // rounded, which is what Apple GPUs do for most half functions) and their
 // vectors, element-wise.
@@ -285,7 +327,7 @@ EMU_FLOAT_LIMITS(bfloat, ushort, 0x0080, 0x7f7f, 0x3c00, 0x7f80, 0x7fc0, 1, 8)
   EMU_INLINE half name(half x) { return (half)name((float)x); }               \
   EMU_INLINE bfloat name(bfloat x) { return (bfloat)name((float)x); }         \
   template <class T, int N> EMU_INLINE vec<T, N> name(vec<T, N> x) {           \
-    vec<T, N> r;                                                               \
+    vec<T, N> r{};                                                               \
     for (int i = 0; i < N; ++i) r[i] = name((T)x[i]);                         \
     return r;                                                                  \
   }
@@ -294,7 +336,7 @@ EMU_FLOAT_LIMITS(bfloat, ushort, 0x0080, 0x7f7f, 0x3c00, 0x7f80, 0x7fc0, 1, 8)
   EMU_INLINE half name(half x, half y) { return (half)name((float)x, (float)y); } \
   EMU_INLINE bfloat name(bfloat x, bfloat y) { return (bfloat)name((float)x, (float)y); } \
   template <class T, int N> EMU_INLINE vec<T, N> name(vec<T, N> x, vec<T, N> y) { \
-    vec<T, N> r;                                                               \
+    vec<T, N> r{};                                                               \
     for (int i = 0; i < N; ++i) r[i] = name((T)x[i], (T)y[i]);                \
     return r;                                                                  \
   }
@@ -308,7 +350,7 @@ EMU_FLOAT_LIMITS(bfloat, ushort, 0x0080, 0x7f7f, 0x3c00, 0x7f80, 0x7fc0, 1, 8)
   }                                                                            \
   template <class T, int N>                                                    \
   EMU_INLINE vec<T, N> name(vec<T, N> x, vec<T, N> y, vec<T, N> z) {           \
-    vec<T, N> r;                                                               \
+    vec<T, N> r{};                                                               \
     for (int i = 0; i < N; ++i) r[i] = name((T)x[i], (T)y[i], (T)z[i]);         \
     return r;                                                                  \
   }
@@ -345,8 +387,6 @@ EMU_M1(trunc, __builtin_truncf(x))
 EMU_M1(fract, __builtin_fminf(x - __builtin_floorf(x), 0x1.fffffep-1f))
 EMU_M1(saturate, __builtin_fminf(__builtin_fmaxf(x, 0.0f), 1.0f))
 EMU_M1(sign, (x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : (x != x ? 0.0f : x))))
-EMU_M1(erf, __builtin_erff(x))
-EMU_M1(expm1, __builtin_expm1f(x))
 EMU_M2(pow, __builtin_powf(x, y))
 EMU_M2(powr, __builtin_powf(x, y))
 EMU_M2(fmod, __builtin_fmodf(x, y))
@@ -394,10 +434,10 @@ EMU_M3(smoothstep, ([](float e0, float e1, float v) {
 EMU_ARITH(EMU_MINMAX)
 #undef EMU_MINMAX
 template <class T, int N> EMU_INLINE vec<T, N> max(vec<T, N> x, vec<T, N> y) {
-  vec<T, N> r; for (int i = 0; i < N; ++i) r[i] = max((T)x[i], (T)y[i]); return r;
+  vec<T, N> r{}; for (int i = 0; i < N; ++i) r[i] = max((T)x[i], (T)y[i]); return r;
 }
 template <class T, int N> EMU_INLINE vec<T, N> min(vec<T, N> x, vec<T, N> y) {
-  vec<T, N> r; for (int i = 0; i < N; ++i) r[i] = min((T)x[i], (T)y[i]); return r;
+  vec<T, N> r{}; for (int i = 0; i < N; ++i) r[i] = min((T)x[i], (T)y[i]); return r;
 }
 template <class T, int N> EMU_INLINE vec<T, N> max(vec<T, N> x, T y) { return max(x, vec<T, N>(y)); }
 template <class T, int N> EMU_INLINE vec<T, N> min(vec<T, N> x, T y) { return min(x, vec<T, N>(y)); }
@@ -408,7 +448,7 @@ template <class T, int N> EMU_INLINE vec<T, N> clamp(vec<T, N> x, T lo, T hi) {
   return min(max(x, vec<T, N>(lo)), vec<T, N>(hi));
 }
 template <class T, int N> EMU_INLINE vec<T, N> abs(vec<T, N> x) {
-  vec<T, N> r; for (int i = 0; i < N; ++i) r[i] = abs((T)x[i]); return r;
+  vec<T, N> r{}; for (int i = 0; i < N; ++i) r[i] = abs((T)x[i]); return r;
 }
 
 // Classification: scalars give bool, vectors bool vectors.
@@ -416,8 +456,8 @@ template <class T, int N> EMU_INLINE vec<T, N> abs(vec<T, N> x) {
   EMU_INLINE bool name(float x) { return expr; }                              \
   EMU_INLINE bool name(half x) { return name((float)x); }                     \
   EMU_INLINE bool name(bfloat x) { return name((float)x); }                   \
-  template <class T, int N> EMU_INLINE vec<bool, N> name(vec<T, N> x) {        \
-    vec<bool, N> r;                                                            \
+  template <class T, int N> EMU_INLINE vec<char, N> name(vec<T, N> x) {        \
+    vec<char, N> r{};                                                            \
     for (int i = 0; i < N; ++i) r[i] = name((T)x[i]);                         \
     return r;                                                                  \
   }
@@ -430,7 +470,7 @@ EMU_CLASS(signbit, __builtin_signbit(x) != 0)
 
 template <class T> EMU_INLINE T select(T a, T b, bool c) { return c ? b : a; }
 template <class T, int N, class C> EMU_INLINE vec<T, N> select(vec<T, N> a, vec<T, N> b, C c) {
-  vec<T, N> r; for (int i = 0; i < N; ++i) r[i] = c[i] ? b[i] : a[i]; return r;
+  vec<T, N> r{}; for (int i = 0; i < N; ++i) r[i] = c[i] ? b[i] : a[i]; return r;
 }
 EMU_INLINE bool all(bool x) { return x; }
 EMU_INLINE bool any(bool x) { return x; }
@@ -587,9 +627,6 @@ EMU_ATOMIC_BITS(and, __atomic_fetch_and)
 EMU_ATOMIC_BITS(or, __atomic_fetch_or)
 EMU_ATOMIC_BITS(xor, __atomic_fetch_xor)
 #undef EMU_ATOMIC_BITS
-EMU_INLINE void atomic_thread_fence(int, memory_order, thread_scope = thread_scope::thread_scope_device) {
-  __atomic_thread_fence(__ATOMIC_SEQ_CST);
-}
 
 // ---------------------------------------------------------------- barriers
 enum class mem_flags : uint {
@@ -607,6 +644,9 @@ EMU_INLINE constexpr mem_flags operator&(mem_flags a, mem_flags b) { return mem_
 // sites diverged. (A return address would not do: clang merges identical
 // calls in the two arms of an if.)
 #define EMU_SITE unsigned __emu_site = __builtin_LINE() * 4096u + __builtin_COLUMN()
+EMU_INLINE void atomic_thread_fence(mem_flags, memory_order, thread_scope = thread_scope::thread_scope_device) {
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
 EMU_INLINE void threadgroup_barrier(mem_flags, EMU_SITE) { __emu_barrier(0, __emu_site); }
 EMU_INLINE void simdgroup_barrier(mem_flags, EMU_SITE) { __emu_barrier(1, __emu_site); }
 
