@@ -196,7 +196,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--backend", default=None, choices=["auto", "metal", "reference"], help="mlx_embag backend")
+    p.add_argument("--backend", default=None, choices=["auto", "metal", "reference"], help="mlx_embag backend (metal without a Mac: the emulator, with --no-compile)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-compile", action="store_true", help="run the training step eagerly")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -164,7 +164,7 @@ class FastText(nn.Module):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", help="CSV file with columns text,label (default: Python stdlib docstrings)")
+    p.add_argument("--data", help="CSV file with columns text,label; without it: Python stdlib docstrings")
     p.add_argument("--classes", type=int, default=12, help="stdlib modules used as labels")
     p.add_argument("--limit", type=int, default=0, help="use at most this many texts (0: all); for quick tests")
     p.add_argument("--test-fraction", type=float, default=0.2)
@@ -174,7 +174,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
-    p.add_argument("--backend", default=None, choices=["auto", "metal", "reference"], help="mlx_embag backend")
+    p.add_argument("--backend", default=None, choices=["auto", "metal", "reference"], help="mlx_embag backend (metal without a Mac: the emulator, with --no-compile)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-compile", action="store_true", help="run the training step eagerly")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
