@@ -46,6 +46,10 @@ _KERNEL_FLAGS = [
     "-Wno-unknown-attributes",
     "-Wno-user-defined-literals",
     "-ferror-limit=20",
+    # GPUs wrap integer overflow and kernels pun through pointer casts; without
+    # these, clang's optimiser may silently delete such code.
+    "-fwrapv",
+    "-fno-strict-aliasing",
 ]
 _MATH_FLAGS = {
     "safe": ["-fno-fast-math"],
