@@ -754,3 +754,62 @@ def test_shim_api_surface_compiles_and_runs():
     np.testing.assert_array_equal(lout, [64, 1])          # 64-bit device atomic add, atomic_bool store
     np.testing.assert_array_equal(tc, 64)                 # threadgroup atomic counted every thread
     assert (out != 0).all()                               # every thread got to its last store
+
+
+def _mlx_generated_source(fn, *args):
+    """What MLX itself prints for `verbose=True` while tracing in mx.export_function (C++ stdout)."""
+    import os
+    import sys
+    import tempfile
+
+    read_fd, write_fd = os.pipe()
+    saved = os.dup(1)
+    sys.stdout.flush()
+    os.dup2(write_fd, 1)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            import mlx.core as mx
+
+            mx.export_function(os.path.join(d, "k.mlxfn"), fn, *args)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(write_fd)
+    text = os.read(read_fd, 1 << 20).decode()
+    os.close(read_fd)
+    return text.split("```\n", 1)[1].rsplit("\n```", 1)[0]
+
+
+def test_runs_the_exact_source_mlx_generates():
+    """The runtime parses MLX 0.32's real output: template with int and bool arguments, shape/strides/ndim
+    buffers, 0-d `constant T&` inputs, atomic outputs and the host_name instantiation line."""
+    import mlx.core as mx
+
+    src = """
+  uint i = thread_position_in_grid.x;
+  if (i >= uint(n)) return;
+  int64_t loc = elem_to_loc(int64_t(i), w_shape, w_strides, w_ndim);
+  T v = w[loc] * T(s);
+  if (B) v = v + T(N);
+  atomic_fetch_add_explicit(&acc[0], float(v), memory_order_relaxed);
+  atomic_fetch_add_explicit(&cnt[0], 1, memory_order_relaxed);
+"""
+    k = mx.fast.metal_kernel(name="probe", input_names=["w", "s", "n"], output_names=["acc", "cnt"], source=src,
+                             atomic_outputs=True)
+
+    def f(w):
+        return k(inputs=[w, 0.5, 37], template=[("T", mx.float32), ("N", 3), ("B", True)], grid=(40, 1, 1),
+                 threadgroup=(32, 1, 1), output_shapes=[(1,), (1,)], output_dtypes=[mx.float32, mx.int32],
+                 init_value=0, verbose=True)
+
+    text = _mlx_generated_source(f, mx.zeros((5, 8)))
+    kname = re.search(r"\[\[kernel\]\] void (\w+)\(", text).group(1)
+    assert kname == "custom_kernel_probe__float_3_1_float_floats_int32_ts_float_int32_t"
+    w = np.arange(40, dtype=np.float32).reshape(5, 8)
+    acc, cnt = np.zeros(1, np.float32), np.zeros(1, np.int32)
+    runtime.launch(display_name="probe", kernel_name=kname, kernel_source=text,
+                   buffers=[w, np.array(w.shape, np.int32), np.array([8, 1], np.int64), np.array([2], np.int32),
+                            np.array([0.5], np.float32), np.array([37], np.int32), acc, cnt],
+                   grid=(40, 1, 1), threadgroup=(32, 1, 1), seed=1)
+    assert cnt[0] == 37
+    assert acc[0] == (w.reshape(-1)[:37] * 0.5 + 3).sum()
