@@ -355,6 +355,8 @@ void describe_tg(Worker* w, char* out, size_t len) {
   snprintf(out, len, "threadgroup (%u, %u, %u)", w->tgpos[0], w->tgpos[1], w->tgpos[2]);
 }
 
+unsigned long site_line(uintptr_t site) { return (unsigned long)((site >> 1) / 4096); }
+
 // Returns false (with the launch's error set) when the threadgroup cannot
 // proceed: a barrier or SIMD function that not every live thread reaches.
 bool resolve(Worker* w) {
@@ -367,7 +369,7 @@ bool resolve(Worker* w) {
   for (unsigned s = 0; s < nsg; ++s) {
     unsigned lo = s * EMU_SIMD_WIDTH, hi = lo + EMU_SIMD_WIDTH < n ? lo + EMU_SIMD_WIDTH : n;
     unsigned live = 0, waiting = 0, at_tg = 0, fell_off = 0;
-    uintptr_t site = 0;
+    uintptr_t site = 0, other_site = 0;
     bool same = true;
     for (unsigned i = lo; i < hi; ++i) {
       if (F[i].state == DONE) {
@@ -376,8 +378,12 @@ bool resolve(Worker* w) {
       }
       live |= 1u << (i - lo);
       if (F[i].state == WAIT_SIMD) {
-        if (waiting && F[i].site != site) same = false;
-        site = F[i].site;
+        if (waiting && F[i].site != site) {
+          same = false;
+          other_site = F[i].site;
+        } else {
+          site = F[i].site;
+        }
         waiting |= 1u << (i - lo);
       } else if (F[i].state == WAIT_TG) {
         at_tg++;
@@ -387,8 +393,9 @@ bool resolve(Worker* w) {
     if (waiting != live) {
       snprintf(msg, sizeof msg,
                "%s, SIMD-group %u: %d live lanes wait at a SIMD-group function or simdgroup_barrier "
-               "while %u others wait at a threadgroup_barrier (divergent control flow; undefined on a GPU)",
-               where, s, __builtin_popcount(waiting), at_tg);
+               "(line %lu) while %u others wait at a threadgroup_barrier (divergent control flow; undefined "
+               "on a GPU)",
+               where, s, __builtin_popcount(waiting), site_line(site), at_tg);
       set_error(w->L, msg);
       return false;
     }
@@ -397,15 +404,15 @@ bool resolve(Worker* w) {
                "%s, SIMD-group %u: %d lanes wait at a SIMD-group function or simdgroup_barrier (source "
                "line %lu) that %u other lanes skipped (they ran to the end of the kernel without `return`); "
                "SIMD functions need every live lane: make lanes that must not take part `return` first",
-               where, s, __builtin_popcount(waiting), (unsigned long)((site >> 1) / 4096), fell_off);
+               where, s, __builtin_popcount(waiting), site_line(site), fell_off);
       set_error(w->L, msg);
       return false;
     }
     if (!same) {
       snprintf(msg, sizeof msg,
                "%s, SIMD-group %u: lanes reached different SIMD-group functions or simdgroup_barriers "
-               "(divergent control flow; undefined on a GPU)",
-               where, s);
+               "(lines %lu and %lu; divergent control flow, undefined on a GPU)",
+               where, s, site_line(site), site_line(other_site));
       set_error(w->L, msg);
       return false;
     }
@@ -419,29 +426,33 @@ bool resolve(Worker* w) {
   }
   if (progressed) return true;
   unsigned done = 0, at_tg = 0;
-  uintptr_t site = 0;
+  uintptr_t site = 0, other_site = 0;
   bool same = true;
   for (unsigned i = 0; i < n; ++i) {
     if (F[i].state == DONE) done++;
     else if (F[i].state == WAIT_TG) {
-      if (at_tg && F[i].site != site) same = false;
-      site = F[i].site;
+      if (at_tg && F[i].site != site) {
+        same = false;
+        other_site = F[i].site;
+      } else {
+        site = F[i].site;
+      }
       at_tg++;
     }
   }
   if (done) {
     snprintf(msg, sizeof msg,
-             "%s: %u of %u threads wait at threadgroup_barrier but %u returned without reaching it "
-             "(undefined on a GPU: every thread of a threadgroup must reach each barrier)",
-             where, at_tg, n, done);
+             "%s: %u of %u threads wait at threadgroup_barrier (line %lu) but %u returned without reaching "
+             "it (undefined on a GPU: every thread of a threadgroup must reach each barrier)",
+             where, at_tg, n, site_line(site), done);
     set_error(w->L, msg);
     return false;
   }
   if (!same) {
     snprintf(msg, sizeof msg,
-             "%s: threads wait at different threadgroup_barrier calls (divergent control flow; "
-             "undefined on a GPU)",
-             where);
+             "%s: threads wait at different threadgroup_barrier calls (lines %lu and %lu; divergent "
+             "control flow, undefined on a GPU)",
+             where, site_line(site), site_line(other_site));
     set_error(w->L, msg);
     return false;
   }
