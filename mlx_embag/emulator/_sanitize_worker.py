@@ -14,6 +14,7 @@ red zone; threadgroup variables get poisoned red zones too.
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import os
 import pickle
@@ -25,6 +26,7 @@ import tempfile
 _REPORT_LINES = 40
 
 
+@functools.lru_cache(maxsize=1)
 def _libasan() -> str:
     env = os.environ.get("MLX_EMBAG_EMULATOR_LIBASAN")
     if env:

@@ -102,24 +102,17 @@ def compiler() -> tuple[tuple[str, ...], str]:
         if ver is None:
             raise RuntimeError(f"MLX_EMBAG_EMULATOR_CXX={env!r} is not a working clang.")
         return tuple(cmd), ".".join(map(str, ver))
-    candidates = []
     zig = [sys.executable, "-m", "ziglang", "c++"]
     zig_ver = _version_of(zig)
-    if zig_ver is not None:
-        candidates.append((zig_ver, zig))
     system = shutil.which("clang++")
-    if system:
-        sys_ver = _version_of([system])
-        if sys_ver is not None:
-            # Strictly newer only: the zig build is the tested default.
-            candidates.append((sys_ver if zig_ver is None or sys_ver > zig_ver else (0,), [system]))
-    if not candidates:
-        raise RuntimeError(
-            "The Metal emulator needs clang: `pip install ziglang` (or install clang++)."
-        )
-    ver, cmd = max(candidates, key=lambda c: c[0])
-    if ver == (0,):
-        ver, cmd = zig_ver, zig
+    sys_ver = _version_of([system]) if system else None
+    # The zig build is the tested default; a system clang only when strictly newer.
+    if sys_ver is not None and (zig_ver is None or sys_ver > zig_ver):
+        cmd, ver = [system], sys_ver
+    elif zig_ver is not None:
+        cmd, ver = zig, zig_ver
+    else:
+        raise RuntimeError("The Metal emulator needs clang: `pip install ziglang` (or install clang++).")
     return tuple(cmd), ".".join(map(str, ver))
 
 
