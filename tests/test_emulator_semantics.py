@@ -650,6 +650,7 @@ def test_threadgroup_memory_over_32kb_is_an_error():
 
 FAULTS = {
     "wild_write": ("  out[thread_position_in_grid.x + (1ul << 42)] = 1.0f;", "segmentation fault"),
+    "div_zero": ("  out[thread_position_in_grid.x] = float(100 / int(x[0]));", "integer division by zero"),
     "recursion": ("  out[thread_position_in_grid.x] = f(int(thread_position_in_grid.x) + 1000000);\n"
                   "  threadgroup_barrier(mem_flags::mem_none);", "overflowed its 64 KB stack"),
 }

@@ -509,13 +509,14 @@ void run_threadgroup(Worker* w, uint64_t linear) {
 }
 
 // ---------------------------------------------------------------- faults
-// A wild access (far outside any buffer) or a fiber stack overflow would kill
-// the Python process. While a worker runs kernel code, SIGSEGV/SIGBUS jump
-// back to the worker (on an alternate signal stack, since the faulting stack
-// may be the exhausted one) and fail the launch; other faults go to the
-// handler that was installed before. (ASan builds leave faults to ASan.)
+// A wild access (far outside any buffer), a fiber stack overflow or an integer
+// division by zero would kill the Python process. While a worker runs kernel
+// code, SIGSEGV/SIGBUS/SIGFPE jump back to the worker (on an alternate signal
+// stack, since the faulting stack may be the exhausted one) and fail the
+// launch; other faults go to the handler that was installed before. (ASan
+// builds leave faults to ASan.)
 #ifndef EMU_ASAN
-struct sigaction g_prev_segv, g_prev_bus;
+struct sigaction g_prev_segv, g_prev_bus, g_prev_fpe;
 pthread_mutex_t g_sig_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void fault_handler(int sig, siginfo_t* info, void* uctx) {
@@ -523,7 +524,11 @@ void fault_handler(int sig, siginfo_t* info, void* uctx) {
   if (w && w->in_kernel) {
     char msg[512];
     char* addr = info ? (char*)info->si_addr : nullptr;
-    if (w->stacks && addr >= w->stacks && addr < w->stacks + w->stacks_bytes)
+    if (sig == SIGFPE)
+      snprintf(msg, sizeof msg,
+               "integer division by zero (or INT_MIN / -1) in the kernel: undefined on a GPU, a trap on "
+               "this CPU");
+    else if (w->stacks && addr >= w->stacks && addr < w->stacks + w->stacks_bytes)
       snprintf(msg, sizeof msg,
                "a GPU thread overflowed its %zu KB stack (recursion, which Metal does not allow, or large "
                "private arrays; MLX_EMBAG_EMULATOR_STACK_KB raises the size)",
@@ -537,7 +542,7 @@ void fault_handler(int sig, siginfo_t* info, void* uctx) {
     w->in_kernel = 0;
     siglongjmp(w->fault_jmp, 1);
   }
-  struct sigaction* prev = sig == SIGBUS ? &g_prev_bus : &g_prev_segv;
+  struct sigaction* prev = sig == SIGBUS ? &g_prev_bus : sig == SIGFPE ? &g_prev_fpe : &g_prev_segv;
   if (prev->sa_flags & SA_SIGINFO) {
     if (prev->sa_sigaction) {
       prev->sa_sigaction(sig, info, uctx);
@@ -563,6 +568,7 @@ void install_fault_handler() {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, &g_prev_segv);
     sigaction(SIGBUS, &sa, &g_prev_bus);
+    sigaction(SIGFPE, &sa, &g_prev_fpe);
   }
   pthread_mutex_unlock(&g_sig_lock);
 }
