@@ -80,3 +80,11 @@ def test_runtime_errors_still_reported_under_the_sanitizer():
     with pytest.raises(RuntimeError, match=r"(?s)kernel `san_barrier`.*returned without reaching it"):
         run_kernel("san_barrier", [("x", np.zeros(8, np.float32))], [("out", (8,), "float")], src,
                    grid=(8, 1, 1), threadgroup=(8, 1, 1), sanitize=True)
+
+
+def test_address_space_errors_survive_sanitizer_mode():
+    header = "float f(const device float* p) { return p[0]; }\n"
+    with pytest.raises(RuntimeError, match=r"(?s)kernel `san_as`.*compilation failed.*address space"):
+        run_kernel("san_as", [("x", np.zeros(8, np.float32)), ("idx", np.zeros(3, np.float32))],
+                   [("out", (1,), "float")], "  out[0] = f(idx);\n  (void)thread_position_in_grid;", header=header,
+                   grid=(1, 1, 1), threadgroup=(1, 1, 1), sanitize=True)

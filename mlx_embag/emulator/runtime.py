@@ -427,8 +427,14 @@ def prepare(*, display_name: str, kernel_name: str, kernel_source: str, math_mod
     except ValueError as e:
         raise _fail(display_name, f"cannot parse the generated source: {e}") from None
     try:
-        path = compiler.build(tu, compiler.kernel_flags(math_mode, sanitize),
-                              suffix=kernel_name + ("_asan" if sanitize else ""), source_name="kernel.cpp")
+        # The sanitizer build drops address spaces (ASan ignores accesses
+        # through them), so a plain build runs first to keep Metal's
+        # address-space errors in sanitizer mode too.
+        path = compiler.build(tu, compiler.kernel_flags(math_mode, False), suffix=kernel_name,
+                              source_name="kernel.cpp")
+        if sanitize:
+            path = compiler.build(tu, compiler.kernel_flags(math_mode, True), suffix=kernel_name + "_asan",
+                                  source_name="kernel.cpp")
     except compiler.CompileError as e:
         raise _fail(display_name, f"compilation failed:\n{e}\n\nGenerated source:\n{numbered(kernel_source)}") \
             from None
