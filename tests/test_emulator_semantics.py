@@ -814,3 +814,32 @@ def test_runs_the_exact_source_mlx_generates():
                    grid=(40, 1, 1), threadgroup=(32, 1, 1), seed=1)
     assert cnt[0] == 37
     assert acc[0] == (w.reshape(-1)[:37] * 0.5 + 3).sum()
+
+
+def test_concurrent_processes_share_the_cache_safely(tmp_path):
+    """Two processes compiling the same kernel into an empty cache both succeed (temp file + rename)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from emulator_util import run_kernel
+(out,) = run_kernel("shared_cache", [("x", np.arange(8, dtype=np.float32))], [("out", (8,), "float")],
+                    "  out[thread_position_in_grid.x] = x[thread_position_in_grid.x] + 1.0f;",
+                    grid=(8, 1, 1), threadgroup=(8, 1, 1))
+assert (out == np.arange(1, 9)).all()
+print("ok")
+""".format(tests=str(Path(__file__).parent))
+    env = dict(os.environ, MLX_EMBAG_EMULATOR_CACHE=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    results = [p.communicate() for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0 and out.strip() == "ok", err[-2000:]
+    built = [p.name for p in tmp_path.iterdir() if p.suffix == ".so"]
+    assert any(name.startswith("custom_kernel_shared_cache") for name in built)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build-")]   # no leftovers
