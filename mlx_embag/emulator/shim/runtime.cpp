@@ -44,9 +44,9 @@ void __asan_unpoison_memory_region(void const volatile* addr, size_t size);
 }
 #endif
 
-// Context switching: a few instructions of assembly on x86-64; ucontext
+// Context switching: a few instructions of assembly on x86-64 ELF; ucontext
 // elsewhere (or with EMU_FORCE_UCONTEXT, to test that path on x86-64).
-#if defined(__x86_64__) && !defined(EMU_FORCE_UCONTEXT)
+#if defined(__x86_64__) && defined(__ELF__) && !defined(EMU_FORCE_UCONTEXT)
 #define EMU_ASM_SWITCH 1
 #else
 #include <ucontext.h>
