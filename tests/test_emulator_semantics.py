@@ -843,3 +843,24 @@ print("ok")
     built = [p.name for p in tmp_path.iterdir() if p.suffix == ".so"]
     assert any(name.startswith("custom_kernel_shared_cache") for name in built)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build-")]   # no leftovers
+
+
+@pytest.mark.parametrize("n", [1, 3, 1000, 4097])
+def test_seeded_order_runs_every_threadgroup_exactly_once(n):
+    src = """
+  device atomic_uint* c = (device atomic_uint*)counter;
+  order[threadgroup_position_in_grid.x] = atomic_fetch_add_explicit(c, 1u, memory_order_relaxed);
+"""
+
+    def run(seed):
+        order, _ = run_kernel("order_rec", [("x", np.zeros(8, np.float32))],
+                              [("order", (n,), "uint32_t"), ("counter", (1,), "uint32_t")], src, grid=(n, 1, 1),
+                              threadgroup=(1, 1, 1), seed=seed, workers=1, init=0)
+        return order
+
+    natural, shuffled = run(None), run(11)
+    np.testing.assert_array_equal(natural, np.arange(n))
+    np.testing.assert_array_equal(np.sort(shuffled), np.arange(n))
+    if n > 3:
+        assert not np.array_equal(shuffled, natural)
+        np.testing.assert_array_equal(run(11), shuffled)

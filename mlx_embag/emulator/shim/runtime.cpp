@@ -86,7 +86,8 @@ struct Launch {
   void** bufs;
   unsigned grid[3], tg[3], ntg[3];
   uint64_t total;
-  uint64_t* order;
+  int perm_bits;       // seeded order: a bijection on [0, 2^perm_bits), cycle-walked
+  uint64_t perm_keys[4];
   uint64_t next;
   int failed;
   int use_fibers;
@@ -132,6 +133,26 @@ uint64_t splitmix(uint64_t* s) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
+}
+
+// The k-th threadgroup to run under a seed: a 4-round Feistel network is a
+// bijection on [0, 2^bits); walking the cycle until the value falls below
+// `total` keeps it one on [0, total), with no per-threadgroup memory.
+uint64_t permute(const Launch* L, uint64_t k) {
+  int half = L->perm_bits / 2;
+  uint64_t mask = (1ull << half) - 1;
+  do {
+    uint64_t left = k >> half, right = k & mask;
+    for (int r = 0; r < 4; ++r) {
+      uint64_t mix = right ^ L->perm_keys[r];
+      uint64_t f = splitmix(&mix) & mask;
+      uint64_t next = left ^ f;
+      left = right;
+      right = next;
+    }
+    k = (left << half) | right;
+  } while (k >= L->total);
+  return k;
 }
 
 void set_error(Launch* L, const char* msg) {
@@ -593,7 +614,7 @@ void* worker_main(void* arg) {
       uint64_t k = __atomic_fetch_add(&L->next, 1, __ATOMIC_RELAXED);
       if (k >= L->total) break;
       w->in_kernel = 1;
-      run_threadgroup(w, L->order ? L->order[k] : k);
+      run_threadgroup(w, L->perm_bits ? permute(L, k) : k);
       w->in_kernel = 0;
     }
   }
@@ -747,15 +768,11 @@ EMU_EXPORT int emu_launch(EmuEntry entry, void** bufs, const int64_t* sizes, int
   L.bufs = run_bufs;
 
   if (seed >= 0) {
-    L.order = (uint64_t*)malloc(L.total * sizeof(uint64_t));
-    uint64_t s = (uint64_t)seed;
-    for (uint64_t i = 0; i < L.total; ++i) L.order[i] = i;
-    for (uint64_t i = L.total; i > 1; --i) {
-      uint64_t j = splitmix(&s) % i;
-      uint64_t t = L.order[i - 1];
-      L.order[i - 1] = L.order[j];
-      L.order[j] = t;
-    }
+    uint64_t st = (uint64_t)seed;
+    for (int r = 0; r < 4; ++r) L.perm_keys[r] = splitmix(&st);
+    int bits = 2;
+    while (bits < 64 && (1ull << bits) < L.total) bits += 2;  // even: two equal Feistel halves
+    L.perm_bits = bits;
   }
 #ifndef EMU_ASAN
   install_fault_handler();
@@ -795,7 +812,6 @@ EMU_EXPORT int emu_launch(EmuEntry entry, void** bufs, const int64_t* sizes, int
     if (W[i].stacks) munmap(W[i].stacks, W[i].stacks_bytes);
   }
   free(W);
-  free(L.order);
 #ifdef EMU_ASAN
   for (int i = 0; i < nbufs; ++i) {
     if (sizes[i] > 0) memcpy(bufs[i], run_bufs[i], (size_t)sizes[i]);
