@@ -556,6 +556,7 @@ REJECTED = {
     "atomic_half": ("atomic_fetch_add_explicit((device atomic<half>*)out, half(1), memory_order_relaxed);",
                     "Metal atomics exist only for"),
     "constant_to_device": ("out[0] = f(idx);", "address space"),
+    "implicit_vector_conversion": ("int4 a = int4(1); uint4 b = a; out[0] = float(b.x);", "cannot initialize"),
 }
 
 

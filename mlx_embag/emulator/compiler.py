@@ -50,6 +50,8 @@ _KERNEL_FLAGS = [
     # these, clang's optimiser may silently delete such code.
     "-fwrapv",
     "-fno-strict-aliasing",
+    # Metal has no implicit conversions between vector types (int4 -> uint4).
+    "-flax-vector-conversions=none",
 ]
 _MATH_FLAGS = {
     "safe": ["-fno-fast-math"],
