@@ -88,3 +88,17 @@ def test_address_space_errors_survive_sanitizer_mode():
         run_kernel("san_as", [("x", np.zeros(8, np.float32)), ("idx", np.zeros(3, np.float32))],
                    [("out", (1,), "float")], "  out[0] = f(idx);\n  (void)thread_position_in_grid;", header=header,
                    grid=(1, 1, 1), threadgroup=(1, 1, 1), sanitize=True)
+
+
+def test_endless_kernel_is_stopped_under_the_sanitizer_too():
+    from emulator_util import generate
+    from mlx_embag.emulator import runtime
+
+    src = ("  device atomic_uint* flag = (device atomic_uint*)out;\n"
+           "  while (atomic_load_explicit(&flag[0], memory_order_relaxed) != 7u) {}\n"
+           "  out[thread_position_in_grid.x] = x[0];")
+    kname, text = generate("endless_asan", [("x", np.zeros(8, np.float32), "float")], [("out", "float")], src)
+    with pytest.raises(RuntimeError, match=r"(?s)kernel `endless_asan`.*still running after 1 s"):
+        runtime.launch(display_name="endless_asan", kernel_name=kname, kernel_source=text,
+                       buffers=[np.zeros(8, np.float32), np.zeros(8, np.float32)], grid=(8, 1, 1),
+                       threadgroup=(8, 1, 1), timeout=1.0, sanitize=True)

@@ -865,3 +865,23 @@ def test_seeded_order_runs_every_threadgroup_exactly_once(n):
     if n > 3:
         assert not np.array_equal(shuffled, natural)
         np.testing.assert_array_equal(run(11), shuffled)
+
+
+def test_endless_kernel_is_stopped_by_the_watchdog():
+    src = """
+  // Spinning on a flag no thread will ever set (a GPU would hang or be reset too).
+  device atomic_uint* flag = (device atomic_uint*)out;
+  while (atomic_load_explicit(&flag[0], memory_order_relaxed) != 7u) {}
+  out[thread_position_in_grid.x] = x[0];
+"""
+    import time
+
+    from emulator_util import generate
+
+    kname, text = generate("endless", [("x", np.zeros(8, np.float32), "float")], [("out", "float")], src)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"(?s)kernel `endless`.*still running after 1 s"):
+        runtime.launch(display_name="endless", kernel_name=kname, kernel_source=text,
+                       buffers=[np.zeros(8, np.float32), np.zeros(64, np.float32)], grid=(64, 1, 1),
+                       threadgroup=(32, 1, 1), timeout=1.0, workers=2)
+    assert time.monotonic() - start < 30

@@ -24,6 +24,7 @@ import sys
 import tempfile
 
 _REPORT_LINES = 40
+_TIMEOUT_EXIT = 87  # the runtime's watchdog ends a sanitizer child with this code
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,7 +80,7 @@ def _summarise(stderr: str) -> str:
 
 
 def run_in_subprocess(*, kernel_so: str, buffers: list, const: list, grid, threadgroup, seed: int,
-                      use_fibers: bool, workers: int, stack_bytes: int) -> str | None:
+                      use_fibers: bool, workers: int, stack_bytes: int, timeout: float = 0.0) -> str | None:
     """Run the kernel under ASan in a child process; copy outputs back.
 
     Returns:
@@ -91,7 +92,7 @@ def run_in_subprocess(*, kernel_so: str, buffers: list, const: list, grid, threa
     runtime_so = str(compiler.build_runtime(sanitize=True))
     job = dict(runtime_so=runtime_so, kernel_so=kernel_so, buffers=buffers, grid=tuple(grid),
                threadgroup=tuple(threadgroup), seed=seed, use_fibers=use_fibers, workers=workers,
-               stack_bytes=stack_bytes)
+               stack_bytes=stack_bytes, timeout=timeout)
     with tempfile.TemporaryDirectory(prefix="mlx_embag_asan_") as tmp:
         job_path = os.path.join(tmp, "job.pkl")
         out_path = os.path.join(tmp, "out.pkl")
@@ -103,8 +104,16 @@ def run_in_subprocess(*, kernel_so: str, buffers: list, const: list, grid, threa
             "detect_leaks=0", "detect_stack_use_after_return=0", "abort_on_error=0", "exitcode=86",
             "allocator_may_return_null=1", "handle_segv=1", env.get("ASAN_OPTIONS", ""),
         ]).rstrip(":")
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), job_path, out_path],
-                              capture_output=True, text=True, env=env)
+        # The child's own watchdog ends it on time; this is only a backstop.
+        try:
+            proc = subprocess.run([sys.executable, os.path.abspath(__file__), job_path, out_path],
+                                  capture_output=True, text=True, env=env, timeout=timeout + 60 if timeout else None)
+        except subprocess.TimeoutExpired:
+            return (f"the kernel was still running after {timeout:g} s and was stopped: an endless loop, or "
+                    "threads spinning on each other; MLX_EMBAG_EMULATOR_TIMEOUT sets the limit in seconds")
+        if proc.returncode == _TIMEOUT_EXIT:
+            line = next((x for x in proc.stderr.splitlines() if x.startswith("EMU_TIMEOUT: ")), "")
+            return line[len("EMU_TIMEOUT: "):] or "the kernel ran past its time limit"
         if proc.returncode != 0:
             if "AddressSanitizer" in proc.stderr:
                 return "AddressSanitizer found an invalid memory access:\n" + _summarise(proc.stderr)
@@ -136,10 +145,10 @@ def _child(job_path: str, out_path: str) -> int:
     rt.emu_launch.argtypes = [
         ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int64), ctypes.c_int,
         ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint), ctypes.c_longlong, ctypes.c_int,
-        ctypes.c_int, ctypes.c_longlong, ctypes.c_char_p, ctypes.c_int,
+        ctypes.c_int, ctypes.c_longlong, ctypes.c_double, ctypes.c_char_p, ctypes.c_int,
     ]
     rc = rt.emu_launch(entry, ptrs, sizes, n, g, t, job["seed"], int(job["use_fibers"]), job["workers"],
-                       job["stack_bytes"], errbuf, len(errbuf))
+                       job["stack_bytes"], job["timeout"], errbuf, len(errbuf))
     error = errbuf.value.decode(errors="replace") if rc else None
     with open(out_path, "wb") as f:
         pickle.dump({"error": error, "buffers": buffers}, f, protocol=pickle.HIGHEST_PROTOCOL)

@@ -25,6 +25,7 @@ from . import compiler
 MAX_THREADS_PER_THREADGROUP = 1024
 DEFAULT_STACK_KB = 64
 SANITIZE_STACK_KB = 512
+DEFAULT_TIMEOUT_S = 300.0
 
 # Bytes per element of every type MLX can put in a signature.
 _TYPE_SIZES = {
@@ -369,7 +370,7 @@ def _runtime():
             lib.emu_launch.argtypes = [
                 ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int64),
                 ctypes.c_int, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
-                ctypes.c_longlong, ctypes.c_int, ctypes.c_int, ctypes.c_longlong,
+                ctypes.c_longlong, ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_double,
                 ctypes.c_char_p, ctypes.c_int,
             ]
             _runtime_lib = lib
@@ -394,6 +395,11 @@ def default_workers() -> int:
         return max(1, min(8, len(os.sched_getaffinity(0))))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, min(8, os.cpu_count() or 1))
+
+
+def default_timeout() -> float:
+    """Seconds a launch may run before it is stopped (``MLX_EMBAG_EMULATOR_TIMEOUT``; 0 = no limit)."""
+    return max(0.0, float(os.environ.get("MLX_EMBAG_EMULATOR_TIMEOUT", DEFAULT_TIMEOUT_S)))
 
 
 def _stack_bytes(sanitize: bool) -> int:
@@ -443,7 +449,7 @@ def prepare(*, display_name: str, kernel_name: str, kernel_source: str, math_mod
 
 def launch(*, display_name: str, kernel_name: str, kernel_source: str, buffers: list, grid: tuple,
            threadgroup: tuple, math_mode: str = "safe", seed: int | None = None, sanitize: bool = False,
-           workers: int | None = None) -> None:
+           workers: int | None = None, timeout: float | None = None) -> None:
     """Compile and run one MLX-generated Metal kernel on the CPU.
 
     Args:
@@ -460,6 +466,9 @@ def launch(*, display_name: str, kernel_name: str, kernel_source: str, buffers: 
         sanitize: build with AddressSanitizer and run in a subprocess, so an
             out-of-bounds access raises instead of corrupting memory.
         workers: OS threads (default :func:`default_workers`).
+        timeout: seconds after which a still-running kernel is stopped with
+            an error, as a GPU watchdog would (default
+            :func:`default_timeout`; 0 = no limit).
 
     Raises:
         ValueError: a threadgroup above 1024 threads, or buffers that do not
@@ -487,6 +496,7 @@ def launch(*, display_name: str, kernel_name: str, kernel_source: str, buffers: 
     if min(grid) == 0:
         return
     workers = default_workers() if workers is None else max(1, int(workers))
+    timeout = default_timeout() if timeout is None else max(0.0, float(timeout))
     seed_value = -1 if seed is None else int(seed) & 0x7FFFFFFFFFFFFFFF
     if sanitize:
         from . import _sanitize_worker
@@ -494,17 +504,17 @@ def launch(*, display_name: str, kernel_name: str, kernel_source: str, buffers: 
         err = _sanitize_worker.run_in_subprocess(
             kernel_so=str(path), buffers=buffers, const=[p.const for p in parsed.params if p.kind == "buffer"],
             grid=grid, threadgroup=threadgroup, seed=seed_value, use_fibers=needs_fibers, workers=workers,
-            stack_bytes=_stack_bytes(True),
+            stack_bytes=_stack_bytes(True), timeout=timeout,
         )
     else:
         err = run_compiled(str(path), buffers, grid, threadgroup, seed_value, needs_fibers, workers,
-                           _stack_bytes(False))
+                           _stack_bytes(False), timeout)
     if err:
         raise _fail(display_name, err, EmulatorError)
 
 
 def run_compiled(kernel_so: str, buffers: list, grid: tuple, threadgroup: tuple, seed: int,
-                 use_fibers: bool, workers: int, stack_bytes: int) -> str | None:
+                 use_fibers: bool, workers: int, stack_bytes: int, timeout: float = 0.0) -> str | None:
     """Run an already-compiled kernel in this process; returns an error message or None."""
     rt = _runtime()
     entry = _kernel_entry(kernel_so)
@@ -514,6 +524,6 @@ def run_compiled(kernel_so: str, buffers: list, grid: tuple, threadgroup: tuple,
     g = (ctypes.c_uint * 3)(*grid)
     t = (ctypes.c_uint * 3)(*threadgroup)
     errbuf = ctypes.create_string_buffer(4096)
-    rc = rt.emu_launch(entry, ptrs, sizes, n, g, t, seed, int(use_fibers), workers, stack_bytes, errbuf,
-                       len(errbuf))
+    rc = rt.emu_launch(entry, ptrs, sizes, n, g, t, seed, int(use_fibers), workers, stack_bytes, timeout,
+                       errbuf, len(errbuf))
     return errbuf.value.decode(errors="replace") if rc else None

@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "emu_abi.h"
@@ -94,6 +96,7 @@ struct Launch {
   long long seed;
   size_t stack_size;
   pthread_mutex_t lock;
+  pthread_mutex_t live_lock;  // guards Worker::running, for the watchdog's signals
   char err[2048];
 };
 
@@ -123,6 +126,8 @@ struct Worker {
   size_t sched_size;
   int aborted;  // current threadgroup aborted by an error
   volatile int in_kernel;  // a fault now is the kernel's fault
+  pthread_t self;
+  int running;             // between the start and the end of worker_main
   sigjmp_buf fault_jmp;
 };
 
@@ -537,11 +542,24 @@ void run_threadgroup(Worker* w, uint64_t linear) {
 // launch; other faults go to the handler that was installed before. (ASan
 // builds leave faults to ASan.)
 #ifndef EMU_ASAN
-struct sigaction g_prev_segv, g_prev_bus, g_prev_fpe;
+struct sigaction g_prev_segv, g_prev_bus, g_prev_fpe, g_prev_usr2;
 pthread_mutex_t g_sig_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void fault_handler(int sig, siginfo_t* info, void* uctx) {
   Worker* w = tls_worker;
+  if (sig == SIGUSR2) {
+    // The watchdog's stop request (its error message is already set).
+    if (w && w->in_kernel) {
+      w->in_kernel = 0;
+      siglongjmp(w->fault_jmp, 1);
+    }
+    if (g_prev_usr2.sa_flags & SA_SIGINFO) {
+      if (g_prev_usr2.sa_sigaction) g_prev_usr2.sa_sigaction(sig, info, uctx);
+    } else if (g_prev_usr2.sa_handler != SIG_DFL && g_prev_usr2.sa_handler != SIG_IGN) {
+      g_prev_usr2.sa_handler(sig);
+    }
+    return;
+  }
   if (w && w->in_kernel) {
     char msg[512];
     char* addr = info ? (char*)info->si_addr : nullptr;
@@ -590,15 +608,72 @@ void install_fault_handler() {
     sigaction(SIGSEGV, &sa, &g_prev_segv);
     sigaction(SIGBUS, &sa, &g_prev_bus);
     sigaction(SIGFPE, &sa, &g_prev_fpe);
+    sigaction(SIGUSR2, &sa, &g_prev_usr2);
   }
   pthread_mutex_unlock(&g_sig_lock);
 }
 #endif
 
+// Stops a launch that runs longer than its time limit (a GPU's watchdog
+// would): sets the error, then signals every running worker, whose handler
+// jumps out of the kernel.
+struct Watchdog {
+  Launch* L;
+  Worker* W;
+  int n;
+  double timeout_s;
+  pthread_mutex_t m;
+  pthread_cond_t c;
+  int done;
+};
+
+void* watchdog_main(void* arg) {
+  Watchdog* d = (Watchdog*)arg;
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  long long ns = (long long)(d->timeout_s * 1e9);
+  deadline.tv_sec += (time_t)(ns / 1000000000LL);
+  deadline.tv_nsec += (long)(ns % 1000000000LL);
+  if (deadline.tv_nsec >= 1000000000L) {
+    deadline.tv_sec += 1;
+    deadline.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&d->m);
+  int rc = 0;
+  while (!d->done && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&d->c, &d->m, &deadline);
+  bool fire = !d->done;
+  pthread_mutex_unlock(&d->m);
+  if (!fire) return nullptr;
+  char msg[512];
+  snprintf(msg, sizeof msg,
+           "the kernel was still running after %g s and was stopped: an endless loop, or threads "
+           "spinning on each other (which can deadlock a GPU too); MLX_EMBAG_EMULATOR_TIMEOUT sets "
+           "the limit in seconds",
+           d->timeout_s);
+  set_error(d->L, msg);
+#ifdef EMU_ASAN
+  // Sanitizer builds run in a throw-away child process and install no
+  // signal handlers (ASan owns them): end the process, the parent reports.
+  fprintf(stderr, "\nEMU_TIMEOUT: %s\n", msg);
+  fflush(stderr);
+  _exit(87);
+#else
+  pthread_mutex_lock(&d->L->live_lock);
+  for (int i = 0; i < d->n; ++i)
+    if (d->W[i].running) pthread_kill(d->W[i].self, SIGUSR2);
+  pthread_mutex_unlock(&d->L->live_lock);
+#endif
+  return nullptr;
+}
+
 void* worker_main(void* arg) {
   Worker* w = (Worker*)arg;
   tls_worker = w;
   Launch* L = w->L;
+  pthread_mutex_lock(&L->live_lock);
+  w->self = pthread_self();
+  w->running = 1;
+  pthread_mutex_unlock(&L->live_lock);
 #ifndef EMU_ASAN
   const size_t alt_size = 256 * 1024;
   stack_t alt, old_alt;
@@ -618,7 +693,10 @@ void* worker_main(void* arg) {
       w->in_kernel = 0;
     }
   }
+  pthread_mutex_lock(&L->live_lock);
   w->in_kernel = 0;
+  w->running = 0;
+  pthread_mutex_unlock(&L->live_lock);
 #ifndef EMU_ASAN
   if (have_alt) sigaltstack(&old_alt, nullptr);
   free(alt.ss_sp);
@@ -735,10 +813,11 @@ EMU_EXPORT void __emu_fail(const char* message) {
 // threadgroup order; workers <= 0 means one per CPU.
 EMU_EXPORT int emu_launch(EmuEntry entry, void** bufs, const int64_t* sizes, int nbufs, const unsigned* grid,
                           const unsigned* tg, long long seed, int use_fibers, int workers, long long stack_size,
-                          char* err, int errlen) {
+                          double timeout_s, char* err, int errlen) {
   Launch L;
   memset(&L, 0, sizeof L);
   pthread_mutex_init(&L.lock, nullptr);
+  pthread_mutex_init(&L.live_lock, nullptr);
   L.entry = entry;
   L.use_fibers = use_fibers;
   L.seed = seed;
@@ -794,11 +873,30 @@ EMU_EXPORT int emu_launch(EmuEntry entry, void** bufs, const int64_t* sizes, int
     set_error(&L, "out of memory allocating fiber stacks");
   } else {
     pthread_t* th = (pthread_t*)calloc(workers, sizeof(pthread_t));
+    Watchdog dog;
+    memset(&dog, 0, sizeof dog);
+    dog.L = &L;
+    dog.W = W;
+    dog.n = workers;
+    dog.timeout_s = timeout_s;
+    pthread_mutex_init(&dog.m, nullptr);
+    pthread_cond_init(&dog.c, nullptr);
+    pthread_t dog_thread;
+    bool have_dog = timeout_s > 0 && pthread_create(&dog_thread, nullptr, watchdog_main, &dog) == 0;
     for (int i = 1; i < workers; ++i)
       if (pthread_create(&th[i], nullptr, worker_main, &W[i]) != 0) W[i].L = nullptr;  // W[0] does its share
     worker_main(&W[0]);
     for (int i = 1; i < workers; ++i)
       if (W[i].L) pthread_join(th[i], nullptr);
+    if (have_dog) {
+      pthread_mutex_lock(&dog.m);
+      dog.done = 1;
+      pthread_cond_signal(&dog.c);
+      pthread_mutex_unlock(&dog.m);
+      pthread_join(dog_thread, nullptr);
+    }
+    pthread_cond_destroy(&dog.c);
+    pthread_mutex_destroy(&dog.m);
     free(th);
   }
   for (int i = 0; i < workers; ++i) {
@@ -821,6 +919,7 @@ EMU_EXPORT int emu_launch(EmuEntry entry, void** bufs, const int64_t* sizes, int
   free(run_bufs);
 #endif
   pthread_mutex_destroy(&L.lock);
+  pthread_mutex_destroy(&L.live_lock);
   if (L.failed) {
     snprintf(err, (size_t)errlen, "%s", L.err);
     return 1;
