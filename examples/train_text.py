@@ -153,9 +153,10 @@ def batches(docs, labels, batch_size: int, order, pad_to: int):
 class FastText(nn.Module):
     """Mean of hashed word/bigram vectors, then a linear classifier."""
 
-    def __init__(self, buckets: int, dim: int, num_classes: int):
+    def __init__(self, buckets: int, dim: int, num_classes: int, backend=None):
         super().__init__()
-        self.bag = meb.EmbeddingBag(buckets, dim, mode="mean", include_last_offset=True, padding_idx=0)
+        # padding_idx=0: id 0 pads empty texts and is left out of every mean.
+        self.bag = meb.EmbeddingBag(buckets, dim, mode="mean", include_last_offset=True, padding_idx=0, backend=backend)
         self.out = nn.Linear(dim, num_classes)
 
     def __call__(self, ids, offsets):
@@ -199,9 +200,7 @@ def main(argv=None):
     print(f"data: {source}: {len(train)} train / {len(test)} test texts, {len(names)} classes "
           f"({', '.join(names[:12])}{', ...' if len(names) > 12 else ''}); loaded in {time.perf_counter() - t0:.1f} s")
 
-    model = FastText(args.buckets, args.dim, len(names))
-    if args.backend:
-        model.bag.backend = args.backend
+    model = FastText(args.buckets, args.dim, len(names), backend=args.backend)
     optimizer = optim.Adam(learning_rate=args.lr)
 
     def loss_fn(model, ids, offsets, y, mask):
