@@ -85,37 +85,55 @@ class Measurement:
     peak_bytes: Optional[int] = None
 
 
-def measure(fn: Callable[[], object], *, warmup: int = 3, repeat: int = MIN_RUNS,
-            track_mlx_memory: bool = False) -> Measurement:
-    """Time ``fn`` (which must evaluate/synchronise its own result) ``repeat`` times.
+def measure_interleaved(fns, *, warmup: int = 3, repeat: int = MIN_RUNS, track_mlx_memory=()):
+    """Time several zero-argument callables in turns: the shared timing helper.
 
-    The shared timing helper of every backend: ``warmup`` untimed calls first
-    (they build and cache kernels and MLX's compiled graphs), then one timed
-    call per run; the median is the figure reported. With
-    ``track_mlx_memory``, one more call measures MLX's peak memory above what
-    was allocated before it.
+    Every callable must evaluate (``mx.eval``) or synchronise its own result.
+    After ``warmup`` untimed calls of each (they build MLX's graphs and cache
+    kernels), each of the ``repeat`` rounds times every callable once, so a
+    burst of load from other processes hits all of them alike and their ratios
+    stay meaningful on a busy machine. The median is the figure reported.
+    For the names in ``track_mlx_memory``, one more call measures MLX's peak
+    memory above what was allocated before it.
 
     Args:
-        fn: a zero-argument callable that does one full run, synchronised.
-        warmup (int): untimed calls before timing.
-        repeat (int): timed calls.
-        track_mlx_memory (bool): also measure MLX's extra peak memory.
+        fns (dict): name -> callable doing one full, synchronised run.
+        warmup (int): untimed calls of each before timing.
+        repeat (int): timed rounds.
+        track_mlx_memory (iterable): names whose MLX peak memory to measure.
+
+    Returns:
+        dict: name -> :class:`Measurement`.
     """
-    for _ in range(warmup):
-        fn()
-    times = []
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    peak = None
-    if track_mlx_memory:
-        mx.clear_cache()
-        base = mx.get_active_memory()
-        mx.reset_peak_memory()
-        fn()
-        peak = max(mx.get_peak_memory() - base, 0)
-    return Measurement(statistics.median(times), min(times), repeat, peak)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, fn in fns.items():
+        peak = None
+        if name in track_mlx_memory:
+            mx.clear_cache()
+            base = mx.get_active_memory()
+            mx.reset_peak_memory()
+            fn()
+            peak = max(mx.get_peak_memory() - base, 0)
+        ts = times[name]
+        out[name] = Measurement(statistics.median(ts), min(ts), len(ts), peak)
+    return out
+
+
+def measure(fn: Callable[[], object], *, warmup: int = 3, repeat: int = MIN_RUNS,
+            track_mlx_memory: bool = False) -> Measurement:
+    """:func:`measure_interleaved` of a single callable."""
+    tracked = ("fn",) if track_mlx_memory else ()
+    return measure_interleaved({"fn": fn}, warmup=warmup, repeat=repeat,
+                               track_mlx_memory=tracked)["fn"]
 
 
 # ------------------------------------------------------------------------- workload
@@ -194,32 +212,39 @@ def bytes_moved(case: Case, n: int, pass_: str) -> int:
 # synchronised pass, or None when the backend cannot run the case.
 
 
-def _mlx_pair(f, inp: Inputs):
+def _mlx_pair(f, inp: Inputs, compile=False):
     w, cot = inp.weight, inp.cot
 
+    def both(w_, cot_):
+        out, (dw,) = mx.vjp(f, [w_], [cot_])
+        return out, dw
+
+    # Compiled, the graph is traced once: what remains is the arithmetic, without
+    # the per-call Python and graph-building cost that eager calls pay.
+    fwd_fn, both_fn = (mx.compile(f), mx.compile(both)) if compile else (f, both)
+
     def fwd():
-        mx.eval(f(w))
+        mx.eval(fwd_fn(w))
 
     def fwd_bwd():
-        out, (dw,) = mx.vjp(lambda w_: f(w_), [w], [cot])
-        mx.eval(out, dw)
+        mx.eval(*both_fn(w, cot))
 
     return fwd, fwd_bwd
 
 
 def _library(backend):
-    def make(case: Case, inp: Inputs):
+    def make(case: Case, inp: Inputs, compile=False):
         if case.layout == "2d":
             f = lambda w: meb.embedding_bag(inp.idx2d, w, mode=case.mode, backend=backend)  # noqa: E731
         else:
             f = lambda w: meb.embedding_bag(  # noqa: E731
                 inp.flat, w, inp.offsets, mode=case.mode, backend=backend)
-        return _mlx_pair(f, inp)
+        return _mlx_pair(f, inp, compile)
 
     return make
 
 
-def _naive(case: Case, inp: Inputs):
+def _naive(case: Case, inp: Inputs, compile=False):
     """``nn.Embedding`` then the reduction, differentiated by MLX's own VJPs."""
     if case.layout != "2d":
         return None  # variable-length bags are beyond a plain reduction over an axis
@@ -230,12 +255,12 @@ def _naive(case: Case, inp: Inputs):
         emb.weight = w
         return reduce(emb(inp.idx2d), axis=1)
 
-    return _mlx_pair(f, inp)
+    return _mlx_pair(f, inp, compile)
 
 
-def _take(case: Case, inp: Inputs):
+def _take(case: Case, inp: Inputs, compile=False):
     """The same rows gathered, not reduced: ``(N, D)`` out, scatter-add back."""
-    return _mlx_pair(lambda w: mx.take(w, inp.flat, axis=0), _with_cot(inp))
+    return _mlx_pair(lambda w: mx.take(w, inp.flat, axis=0), _with_cot(inp), compile)
 
 
 def _with_cot(inp: Inputs):
@@ -285,6 +310,7 @@ def _torch_on(device):
     return make
 
 
+_MLX = ("reference", "metal", "naive", "take")
 CONTENDERS = {
     "reference": _library("reference"),
     "metal": _library("metal"),
@@ -337,31 +363,36 @@ def chip_bandwidth_gbs(name: str) -> Optional[float]:
 # ------------------------------------------------------------------------- running
 
 
-def run_case(case: Case, backends, passes, *, warmup, repeat, seed, bandwidth, log=None):
-    """Measure ``case`` on every backend; returns a list of result dicts."""
+def run_case(case: Case, backends, passes, *, warmup, repeat, seed, bandwidth, compile=False,
+             log=print):
+    """Measure ``case`` on every backend, interleaved; returns a list of result dicts."""
     inp = make_inputs(case, seed)
-    results = []
+    pairs = {}
     for name in backends:
         try:
-            pair = CONTENDERS[name](case, inp)
+            pair = CONTENDERS[name](case, inp, compile) if name in _MLX else \
+                CONTENDERS[name](case, inp)
         except (RuntimeError, NotImplementedError, ValueError) as e:
             # e.g. a backend that does not support this call: report, do not abort.
-            if log:
-                log(f"  {name}: skipped ({e})")
+            log(f"  {name}: skipped ({e})")
             continue
-        if pair is None:
+        if pair is not None:
+            pairs[name] = pair
+    results = []
+    for i, pass_ in enumerate(PASSES):
+        if pass_ not in passes:
             continue
-        for pass_, fn in zip(PASSES, pair):
-            if pass_ not in passes:
-                continue
+        fns = {}
+        for name, pair in pairs.items():
             try:
-                m = measure(fn, warmup=warmup, repeat=repeat,
-                            track_mlx_memory=name not in ("torch", "mps"))
+                pair[i]()  # fail here, alone, rather than inside the timed rounds
+                fns[name] = pair[i]
             except (RuntimeError, NotImplementedError, ValueError) as e:
-                if log:
-                    log(f"  {name} {pass_}: failed ({e})")
-                continue
-            nbytes = bytes_moved(case, inp.N, pass_)
+                log(f"  {name} {pass_}: failed ({e})")
+        ms = measure_interleaved(fns, warmup=warmup, repeat=repeat,
+                                 track_mlx_memory=[n for n in fns if n in _MLX])
+        nbytes = bytes_moved(case, inp.N, pass_)
+        for name, m in ms.items():
             gbs = nbytes / m.median_s / 1e9
             results.append({
                 **dataclasses.asdict(case), "N": inp.N, "backend": name, "pass": pass_,
@@ -369,8 +400,9 @@ def run_case(case: Case, backends, passes, *, warmup, repeat, seed, bandwidth, l
                 "peak_mb": None if m.peak_bytes is None else m.peak_bytes / 2**20,
                 "bytes": nbytes, "gbs": gbs,
                 "pct_bandwidth": None if bandwidth is None else 100 * gbs / bandwidth,
+                "compiled": bool(compile) and name in _MLX,
             })
-    del inp
+    del inp, pairs
     mx.clear_cache()
     return results
 
@@ -593,6 +625,10 @@ def build_parser():
     p.add_argument("--repeat", type=int, default=MIN_RUNS,
                    help=f"timed runs per figure, median reported (default and minimum {MIN_RUNS})")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--compile", action="store_true",
+                   help="time the MLX backends under mx.compile (no per-call graph building)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch.set_num_threads for the PyTorch CPU baseline (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bandwidth-gbs", type=float, default=None,
                    help="memory bandwidth to compare against (default: the Apple chip's, if known)")
@@ -630,6 +666,16 @@ def main(argv=None):
         print(f"memory bandwidth: {bandwidth:g} GB/s")
     for note in notes:
         print(note)
+    if args.torch_threads and "torch" in backends:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    if "torch" in backends:
+        import torch
+
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    if args.compile:
+        print("MLX backends timed under mx.compile")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     results = []
@@ -641,7 +687,7 @@ def main(argv=None):
                     log(f"V={V} D={D} B={batch} L={L} {layout} {mode}")
                     results += run_case(case, backends, args.passes, warmup=args.warmup,
                                         repeat=args.repeat, seed=args.seed,
-                                        bandwidth=bandwidth, log=log)
+                                        bandwidth=bandwidth, compile=args.compile, log=log)
     checks = check_targets(results)
     print()
     print(format_table(results, backends, bandwidth))
@@ -651,7 +697,8 @@ def main(argv=None):
               "overhead; the targets are meant for the default sizes)")
     if args.json:
         meta = {"device": name, "machine": platform.machine(), "mlx": mx.__version__,
-                "bandwidth_gbs": bandwidth, "repeat": args.repeat, "notes": notes}
+                "bandwidth_gbs": bandwidth, "repeat": args.repeat, "notes": notes,
+                "compiled": args.compile}
         with open(args.json, "w") as fh:
             json.dump({"meta": meta, "results": results, "targets": checks}, fh, indent=1)
         print(f"wrote {args.json}")
