@@ -102,3 +102,15 @@ def test_endless_kernel_is_stopped_under_the_sanitizer_too():
         runtime.launch(display_name="endless_asan", kernel_name=kname, kernel_source=text,
                        buffers=[np.zeros(8, np.float32), np.zeros(8, np.float32)], grid=(8, 1, 1),
                        threadgroup=(8, 1, 1), timeout=1.0, sanitize=True)
+
+
+def test_out_of_bounds_read_of_a_small_constant_input_is_caught():
+    # 3 elements: MLX binds it as `const constant int32_t*`; index 3 is one past the end.
+    src = "  uint i = thread_position_in_grid.x;\n  out[i] = float(idx[i + 1]);"
+    idx = np.array([5, 6, 7], np.int32)
+    with pytest.raises(RuntimeError, match=r"(?s)kernel `small_oob`.*heap-buffer-overflow.*READ of size 4"):
+        run_kernel("small_oob", [("idx", idx)], [("out", (3,), "float")], src, grid=(3, 1, 1),
+                   threadgroup=(32, 1, 1), sanitize=True)
+    (out,) = run_kernel("small_oob", [("idx", idx)], [("out", (2,), "float")], src, grid=(2, 1, 1),
+                        threadgroup=(32, 1, 1), sanitize=True)
+    np.testing.assert_array_equal(out, [6, 7])
