@@ -13,7 +13,11 @@
 //   (all bits set) for each threadgroup; under AddressSanitizer the arena
 //   has poisoned red zones, and device buffers are copied into exact-size
 //   heap blocks so out-of-bounds accesses are caught.
+// - A crash inside kernel code (wild pointer, stack overflow, integer division
+//   by zero) and a kernel running past its time limit end the launch with an
+//   error instead of killing or hanging the Python process.
 // No C++ library is used, so the runtime links against libc only.
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -21,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
