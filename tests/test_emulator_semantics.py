@@ -885,3 +885,25 @@ def test_endless_kernel_is_stopped_by_the_watchdog():
                        buffers=[np.zeros(8, np.float32), np.zeros(64, np.float32)], grid=(64, 1, 1),
                        threadgroup=(32, 1, 1), timeout=1.0, workers=2)
     assert time.monotonic() - start < 30
+
+
+def test_source_rewrites_keep_line_numbers_and_leave_pointers_alone():
+    body = (
+        "  threadgroup float a[4], b[2][3];\n"
+        "  threadgroup float* p = a;   // threadgroup float c[9]; (a comment)\n"
+        "  threadgroup_barrier(mem_flags::mem_threadgroup);\n"
+        "  threadgroup T\n    multi[N * 2];\n"
+        "  if (x) return;\n"
+        "  half h = 1.5h + 2h; float f = 0x1fh; // 3h\n"
+    )
+    out = runtime.rewrite_threadgroup_declarations(body)
+    assert out.count("\n") == body.count("\n")
+    assert "threadgroup float (&a)[4] = *(threadgroup float (*)[4])__emu_tg_alloc(0," in out
+    assert "threadgroup float (&b)[2][3] = *(threadgroup float (*)[2][3])__emu_tg_alloc(1," in out
+    assert "threadgroup float* p = a;   // threadgroup float c[9]; (a comment)" in out
+    assert "threadgroup T (&multi)[N*2] = *(threadgroup T (*)[N*2])__emu_tg_alloc(2," in out
+    assert "threadgroup_barrier(mem_flags::mem_threadgroup);" in out
+    assert runtime.mark_returns("  if (x) return;\n  return ;") == "  if (x) return __emu_return();\n  return __emu_return() ;"
+    assert runtime.half_literals("half h = 1.5h + 2h; float f = 0x1fh; // 3h") == \
+        "half h = ((half)1.5) + ((half)2); float f = 0x1fh; // 3h"
+    assert runtime.strip_attributes("  const device float* a [[buffer(0)]],") == "  const device float* a " + " " * len("[[buffer(0)]]") + ","
