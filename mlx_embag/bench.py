@@ -466,8 +466,15 @@ def check_targets(results):
 # -------------------------------------------------------------------------- output
 
 
+# Time ratios printed beside the table (numerator, denominator, column title).
+RATIOS = (("reference", "take", "ref/take"), ("reference", "naive", "ref/naive"),
+          ("reference", "torch", "ref/torch"), ("reference", "metal", "ref/metal"),
+          ("mps", "metal", "mps/metal"))
+
+
 def format_table(results, backends, bandwidth=None):
-    """Fixed-width text: per case and pass, median ms and MLX extra peak MB per backend."""
+    """Fixed-width text: per case and pass, median ms and MLX extra peak MB per backend,
+    then time ratios between backends (and GB/s when a bandwidth is known)."""
     groups = {}
     for r in results:
         groups.setdefault((r["V"], r["D"], r["B"], r["dtype"]), []).append(r)
@@ -476,8 +483,11 @@ def format_table(results, backends, bandwidth=None):
     lines = []
     for (V, D, B, dtype), rs in groups.items():
         lines.append(f"V={V} D={D} B={B} {dtype}: median ms (extra peak MB)")
+        ratios = [(a, b, t) for a, b, t in RATIOS if a in shown and b in shown]
         head = f"{'L':>3} {'layout':>6} {'mode':>4} {'pass':>7} |" + "".join(
             f"{b:>17}" for b in shown)
+        if ratios:
+            head += " |" + "".join(f"{t:>10}" for _, _, t in ratios)
         if bandwidth is not None:
             head += " | " + "".join(f"{b + ' GB/s':>16}" for b in shown)
         lines += [head, "-" * len(head)]
@@ -499,6 +509,12 @@ def format_table(results, backends, bandwidth=None):
                 pct = f" ({r['pct_bandwidth']:.0f}%)" if r["pct_bandwidth"] is not None else ""
                 bw.append(f"{r['gbs']:>9.1f}{pct:>7}")
             line += "".join(cells)
+            if ratios:
+                line += " |"
+                for a, b, _ in ratios:
+                    ra = idx.get((V, D, B, L, LAYOUTS[lay], mode, dtype, PASSES[p], a))
+                    rb = idx.get((V, D, B, L, LAYOUTS[lay], mode, dtype, PASSES[p], b))
+                    line += f"{ra['median_ms'] / rb['median_ms']:>10.2f}" if ra and rb else f"{'-':>10}"
             if bandwidth is not None:
                 line += " | " + "".join(bw)
             lines.append(line)
