@@ -364,17 +364,27 @@ def chip_bandwidth_gbs(name: str) -> Optional[float]:
 
 
 def run_case(case: Case, backends, passes, *, warmup, repeat, seed, bandwidth, compile=False,
-             log=print):
-    """Measure ``case`` on every backend, interleaved; returns a list of result dicts."""
+             log=print, skipped=None):
+    """Measure ``case`` on every backend, interleaved; returns a list of result dicts.
+
+    A backend that raises on this case is logged (and appended to ``skipped``)
+    and left out; the others still run.
+    """
+    skipped = [] if skipped is None else skipped
+
+    def skip(msg):
+        skipped.append(f"V={case.V} D={case.D} L={case.L} {case.layout} {case.mode}: {msg}")
+        log("  " + msg)
+
     inp = make_inputs(case, seed)
     pairs = {}
     for name in backends:
         try:
             pair = CONTENDERS[name](case, inp, compile) if name in _MLX else \
                 CONTENDERS[name](case, inp)
-        except (RuntimeError, NotImplementedError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - reported, never fatal
             # e.g. a backend that does not support this call: report, do not abort.
-            log(f"  {name}: skipped ({e})")
+            skip(f"{name}: skipped ({type(e).__name__}: {e})")
             continue
         if pair is not None:
             pairs[name] = pair
@@ -387,8 +397,8 @@ def run_case(case: Case, backends, passes, *, warmup, repeat, seed, bandwidth, c
             try:
                 pair[i]()  # fail here, alone, rather than inside the timed rounds
                 fns[name] = pair[i]
-            except (RuntimeError, NotImplementedError, ValueError) as e:
-                log(f"  {name} {pass_}: failed ({e})")
+            except Exception as e:  # noqa: BLE001 - reported, never fatal
+                skip(f"{name} {pass_}: failed ({type(e).__name__}: {e})")
         ms = measure_interleaved(fns, warmup=warmup, repeat=repeat,
                                  track_mlx_memory=[n for n in fns if n in _MLX])
         nbytes = bytes_moved(case, inp.N, pass_)
@@ -694,7 +704,7 @@ def main(argv=None):
         print("MLX backends timed under mx.compile")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
-    results = []
+    results, skipped = [], []
     for V, D in shapes:
         for L in bag_sizes:
             for layout in args.layouts:
@@ -703,18 +713,23 @@ def main(argv=None):
                     log(f"V={V} D={D} B={batch} L={L} {layout} {mode}")
                     results += run_case(case, backends, args.passes, warmup=args.warmup,
                                         repeat=args.repeat, seed=args.seed,
-                                        bandwidth=bandwidth, compile=args.compile, log=log)
+                                        bandwidth=bandwidth, compile=args.compile, log=log,
+                                        skipped=skipped)
     checks = check_targets(results)
     print()
     print(format_table(results, backends, bandwidth))
     print(format_checks(checks))
+    if skipped:
+        print(f"{len(skipped)} measurements could not run (details in stderr and --json):")
+        for msg in skipped[:5]:
+            print("  " + msg)
     if args.quick:
         print("(--quick: at tiny sizes the times are mostly Python and graph-building "
               "overhead; the targets are meant for the default sizes)")
     if args.json:
         meta = {"device": name, "machine": platform.machine(), "mlx": mx.__version__,
                 "bandwidth_gbs": bandwidth, "repeat": args.repeat, "notes": notes,
-                "compiled": args.compile}
+                "compiled": args.compile, "skipped": skipped}
         with open(args.json, "w") as fh:
             json.dump({"meta": meta, "results": results, "targets": checks}, fh, indent=1)
         print(f"wrote {args.json}")

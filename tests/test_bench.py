@@ -102,3 +102,25 @@ def test_example_script_help():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "benchmark.py"), "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--plot" in r.stdout and "--bandwidth-gbs" in r.stdout
+
+
+def test_a_failing_backend_is_reported_not_fatal(monkeypatch, tmp_path, capsys):
+    # Pretend to be on a Mac whose Metal path rejects the call: the rest still runs.
+    import mlx.core as mx
+
+    monkeypatch.setattr(mx.metal, "is_available", lambda: True)
+
+    def broken(case, inp, compile=False):
+        def fail():
+            raise RuntimeError("no kernels")
+
+        return fail, fail
+
+    monkeypatch.setitem(bench.CONTENDERS, "metal", broken)
+    js = tmp_path / "m.json"
+    args = TINY + ["--backends", "metal,reference,take", "--modes", "sum", "--json", str(js)]
+    assert bench.main(args) == 0
+    data = json.loads(js.read_text())
+    assert {r["backend"] for r in data["results"]} == {"reference", "take"}
+    assert any("metal fwd: failed (RuntimeError: no kernels)" in m for m in data["meta"]["skipped"])
+    assert "could not run" in capsys.readouterr().out
