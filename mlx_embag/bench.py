@@ -571,8 +571,9 @@ def plot(results, path):
     modes = [m for m in MODES if any(r["mode"] == m for r in results)]
     passes = [p for p in PASSES if any(r["pass"] == p for r in results)]
     rows = [(s, p) for s in shapes for p in passes]
+    height = 3.2 * len(rows) + 0.7  # 0.7 inch on top for the legend
     fig, axes = plt.subplots(len(rows), len(modes), squeeze=False,
-                             figsize=(4.2 * len(modes), 3.2 * len(rows)))
+                             figsize=(4.2 * len(modes), height))
     colors = dict(zip(BACKENDS, ("tab:blue", "tab:red", "tab:orange", "tab:gray",
                                  "tab:green", "tab:purple")))
     for i, ((V, D, B, dtype), p) in enumerate(rows):
@@ -593,9 +594,13 @@ def plot(results, path):
             ax.set_xlabel("bag length L")
             ax.set_ylabel("median ms")
             ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    legend = {}
+    for ax in axes.flat:  # every backend and layout drawn anywhere, once
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    fig.legend(list(legend.values()), list(legend), loc="upper center",
+               ncol=min(len(legend), 6), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.7 / height))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
