@@ -217,3 +217,14 @@ def build_runtime(sanitize: bool = False) -> Path:
         suffix="runtime_asan" if sanitize else "runtime", link=["-lpthread"],
         source_name="runtime.cpp",
     )
+
+
+def info() -> dict:
+    """What the emulator would use here: compiler, its version, cache directory.
+
+    Example:
+        >>> sorted(info())
+        ['cache_dir', 'compiler', 'version']
+    """
+    cmd, version = compiler()
+    return {"compiler": " ".join(cmd), "version": version, "cache_dir": str(cache_dir())}
