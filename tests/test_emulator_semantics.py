@@ -907,3 +907,10 @@ def test_source_rewrites_keep_line_numbers_and_leave_pointers_alone():
     assert runtime.half_literals("half h = 1.5h + 2h; float f = 0x1fh; // 3h") == \
         "half h = ((half)1.5) + ((half)2); float f = 0x1fh; // 3h"
     assert runtime.strip_attributes("  const device float* a [[buffer(0)]],") == "  const device float* a " + " " * len("[[buffer(0)]]") + ","
+
+
+def test_compiler_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(compiler)
+    assert result.attempted > 0 and result.failed == 0
