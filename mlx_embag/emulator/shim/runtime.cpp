@@ -49,13 +49,7 @@ void __asan_unpoison_memory_region(void const volatile* addr, size_t size);
 }
 #endif
 
-// Context switching: a few instructions of assembly on x86-64 ELF; ucontext
-// elsewhere (or with EMU_FORCE_UCONTEXT, to test that path on x86-64).
-#if defined(__x86_64__) && defined(__ELF__) && !defined(EMU_FORCE_UCONTEXT)
-#define EMU_ASM_SWITCH 1
-#else
-#include <ucontext.h>
-#endif
+#include "context.h"
 
 #define EMU_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -64,11 +58,7 @@ namespace {
 enum FiberState { RUNNABLE = 0, WAIT_TG = 1, WAIT_SIMD = 2, DONE = 3 };
 
 struct Fiber {
-#if defined(EMU_ASM_SWITCH)
-  void* sp;
-#else
-  ucontext_t ctx;
-#endif
+  EmuContext ctx;
   char* stack_lo;
   size_t stack_size;
   int state;
@@ -105,11 +95,7 @@ struct Launch {
 
 struct Worker {
   Launch* L;
-#if defined(EMU_ASM_SWITCH)
-  void* sched_sp;
-#else
-  ucontext_t sched_ctx;
-#endif
+  EmuContext sched_ctx;
   Fiber* fibers;
   unsigned fiber_cap;
   char* stacks;
@@ -172,83 +158,12 @@ void set_error(Launch* L, const char* msg) {
   pthread_mutex_unlock(&L->lock);
 }
 
-// ---------------------------------------------------------------- context switching
-#if defined(EMU_ASM_SWITCH)
-extern "C" void emu_swap(void** save_sp, void* new_sp);
-extern "C" void emu_fiber_trampoline();
-__asm__(
-    ".text\n"
-    ".p2align 4\n"
-    ".hidden emu_swap\n"
-    ".globl emu_swap\n"
-    ".type emu_swap,@function\n"
-    "emu_swap:\n"
-    "  pushq %rbp\n"
-    "  pushq %rbx\n"
-    "  pushq %r12\n"
-    "  pushq %r13\n"
-    "  pushq %r14\n"
-    "  pushq %r15\n"
-    "  subq $8, %rsp\n"
-    "  stmxcsr (%rsp)\n"
-    "  fnstcw 4(%rsp)\n"
-    "  movq %rsp, (%rdi)\n"
-    "  movq %rsi, %rsp\n"
-    "  ldmxcsr (%rsp)\n"
-    "  fldcw 4(%rsp)\n"
-    "  addq $8, %rsp\n"
-    "  popq %r15\n"
-    "  popq %r14\n"
-    "  popq %r13\n"
-    "  popq %r12\n"
-    "  popq %rbx\n"
-    "  popq %rbp\n"
-    "  ret\n"
-    ".size emu_swap, .-emu_swap\n"
-    ".p2align 4\n"
-    ".hidden emu_fiber_trampoline\n"
-    ".globl emu_fiber_trampoline\n"
-    ".type emu_fiber_trampoline,@function\n"
-    "emu_fiber_trampoline:\n"
-    "  movq %r12, %rdi\n"
-    "  callq *%r13\n"
-    "  ud2\n"
-    ".size emu_fiber_trampoline, .-emu_fiber_trampoline\n");
-#endif
-
+// ---------------------------------------------------------------- fibers
 void fiber_main(Fiber* f);
 
-#if !defined(EMU_ASM_SWITCH)
-void fiber_main_uc(unsigned lo, unsigned hi) {
-  fiber_main((Fiber*)(((uintptr_t)hi << 32) | (uintptr_t)lo));
-}
-#endif
+void fiber_entry(void* f) { fiber_main((Fiber*)f); }
 
-void fiber_prepare(Fiber* f) {
-#if defined(EMU_ASM_SWITCH)
-  uintptr_t top = ((uintptr_t)f->stack_lo + f->stack_size) & ~(uintptr_t)15;
-  uint64_t* sp = (uint64_t*)(top - 80);
-  uint32_t csr[2];
-  __asm__ volatile("stmxcsr %0" : "=m"(csr[0]));
-  __asm__ volatile("fnstcw %0" : "=m"(csr[1]));
-  sp[0] = (uint64_t)csr[0] | ((uint64_t)(csr[1] & 0xffff) << 32);
-  sp[1] = 0;                        // r15
-  sp[2] = 0;                        // r14
-  sp[3] = (uint64_t)&fiber_main;    // r13: function
-  sp[4] = (uint64_t)f;              // r12: argument
-  sp[5] = 0;                        // rbx
-  sp[6] = 0;                        // rbp
-  sp[7] = (uint64_t)&emu_fiber_trampoline;
-  f->sp = sp;
-#else
-  getcontext(&f->ctx);
-  f->ctx.uc_stack.ss_sp = f->stack_lo;
-  f->ctx.uc_stack.ss_size = f->stack_size;
-  f->ctx.uc_link = nullptr;
-  uintptr_t p = (uintptr_t)f;
-  makecontext(&f->ctx, (void (*)())fiber_main_uc, 2, (unsigned)(p & 0xffffffffu), (unsigned)(p >> 32));
-#endif
-}
+void fiber_prepare(Fiber* f) { emu_ctx_prepare(&f->ctx, f->stack_lo, f->stack_size, fiber_entry, f); }
 
 // Scheduler -> fiber.
 void resume(Worker* w, Fiber* f) {
@@ -257,11 +172,7 @@ void resume(Worker* w, Fiber* f) {
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, f->stack_lo, f->stack_size);
 #endif
-#if defined(EMU_ASM_SWITCH)
-  emu_swap(&w->sched_sp, f->sp);
-#else
-  swapcontext(&w->sched_ctx, &f->ctx);
-#endif
+  emu_ctx_switch(&w->sched_ctx, &f->ctx);
 #ifdef EMU_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
@@ -273,11 +184,7 @@ void yield_to_scheduler(Worker* w, Fiber* f, bool dying) {
 #ifdef EMU_ASAN
   __sanitizer_start_switch_fiber(dying ? nullptr : &f->asan_fake, w->sched_bottom, w->sched_size);
 #endif
-#if defined(EMU_ASM_SWITCH)
-  emu_swap(&f->sp, w->sched_sp);
-#else
-  swapcontext(&f->ctx, &w->sched_ctx);
-#endif
+  emu_ctx_switch(&f->ctx, &w->sched_ctx);
 #ifdef EMU_ASAN
   __sanitizer_finish_switch_fiber(f->asan_fake, &w->sched_bottom, &w->sched_size);
 #endif
