@@ -25,7 +25,7 @@ After the table, the targets of the project are checked and printed with the
 measured ratios (``reference`` against ``take`` and ``naive``; ``metal``
 against the bandwidth, ``reference`` and ``mps`` where those ran).
 
-    python -m mlx_embag.bench                       # default sweep (a few minutes on 2 cores)
+    python -m mlx_embag.bench                       # default sweep (about 4 minutes on 2 cores)
     python -m mlx_embag.bench --quick               # tiny sizes, seconds
     python -m mlx_embag.bench --shapes 1000000x64 --bag-sizes 1,16,64 --modes sum \\
         --json bench.json --plot bench.png
@@ -641,7 +641,7 @@ def build_parser():
                     "kernels (Apple silicon), the naive MLX composition, a bare mx.take of the "
                     "same rows, and PyTorch CPU/MPS.")
     p.add_argument("--shapes", type=_shape_list, default=None,
-                   help="tables VxD, comma-separated (default 1000000x64,100000x16,100000x256)")
+                   help="tables VxD, comma-separated (default 1000000x16,100000x64,20000x256)")
     p.add_argument("--bag-sizes", type=_int_list, default=None,
                    help="mean bag lengths L (default 1,4,16,64)")
     p.add_argument("--batch", type=int, default=None, help="bags per call B (default 1024)")
@@ -682,7 +682,7 @@ def main(argv=None):
               "pip install matplotlib (or pip install 'mlx-embag[examples]')", file=sys.stderr)
         return 2
     shapes = args.shapes or ([(1000, 16)] if args.quick else
-                             [(1_000_000, 64), (100_000, 16), (100_000, 256)])
+                             [(1_000_000, 16), (100_000, 64), (20_000, 256)])
     bag_sizes = args.bag_sizes or ([1, 4, 16] if args.quick else [1, 4, 16, 64])
     batch = args.batch or (16 if args.quick else 1024)
 
