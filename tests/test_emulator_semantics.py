@@ -14,13 +14,6 @@ import pytest
 from emulator_util import run_kernel
 from mlx_embag.emulator import compiler, runtime
 
-SIMD = 32
-
-
-def garbage_f32(a):
-    return np.isnan(a)
-
-
 # ---------------------------------------------------------------- dispatch and attributes
 ATTR_SRC = """
   uint3 g = thread_position_in_grid;
