@@ -1,0 +1,41 @@
+// embedding_bag / embedding backward to the weight, atomic variant (sum and mean).
+//
+// Grid (ceil(D / CPT), TY, B); threadgroup (TX, TY, 1), the forward's layout:
+// thread (x, y) of bag b adds the bag's output gradient, times each position's
+// coefficient, into CPT consecutive columns of the position's row, for
+// positions start+y, start+y+TY, ... Float32 atomic adds into a
+// zero-initialised (V, D) gradient (no half/bfloat atomics: the caller casts).
+// Poisoned bags (meta < 0) send nothing; padding positions send nothing.
+// Bytes per gradient element written: 4 (atomic read-modify-write) per
+// contribution, plus 4 read from the bag's gradient and the position's
+// index / psw / frequency once per column block.
+//
+// Inputs: cot (B, D) float32, already divided by the count in mean mode;
+// indices (N) I; offsets (NOFF) int64; meta (B) int32 from the forward;
+// psw (N) T (flag 2); freq (V) float32 occurrences per row (flag 8);
+// params int64 [N, V, D, NOFF, padding or -1, flags, B, 0].
+// Output: grad (V, D) atomic float32.
+constexpr int CPT = VEC ? 4 : 1;
+const int64_t N = params[0], D = params[2], NOFF = params[3];
+const int64_t pad = params[4], flags = params[5];
+const uint b = thread_position_in_grid.z;
+const uint TY = threads_per_threadgroup.y;
+const int64_t c0 = int64_t(thread_position_in_grid.x) * CPT;
+if (meta[b] >= 0 && c0 < D) {
+  const int64_t start = offsets[b];
+  const int64_t end = (int64_t(b) + 1 < NOFF) ? int64_t(offsets[b + 1]) : N;
+  float g[CPT];
+  for (int k = 0; k < CPT; ++k) g[k] = (c0 + k < D) ? cot[int64_t(b) * D + c0 + k] : 0.0f;
+  const bool has_psw = (flags & 2) != 0, has_freq = (flags & 8) != 0;
+  for (int64_t i = start + thread_position_in_grid.y; i < end; i += TY) {
+    const int64_t r = int64_t(indices[i]);
+    if (r == pad) continue;
+    float coef = has_psw ? float(psw[i]) : 1.0f;
+    if (has_freq) coef = coef * (1.0f / max(freq[r], 1.0f));
+    for (int k = 0; k < CPT; ++k) {
+      if (c0 + k < D) {
+        atomic_fetch_add_explicit(&grad[r * D + c0 + k], g[k] * coef, memory_order_relaxed);
+      }
+    }
+  }
+}

@@ -1,0 +1,135 @@
+// embedding_bag forward: sum / mean / max of the gathered rows of each bag.
+//
+// Grid (ceil(D / CPT), TY, B); threadgroup (TX, TY, 1). One threadgroup column
+// x owns CPT consecutive columns (CPT = 4 with VEC, a float4-style vector load,
+// else 1) of one bag b = grid z; the TY threads along y split the bag's
+// positions (thread y takes start+y, start+y+TY, ...) and are combined in a
+// fixed order through threadgroup memory (the second reduction step that lets
+// a few long bags fill the GPU). Consecutive threads of a SIMD-group read
+// consecutive columns of the same row. Bag bounds come straight from offsets
+// (no offset-to-bag array); rows are addressed in 64 bits.
+// Bytes per output element: about (mean bag length) * sizeof(T) read from the
+// table, plus indices / scale / psw once per position per column block, and
+// sizeof(T) written (plus 4 for the arg-max row in max mode).
+//
+// Inputs: weight (V, D) T; indices (N) I; offsets (NOFF) int64; prevmax (B)
+// int64 = max(offsets[0..b-1]); psw (N) T (flag 2); scale (N) float32 max_norm
+// factors (flag 4); params int64 [N, V, D, NOFF, padding or -1, flags, B, 0].
+// Flags: 1 mean. Outputs: out (B, D) T; argmax (B, D) int32 row per column
+// (-1: none) in max mode; meta (B) int32 = non-padding count, or -1 when the
+// bag is poisoned (invalid offsets or an index outside [0, V)).
+constexpr int CPT = VEC ? 4 : 1;
+constexpr int TG_MAX = 256;
+threadgroup float red_val[TG_MAX * 4];
+threadgroup int red_pos[TG_MAX * 4];
+threadgroup int red_cnt[TG_MAX];
+threadgroup int red_bad[TG_MAX];
+
+const int64_t N = params[0], V = params[1], D = params[2], NOFF = params[3];
+const int64_t pad = params[4], flags = params[5];
+const uint b = thread_position_in_grid.z;
+const uint lx = thread_position_in_threadgroup.x, ly = thread_position_in_threadgroup.y;
+const uint TY = threads_per_threadgroup.y;
+const uint slot = ly * dispatch_threads_per_threadgroup.x + lx;
+const int64_t c0 = int64_t(thread_position_in_grid.x) * CPT;
+
+const int64_t start = offsets[b];
+const int64_t end = (int64_t(b) + 1 < NOFF) ? int64_t(offsets[b + 1]) : N;
+bool bad = !(offsets[0] == 0 && start >= 0 && start <= end && end <= N && start >= prevmax[b]);
+
+float acc[CPT];
+int pos[CPT];
+for (int k = 0; k < CPT; ++k) {
+  acc[k] = MAXMODE ? -INFINITY : 0.0f;
+  pos[k] = -1;
+}
+int cnt = 0;
+const bool has_psw = (flags & 2) != 0, has_scale = (flags & 4) != 0;
+if (!bad) {
+  for (int64_t i = start + ly; i < end; i += TY) {
+    const int64_t r = int64_t(indices[i]);
+    if (r < 0 || r >= V) {
+      bad = true;
+      break;
+    }
+    if (r == pad) continue;
+    ++cnt;
+    if (c0 >= D) continue;
+    float v[CPT];
+    const device T* row = weight + r * D + c0;
+    if (VEC) {
+      const vec<T, 4> q = *(const device vec<T, 4>*)row;
+      for (int k = 0; k < CPT; ++k) v[k] = float(q[k]);
+    } else {
+      v[0] = float(row[0]);
+    }
+    if (has_scale) {
+      // PyTorch stores the renormed row in the table's dtype before using it.
+      const float s = scale[i];
+      for (int k = 0; k < CPT; ++k) v[k] = float(T(v[k] * s));
+    }
+    if (MAXMODE) {
+      for (int k = 0; k < CPT; ++k) {
+        if (pos[k] < 0 || v[k] > acc[k]) {
+          acc[k] = v[k];
+          pos[k] = int(i);
+        }
+      }
+    } else {
+      const float w = has_psw ? float(psw[i]) : 1.0f;
+      for (int k = 0; k < CPT; ++k) acc[k] += has_psw ? v[k] * w : v[k];
+    }
+  }
+}
+
+if (TY > 1) {
+  for (int k = 0; k < CPT; ++k) {
+    red_val[slot * 4 + k] = acc[k];
+    red_pos[slot * 4 + k] = pos[k];
+  }
+  red_cnt[slot] = cnt;
+  red_bad[slot] = bad ? 1 : 0;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  if (ly == 0) {
+    const uint stride = dispatch_threads_per_threadgroup.x;
+    for (uint y = 1; y < TY; ++y) {
+      const uint o = y * stride + lx;
+      cnt += red_cnt[o];
+      bad = bad || red_bad[o] != 0;
+      for (int k = 0; k < CPT; ++k) {
+        const float ov = red_val[o * 4 + k];
+        const int op = red_pos[o * 4 + k];
+        if (MAXMODE) {
+          // Earliest position wins ties, whichever thread found it.
+          if (op >= 0 && (pos[k] < 0 || ov > acc[k] || (ov == acc[k] && op < pos[k]))) {
+            acc[k] = ov;
+            pos[k] = op;
+          }
+        } else {
+          acc[k] += ov;
+        }
+      }
+    }
+  }
+}
+
+if (ly == 0) {
+  if (thread_position_in_grid.x == 0) meta[b] = bad ? -1 : cnt;
+  const float div = ((flags & 1) != 0) ? float(max(cnt, 1)) : 1.0f;
+  for (int k = 0; k < CPT; ++k) {
+    const int64_t c = c0 + k;
+    if (c >= D) break;
+    float res;
+    int arg = -1;
+    if (bad) {
+      res = NAN;
+    } else if (MAXMODE) {
+      res = pos[k] >= 0 ? acc[k] : 0.0f;
+      arg = pos[k] >= 0 ? int(indices[pos[k]]) : -1;
+    } else {
+      res = acc[k] / div;
+    }
+    out[int64_t(b) * D + c] = T(res);
+    if (MAXMODE) argmax[int64_t(b) * D + c] = arg;
+  }
+}

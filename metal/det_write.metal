@@ -1,0 +1,42 @@
+// Deterministic backward, step 3: every row's gradient, written once, in a fixed order.
+//
+// Same grid as step 2: thread (c, w) walks the sorted entries of window w in
+// order and sums each run of equal keys. A run that started in an earlier
+// window is skipped (its head writes it). A run that starts here and goes past
+// the window end adds part[w', c] of each following window it covers, in
+// window order. The head then writes grad[row, c] (plain store: exactly one
+// writer per row, so no atomics and the same bits on every run and every
+// threadgroup order). Rows that no entry names keep the zero they start with.
+// Bytes per entry as in step 2, plus 4 written per (row, column).
+//
+// Inputs: skey (M) KEY; order (M) int32; srcrow (M) int32; coef (M) float32;
+// src (S, DV) float32; part (W, DV) float32; params int64 [M, R, DV, CH, ...].
+// Output: grad (R, DV) float32.
+const int64_t M = params[0], R = params[1], DV = params[2], CH = params[3];
+const int64_t c = int64_t(thread_position_in_grid.x);
+const int64_t w = int64_t(thread_position_in_grid.y);
+const int64_t j0 = w * CH;
+const int64_t j1 = min(j0 + CH, M);
+int64_t j = j0;
+if (j0 > 0 && skey[j0 - 1] == skey[j0]) {
+  // Continuation of an earlier window's run: skip it.
+  while (j < j1 && skey[j] == skey[j0]) ++j;
+}
+while (j < j1) {
+  const int64_t row = int64_t(skey[j]);
+  float acc = 0.0f;
+  for (; j < j1 && int64_t(skey[j]) == row; ++j) {
+    const int64_t e = int64_t(order[j]);
+    const int s = srcrow[e];
+    if (s >= 0) acc += src[int64_t(s) * DV + c] * coef[e];
+  }
+  if (j == j1) {
+    // The run may continue into the next windows: add their partial sums.
+    int64_t ww = w + 1;
+    while (ww * CH < M && int64_t(skey[ww * CH]) == row) {
+      acc += part[ww * DV + c];
+      ++ww;
+    }
+  }
+  if (row >= 0 && row < R) grad[row * DV + c] = acc;
+}

@@ -1,0 +1,17 @@
+// embedding_bag backward to the weight in max mode, atomic variant.
+//
+// Grid (D, B, 1); threadgroup (TX, TY, 1). One thread owns one (bag, column):
+// it adds that output gradient to the arg-max row the forward recorded for
+// it (-1: empty, all-padding or poisoned bag, nothing sent). Float32 atomic
+// adds into a zero-initialised (V, D) gradient. Bytes per output-gradient
+// element: 4 (gradient) + 4 (arg-max) read, one 4-byte atomic add.
+//
+// Inputs: cot (B, D) float32; argmax (B, D) int32; params int64 [.., D, ..].
+// Output: grad (V, D) atomic float32.
+const int64_t D = params[2];
+const int64_t c = int64_t(thread_position_in_grid.x);
+const int64_t e = int64_t(thread_position_in_grid.y) * D + c;
+const int64_t r = int64_t(argmax[e]);
+if (r >= 0) {
+  atomic_fetch_add_explicit(&grad[r * D + c], cot[e], memory_order_relaxed);
+}

@@ -1,0 +1,92 @@
+"""The one place that builds Metal kernels: ``mx.fast.metal_kernel`` or the emulator's.
+
+Each kernel family lives in ``metal/<name>.metal`` (a kernel *body*; MLX writes
+the signature). :func:`call` runs one by name. The kernel object is built once
+per (name, implementation) and reused: MLX then compiles one library per
+template / dtype combination and caches it.
+
+On a Mac with Metal the real ``mx.fast.metal_kernel`` is used; elsewhere the
+CPU emulator's drop-in (``mlx_embag.emulator.metal_kernel``) when it is enabled
+(``mlx_embag.emulator.enable()`` or ``MLX_EMBAG_EMULATE_METAL=1``).
+
+Every input is flattened and, when it has fewer than 8 elements, padded to 8:
+MLX puts inputs under 8 elements in the ``constant`` address space, which
+would change the kernel's parameter types (and cost one more compiled
+specialisation) for tiny calls. The kernels read sizes from their ``params``
+input, never from the padded lengths.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from . import backend
+from ._sources import read_metal
+
+# name -> (input names, output names, atomic outputs)
+KERNELS = {
+    "bag_fwd": (("weight", "indices", "offsets", "prevmax", "psw", "scale", "params"),
+                ("out", "argmax", "meta"), False),
+    "row_scale": (("weight", "indices", "params", "fparams"), ("scale",), False),
+    "bag_bwd": (("cot", "indices", "offsets", "meta", "psw", "freq", "params"), ("grad",), True),
+    "max_bwd": (("cot", "argmax", "params"), ("grad",), True),
+    "psw_grad": (("cot", "weight", "indices", "offsets", "meta", "scale", "params"), ("dpsw",), False),
+    "bag_owner": (("indices", "offsets", "meta", "psw", "freq", "params"), ("owner", "coef"), False),
+    "det_partial": (("skey", "order", "srcrow", "coef", "src", "params"), ("part",), False),
+    "det_write": (("skey", "order", "srcrow", "coef", "src", "part", "params"), ("grad",), False),
+}
+
+MIN_DEVICE_SIZE = 8
+_built = {}
+
+
+def _factory():
+    """``(metal_kernel, tag)`` for this machine; raises ``RuntimeError`` without either."""
+    if mx.metal.is_available():
+        return mx.fast.metal_kernel, "metal"
+    from . import emulator
+
+    if emulator.is_enabled():
+        return emulator.metal_kernel, "emulator"
+    raise RuntimeError(backend.metal_unavailable_reason())
+
+
+def get(name: str):
+    """The kernel object for ``metal/<name>.metal`` (built once per implementation)."""
+    make, tag = _factory()
+    key = (name, tag)
+    k = _built.get(key)
+    if k is None:
+        inputs, outputs, atomic = KERNELS[name]
+        k = make(
+            name=f"mlx_embag_{name}",
+            input_names=list(inputs),
+            output_names=list(outputs),
+            source=read_metal(name),
+            atomic_outputs=atomic,
+        )
+        _built[key] = k
+    return k
+
+
+def device_input(x: mx.array) -> mx.array:
+    """``x`` flattened, zero-padded to at least 8 elements (see the module docstring)."""
+    x = x.reshape(-1)
+    if x.size < MIN_DEVICE_SIZE:
+        x = mx.concatenate([x, mx.zeros((MIN_DEVICE_SIZE - x.size,), dtype=x.dtype)])
+    return x
+
+
+def call(name, inputs, *, template, grid, threadgroup, output_shapes, output_dtypes, init_value=None):
+    """Run kernel ``name`` on ``inputs`` (in the order of ``KERNELS[name]``); returns its outputs."""
+    k = get(name)
+    kw = {} if init_value is None else {"init_value": init_value}
+    return k(
+        inputs=[device_input(x) for x in inputs],
+        template=list(template),
+        grid=tuple(int(g) for g in grid),
+        threadgroup=tuple(int(t) for t in threadgroup),
+        output_shapes=[tuple(s) for s in output_shapes],
+        output_dtypes=list(output_dtypes),
+        **kw,
+    )
