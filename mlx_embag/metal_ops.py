@@ -209,6 +209,7 @@ def _bag_function(cfg: _Call):
                 key = mx.where(hit, argmax.reshape(-1).astype(kdt) * D + (e % D).astype(kdt), 0)
                 srcrow = mx.where(hit, e, -1)
                 dw = _deterministic_scatter(key, srcrow, mx.ones((B * D,), _F32), cot.reshape(-1, 1), V * D)
+                dw = dw.reshape(V, D)
             else:
                 dw = kernels.call(
                     "max_bwd", [cot, argmax, p], template=[],
