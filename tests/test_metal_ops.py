@@ -1,0 +1,214 @@
+"""The Metal backend against the reference path: values, weight and per_sample_weights gradients.
+
+On Linux every kernel runs in the CPU emulator (random threadgroup order); on
+a Mac the real kernels run. Cases are random over the whole option matrix but
+drawn from a bounded set of kernel specialisations (3 dtypes x 2 index dtypes
+x D with and without a multiple of 4 x sum/max), so the emulator compiles
+each specialisation once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_embag as meb
+from mlx_embag import metal_ops, reference
+from mlx_embag._spec import BagSpec, EmbSpec
+
+TOL = {mx.float32: 2e-5, mx.float16: 4e-3, mx.bfloat16: 3e-2}
+DTYPES = (mx.float32, mx.float16, mx.bfloat16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def metal_backend():
+    """The real Metal backend on a Mac, else the emulator with a shuffled threadgroup order."""
+    if mx.metal.is_available():
+        yield
+        return
+    from mlx_embag import emulator
+
+    was = emulator.is_enabled()
+    emulator.enable(seed=1234)
+    yield
+    if not was and hasattr(emulator, "disable"):
+        emulator.disable()
+
+
+def to_np(x):
+    return np.array(x.astype(mx.float32))
+
+
+def assert_close(name, got, want, dtype, desc=""):
+    """Element-wise closeness (NaN == NaN) scaled by the data; prints the first mismatches."""
+    a, b = to_np(got), to_np(want)
+    assert a.shape == b.shape, f"{name}: shape {a.shape} != {b.shape} {desc}"
+    tol = TOL[dtype]
+    fin = np.isfinite(b)
+    scale = max(1.0, float(np.abs(b[fin]).max())) if fin.any() else 1.0
+    ok = np.isclose(a, b, rtol=tol, atol=tol * scale, equal_nan=True)
+    if not ok.all():
+        bad = np.argwhere(~ok)[:5]
+        pairs = [(tuple(i), float(a[tuple(i)]), float(b[tuple(i)])) for i in bad]
+        raise AssertionError(f"{name}: {int((~ok).sum())} mismatches, first {pairs}\n{desc}")
+
+
+def value_and_grads(fn, weight, psw, cot):
+    """fn's output, and the gradients of sum(out * cot) (NaN outputs masked) w.r.t. weight and psw."""
+
+    def loss(w, p):
+        o = fn(w, p).astype(mx.float32)
+        return (mx.where(mx.isnan(o), 0.0, o) * cot).sum()
+
+    out = fn(weight, psw)
+    if psw is None:
+        return out, mx.grad(lambda w: loss(w, None))(weight), None
+    gw, gp = mx.grad(loss, argnums=(0, 1))(weight, psw)
+    return out, gw, gp
+
+
+def check_pair(metal_fn, ref_fn, weight, psw, rng, desc):
+    ref_out = ref_fn(weight, psw)
+    cot = mx.array(rng.standard_normal(ref_out.shape).astype(np.float32))
+    got = value_and_grads(metal_fn, weight, psw, cot)
+    want = value_and_grads(ref_fn, weight, psw, cot)
+    dt = weight.dtype
+    assert got[0].dtype == dt and got[1].dtype == dt
+    assert_close("output", got[0], want[0], dt, desc)
+    assert_close("weight gradient", got[1], want[1], dt, desc)
+    if psw is not None:
+        assert got[2].dtype == psw.dtype
+        assert_close("per_sample_weights gradient", got[2], want[2], dt, desc)
+
+
+def random_case(rng, *, dtype=None, idx_dtype=None, d=None, mode=None, long_bags=False):
+    """One random embedding_bag call: (weight, indices, offsets, psw, spec, description)."""
+    dtype = dtype or DTYPES[rng.integers(3)]
+    idx_dtype = idx_dtype or (mx.int32, mx.int64)[rng.integers(2)]
+    V = int(rng.integers(1, 24))
+    D = d if d is not None else int(rng.choice([1, 3, 4, 8, 13, 64]))
+    mode = mode or ("sum", "mean", "max")[rng.integers(3)]
+    two_d = rng.random() < 0.3
+    ilo = bool(rng.random() < 0.5) and not two_d
+    if two_d:
+        B, L = int(rng.integers(1, 6)), int(rng.integers(0, 7))
+        N, off = B * L, None
+    else:
+        L = None
+        N = int(rng.integers(200, 600)) if long_bags else int(rng.integers(0, 48))
+        B = int(rng.integers(1, 4)) if long_bags else int(rng.integers(1, 7))
+        cuts = np.sort(rng.integers(0, N + 1, size=B + int(ilo)))
+        cuts[0] = 0
+        if rng.random() < 0.15 and N:  # malformed offsets: the poison rule
+            cuts[rng.integers(len(cuts))] = rng.integers(-2, N + 3)
+        off = mx.array(cuts.astype(np.int64)).astype(idx_dtype)
+    ind = rng.integers(0, V, size=N)
+    if rng.random() < 0.3 and N:  # a hot row
+        ind[rng.random(N) < 0.6] = rng.integers(V)
+    if rng.random() < 0.15 and N:  # an out-of-range index poisons its bag
+        ind[rng.integers(N)] = rng.choice([-1, V, 2**31 - 1])
+    ind = mx.array(ind).astype(idx_dtype)
+    pad = int(rng.integers(0, V)) if rng.random() < 0.3 else None
+    max_norm = float(rng.uniform(0.5, 3.0)) if rng.random() < 0.3 else None
+    norm_type = float(rng.choice([2.0, 1.0, math.inf, 3.0]))
+    sgf = bool(rng.random() < 0.3) and mode != "max"
+    det = bool(rng.random() < 0.5)
+    weight = mx.array(rng.standard_normal((V, D)).astype(np.float32)).astype(dtype)
+    psw = None
+    if mode == "sum" and rng.random() < 0.5:
+        psw = mx.array(rng.standard_normal(N).astype(np.float32)).astype(
+            (mx.float32, mx.float16)[rng.integers(2)])
+    spec = BagSpec(mode, B, L, ilo, pad, max_norm, norm_type, sgf, det)
+    desc = (f"{dtype} {idx_dtype} V={V} D={D} spec={spec} psw={psw is not None}\n"
+            f"offsets={None if off is None else off.tolist()}\nindices={ind.tolist()}")
+    return weight, ind, off, psw, spec, desc
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_embedding_bag_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        w, ind, off, psw, spec, desc = random_case(rng)
+        check_pair(lambda w_, p_: metal_ops.embedding_bag(w_, ind, off, p_, spec),
+                   lambda w_, p_: reference.embedding_bag(w_, ind, off, p_, spec), w, psw, rng, desc)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_long_bags_split_across_threads(mode):
+    """Bags of hundreds of positions take the multi-thread reduction path (ties included)."""
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        w, ind, off, psw, spec, desc = random_case(rng, mode=mode, long_bags=True, dtype=mx.float32)
+        if mode == "max":
+            w = mx.round(w * 2) / 2  # many exact ties: the earliest position must win
+        check_pair(lambda w_, p_: metal_ops.embedding_bag(w_, ind, off, p_, spec),
+                   lambda w_, p_: reference.embedding_bag(w_, ind, off, p_, spec), w, psw, rng, desc)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_embedding_matches_reference(seed):
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(12):
+        dtype = DTYPES[rng.integers(3)]
+        V, D = int(rng.integers(1, 20)), int(rng.choice([3, 8]))
+        shape = [(0,), (7,), (3, 5), (2, 3, 4)][rng.integers(4)]
+        ind = rng.integers(0, V, size=shape)
+        if ind.size and rng.random() < 0.3:
+            ind.flat[rng.integers(ind.size)] = rng.choice([-1, V])
+        ind = mx.array(ind).astype((mx.int32, mx.int64)[rng.integers(2)])
+        spec = EmbSpec(int(rng.integers(V)) if rng.random() < 0.4 else None,
+                       float(rng.uniform(0.5, 3)) if rng.random() < 0.4 else None,
+                       float(rng.choice([2.0, 1.0, math.inf])), bool(rng.random() < 0.4),
+                       bool(rng.random() < 0.5))
+        w = mx.array(rng.standard_normal((V, D)).astype(np.float32)).astype(dtype)
+        desc = f"{dtype} V={V} D={D} {spec} indices={ind.tolist()}"
+        check_pair(lambda w_, p_: metal_ops.embedding(w_, ind, spec),
+                   lambda w_, p_: reference.embedding(w_, ind, spec), w, None, rng, desc)
+
+
+def test_known_values_and_poison_rule():
+    """Hand-computed results: trailing indices, an empty bag, a poisoned bag, max ties."""
+    w = mx.array([[1.0, 5.0], [3.0, 5.0], [2.0, -1.0], [0.0, 0.0]])
+    ind = mx.array([0, 1, 2, 1, 9, 3, 3])
+    off = mx.array([0, 2, 2, 5, 6])  # bag 2 = [2, 5) holds index 9: poisoned; index 6 trails
+    spec = BagSpec("max", 4, None, True, None, None, 2.0, False, False)
+    out = metal_ops.embedding_bag(w, ind, off, None, spec)
+    got = np.array(out)
+    np.testing.assert_array_equal(got[0], [3.0, 5.0])
+    np.testing.assert_array_equal(got[1], [0.0, 0.0])
+    assert np.isnan(got[2]).all()
+    np.testing.assert_array_equal(got[3], [0.0, 0.0])
+    # Max-mode gradient: column 1 ties between rows 0 and 1 at positions 0 and 1: row 0 wins.
+    g = mx.grad(lambda w_: mx.where(mx.isnan(o := metal_ops.embedding_bag(w_, ind, off, None, spec)),
+                                    0.0, o).sum())(w)
+    np.testing.assert_array_equal(np.array(g), [[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_functional_backend_metal(deterministic):
+    """meb.embedding_bag / meb.embedding with backend='metal' run the kernels and match the reference."""
+    rng = np.random.default_rng(5)
+    w = mx.array(rng.standard_normal((11, 6)).astype(np.float32))
+    ind = mx.array(rng.integers(0, 11, size=(4, 5)))
+    for mode in ("sum", "mean", "max"):
+        kw = dict(mode=mode, padding_idx=2, deterministic=deterministic)
+        f = lambda w_, b: meb.embedding_bag(ind, w_, backend=b, **kw).sum()  # noqa: E731
+        np.testing.assert_allclose(np.array(meb.embedding_bag(ind, w, backend="metal", **kw)),
+                                   np.array(meb.embedding_bag(ind, w, backend="reference", **kw)),
+                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(np.array(mx.grad(f)(w, "metal")), np.array(mx.grad(f)(w, "reference")),
+                                   rtol=1e-6, atol=1e-6)
+    e = lambda w_, b: meb.embedding(ind, w_, padding_idx=1, backend=b, deterministic=deterministic)  # noqa
+    np.testing.assert_array_equal(np.array(e(w, "metal")), np.array(e(w, "reference")))
+
+
+def test_supports():
+    w = mx.zeros((4, 3))
+    spec = BagSpec("sum", 2, None, False, None, None, 2.0, False, False)
+    assert metal_ops.supports_bag(w, mx.array([0, 1]), mx.array([0, 1]), None, spec)
+    assert metal_ops.supports_embedding(w, mx.array([0, 1]), EmbSpec(None, None, 2.0, False, False))
+    assert not metal_ops.supports_bag(mx.zeros((4, 3), dtype=mx.float64), mx.array([0]), mx.array([0]),
+                                      None, spec)
