@@ -1,0 +1,78 @@
+"""deterministic=True: the Metal weight gradient is bitwise identical across threadgroup orders.
+
+The emulator runs threadgroups (and threads within them) in an order drawn
+from its seed, as a GPU schedules them in no fixed order; the sorted,
+window-split backward must not care. Hot rows span many windows of the
+sorted entries, so the cross-window partial sums are exercised.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_embag import metal_ops
+from mlx_embag._spec import BagSpec, EmbSpec
+
+SEEDS = (1, 2, 3, 99)
+
+
+def _run_under_seeds(fn):
+    """fn() evaluated under each emulator seed (once on a real GPU, where runs differ by themselves)."""
+    if mx.metal.is_available():
+        return [np.array(fn()) for _ in SEEDS]
+    from mlx_embag import emulator
+
+    was = emulator.is_enabled()
+    outs = []
+    try:
+        for s in SEEDS:
+            emulator.enable(seed=s)
+            outs.append(np.array(fn()))
+    finally:
+        if not was and hasattr(emulator, "disable"):
+            emulator.disable()
+    return outs
+
+
+def _case(mode, dtype):
+    rng = np.random.default_rng(11)
+    V, D, N, B = 9, 12, 400, 5
+    ind = rng.integers(0, V, size=N)
+    ind[rng.random(N) < 0.5] = 3  # one very hot row: ~200 entries over many windows
+    off = np.sort(rng.integers(0, N, size=B))
+    off[0] = 0
+    w = mx.array(rng.standard_normal((V, D)).astype(np.float32)).astype(dtype)
+    cot = mx.array(rng.standard_normal((B, D)).astype(np.float32))
+    psw = mx.array(rng.standard_normal(N).astype(np.float32)) if mode == "sum" else None
+    spec = BagSpec(mode, B, None, False, 5, 2.0 if mode != "max" else None, 2.0, mode != "max", True)
+    return w, mx.array(ind), mx.array(off), psw, cot, spec
+
+
+@pytest.mark.parametrize("mode,dtype", [("sum", mx.float32), ("mean", mx.bfloat16), ("max", mx.float32)])
+def test_bag_weight_gradient_bitwise_across_orders(mode, dtype):
+    w, ind, off, psw, cot, spec = _case(mode, dtype)
+
+    def grad():
+        f = lambda w_: (metal_ops.embedding_bag(w_, ind, off, psw, spec).astype(mx.float32) * cot).sum()  # noqa
+        g = mx.grad(f)(w)
+        return g.astype(mx.float32)
+
+    outs = _run_under_seeds(grad)
+    assert np.abs(outs[0]).sum() > 0
+    for o in outs[1:]:
+        assert o.tobytes() == outs[0].tobytes()
+
+
+def test_embedding_gradient_bitwise_across_orders():
+    rng = np.random.default_rng(3)
+    V, D = 7, 5
+    ind = mx.array(np.where(rng.random((30, 11)) < 0.7, 2, rng.integers(0, V, size=(30, 11))))
+    w = mx.array(rng.standard_normal((V, D)).astype(np.float32))
+    cot = mx.array(rng.standard_normal((30, 11, D)).astype(np.float32))
+    spec = EmbSpec(None, None, 2.0, True, True)
+    outs = _run_under_seeds(lambda: mx.grad(lambda w_: (metal_ops.embedding(w_, ind, spec) * cot).sum())(w))
+    assert np.abs(outs[0]).sum() > 0
+    for o in outs[1:]:
+        assert o.tobytes() == outs[0].tobytes()
