@@ -8,6 +8,17 @@ Metal's ``dispatchThreads`` (see ``shim/runtime.cpp``). With ``sanitize=True``
 the kernel is built with AddressSanitizer and run in a subprocess
 (``_sanitize_worker.py``) so that an out-of-bounds access becomes a Python
 exception instead of a crash.
+
+Environment variables (read at every launch):
+    MLX_EMBAG_EMULATOR_THREADS: OS threads running threadgroups (default:
+        one per CPU, at most 8; 1 reproduces a seeded order exactly).
+    MLX_EMBAG_EMULATOR_STACK_KB: stack of each GPU thread run as a fiber
+        (default 64, 512 under the sanitizer).
+    MLX_EMBAG_EMULATOR_TIMEOUT: seconds before a running kernel is stopped
+        with an error (default 300; 0 = never).
+    MLX_EMBAG_EMULATOR_CACHE, MLX_EMBAG_EMULATOR_CXX,
+    MLX_EMBAG_EMULATOR_UCONTEXT: see :mod:`.compiler`;
+    MLX_EMBAG_EMULATOR_LIBASAN: path of the ASan runtime for the sanitizer.
 """
 
 from __future__ import annotations
@@ -457,7 +468,8 @@ def launch(*, display_name: str, kernel_name: str, kernel_source: str, buffers: 
         kernel_name: MLX's mangled name (the function / host name).
         kernel_source: exactly the text MLX generates (without preamble).
         buffers: one C-contiguous numpy array per ``[[buffer(i)]]`` in order;
-            outputs are written in place. bfloat16 travels as uint16.
+            outputs are written in place (with ``sanitize=True`` the child's
+            results are copied back into them). bfloat16 travels as uint16.
         grid: threads per dimension (3 ints), as ``dispatchThreads``.
         threadgroup: threads per threadgroup (3 ints); clamped to ``grid``.
         math_mode: ``"safe"``, ``"relaxed"`` or ``"fast"``.
