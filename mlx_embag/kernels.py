@@ -9,7 +9,7 @@ On a Mac with Metal the real ``mx.fast.metal_kernel`` is used; elsewhere the
 CPU emulator's drop-in (``mlx_embag.emulator.metal_kernel``) when it is enabled
 (``mlx_embag.emulator.enable()`` or ``MLX_EMBAG_EMULATE_METAL=1``).
 
-Every input is flattened and, when it has fewer than 8 elements, padded to 8:
+Every input with fewer than 8 elements is flattened and padded to 8:
 MLX puts inputs under 8 elements in the ``constant`` address space, which
 would change the kernel's parameter types (and cost one more compiled
 specialisation) for tiny calls. The kernels read sizes from their ``params``
@@ -70,11 +70,16 @@ def get(name: str):
 
 
 def device_input(x: mx.array) -> mx.array:
-    """``x`` flattened, zero-padded to at least 8 elements (see the module docstring)."""
+    """``x`` itself, or, under 8 elements, flattened and zero-padded to 8 (see the module docstring).
+
+    Larger inputs keep their shape: the kernels index them flat, and MLX
+    shapes are 32-bit, so a table of more than 2**31 elements cannot be
+    flattened.
+    """
+    if x.size >= MIN_DEVICE_SIZE:
+        return x
     x = x.reshape(-1)
-    if x.size < MIN_DEVICE_SIZE:
-        x = mx.concatenate([x, mx.zeros((MIN_DEVICE_SIZE - x.size,), dtype=x.dtype)])
-    return x
+    return mx.concatenate([x, mx.zeros((MIN_DEVICE_SIZE - x.size,), dtype=x.dtype)])
 
 
 def call(name, inputs, *, template, grid, threadgroup, output_shapes, output_dtypes, init_value=None):

@@ -1,0 +1,69 @@
+"""Row addresses are 64-bit: a table of more than 2**31 elements (4 GiB of float16) through the kernels.
+
+Rows at and beyond element 2**31 (row 2**29 of a D = 4 table) are gathered
+by the forward (sum and max), rescaled by max_norm and read again by the
+per_sample_weights gradient; a 32-bit ``row * D`` would wrap to the start
+of the table and give other values. The weight gradient of such a table
+would need another 8 GiB, so it is not run here; its kernels use the same
+``int64_t(row) * D`` addressing. In the emulator the table's buffer is
+handed over without a copy when the front end supports it.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_embag import metal_ops
+from mlx_embag._spec import BagSpec
+
+V, D = 2**29 + 8, 4
+HIGH = [V - 1, 2**29, 2**29 - 1]
+
+
+@pytest.fixture(scope="module")
+def table():
+    if not mx.metal.is_available():
+        from mlx_embag import emulator
+
+        emulator.enable(seed=3)
+    host = np.zeros((V, D), dtype=np.float16)
+    for k, r in enumerate(HIGH):
+        host[r] = np.arange(4 * k + 1, 4 * k + 5)
+    host[5] = [0.5, -0.5, 0.25, 3.0]
+    w = mx.array(host)
+    del host
+    assert w.size > 2**31
+    yield w
+    del w
+    gc.collect()
+
+
+def test_forward_and_psw_gradient_beyond_2_to_31_elements(table):
+    w = table
+    ind = mx.array([HIGH[0], HIGH[1], 5, HIGH[2]])
+    off = mx.array([0, 2])
+    psw = mx.array([1.0, 2.0, 1.0, -1.0])
+    spec = BagSpec("sum", 2, None, False, None, 20.0, 2.0, False, False)
+    out = metal_ops.embedding_bag(w, ind, off, psw, spec)
+    rows = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [0.5, -0.5, 0.25, 3.0], [9, 10, 11, 12]], np.float32)
+    norms = np.linalg.norm(rows, axis=1)
+    scaled = np.where(norms[:, None] > 20, rows * (20 / (norms[:, None] + 1e-7)), rows)
+    scaled = scaled.astype(np.float16).astype(np.float32)
+    want = np.stack([scaled[0] + 2 * scaled[1], scaled[2] - scaled[3]])
+    np.testing.assert_allclose(np.array(out.astype(mx.float32)), want, rtol=1e-3)
+
+    cot = mx.array([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
+    g = mx.grad(lambda p: (metal_ops.embedding_bag(w, ind, off, p, spec).astype(mx.float32) * cot).sum())(psw)
+    want_g = [scaled[0] @ [1, 0, 0, 1], scaled[1] @ [1, 0, 0, 1], scaled[2] @ [0, 1, 1, 0],
+              scaled[3] @ [0, 1, 1, 0]]
+    np.testing.assert_allclose(np.array(g), want_g, rtol=1e-5)
+
+
+def test_max_mode_beyond_2_to_31_elements(table):
+    spec = BagSpec("max", 1, None, False, None, None, 2.0, False, False)
+    out = metal_ops.embedding_bag(table, mx.array([HIGH[2], 5, HIGH[1]]), mx.array([0]), None, spec)
+    np.testing.assert_array_equal(np.array(out.astype(mx.float32)), [[9, 10, 11, 12]])
