@@ -1,7 +1,7 @@
 // embedding_bag / embedding backward to the weight, atomic variant (sum and mean).
 //
 // Grid (ceil(D / CPT), TY, B); threadgroup (TX, TY, 1), the forward's layout:
-// thread (x, y) of bag b adds the bag's output gradient, times each position's
+// thread (x, y) owns CPT columns of bag b: it adds the bag's output gradient, times each position's
 // coefficient, into CPT consecutive columns of the position's row, for
 // positions start+y, start+y+TY, ... Float32 atomic adds into a
 // zero-initialised (V, D) gradient (no half/bfloat atomics: the caller casts).

@@ -1,7 +1,7 @@
 // Deterministic backward, step 1: the bag and the gradient coefficient of every position.
 //
-// Grid (TY, B, 1); threadgroup (TY, 1, 1). The threads of bag b (grid y)
-// stride over its positions start+x, start+x+TY, ... and write owner[i] = b
+// Grid (TY, B, 1); threadgroup (TY, 1, 1). Thread x owns every TY-th position of bag b (grid y): it
+// strides over its positions start+x, start+x+TY, ... and write owner[i] = b
 // and coef[i] = psw[i] / max(freq[row], 1) (1 without psw or frequencies).
 // Only valid bags write (valid bags never overlap, so no two threads write
 // one position); padding positions, poisoned bags and positions outside

@@ -1,6 +1,6 @@
 // Deterministic backward, step 3: every row's gradient, written once, in a fixed order.
 //
-// Same grid as step 2: thread (c, w) walks the sorted entries of window w in
+// Grid (DV, W, 1) as in step 2; thread (c, w) owns column c of window w; it walks the sorted entries of window w in
 // order and sums each run of equal keys. A run that started in an earlier
 // window is skipped (its head writes it). A run that starts here and goes past
 // the window end adds part[w', c] of each following window it covers, in
