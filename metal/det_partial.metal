@@ -18,7 +18,7 @@ const int64_t M = params[0], DV = params[2], CH = params[3];
 const int64_t c = int64_t(thread_position_in_grid.x);
 const int64_t w = int64_t(thread_position_in_grid.y);
 const int64_t j0 = w * CH;
-const int64_t j1 = min(j0 + CH, M);
+const int64_t j1 = (j0 + CH < M) ? j0 + CH : M;
 float acc = 0.0f;
 if (j0 > 0 && skey[j0 - 1] == skey[j0]) {
   const int64_t row = int64_t(skey[j0]);
