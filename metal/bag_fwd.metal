@@ -1,23 +1,26 @@
 // embedding_bag forward: sum / mean / max of the gathered rows of each bag.
 //
-// Grid (ceil(D / CPT), TY, B); threadgroup (TX, TY, 1). One threadgroup column
-// x owns CPT consecutive columns (CPT = 4 with VEC, a float4-style vector load,
-// else 1) of one bag b = grid z; the TY threads along y split the bag's
-// positions (thread y takes start+y, start+y+TY, ...) and are combined in a
-// fixed order through threadgroup memory (the second reduction step that lets
-// a few long bags fill the GPU). Consecutive threads of a SIMD-group read
+// Grid (ceil(D / CPT), TY, B * S); threadgroup (TX, TY, 1). Threadgroup z
+// works on bag b = z / S, split s = z % S (S = params[7], 1 unless a few long
+// bags would leave the GPU idle): the s-th of S contiguous chunks of the bag.
+// Thread x of it owns CPT consecutive columns (CPT = 4 with VEC, a 4-element
+// vector load, else 1); the TY threads along y split the chunk's positions
+// (thread y takes cs+y, cs+y+TY, ...) and are combined in a fixed order through
+// threadgroup memory. With S > 1 the results are float32 partials (O = float)
+// that bag_combine reduces in chunk order (the second reduction step that lets
+// a few huge bags fill the GPU). Consecutive threads of a SIMD-group read
 // consecutive columns of the same row. Bag bounds come straight from offsets
 // (no offset-to-bag array); rows are addressed in 64 bits.
 // Bytes per output element: about (mean bag length) * sizeof(T) read from the
 // table, plus indices / scale / psw once per position per column block, and
-// sizeof(T) written (plus 4 for the arg-max row in max mode).
+// sizeof(O) written (plus 4 for the arg-max row in max mode).
 //
 // Inputs: weight (V, D) T; indices (N) I; offsets (NOFF) int64; prevmax (B)
 // int64 = max(offsets[0..b-1]); psw (N) T (flag 2); scale (N) float32 max_norm
-// factors (flag 4); params int64 [N, V, D, NOFF, padding or -1, flags, B, 0].
-// Flags: 1 mean. Outputs: out (B, D) T; argmax (B, D) int32 row per column
-// (-1: none) in max mode; meta (B) int32 = non-padding count, or -1 when the
-// bag is poisoned (invalid offsets or an index outside [0, V)).
+// factors (flag 4); params int64 [N, V, D, NOFF, padding or -1, flags, B, S].
+// Flags: 1 mean. Outputs: out (B * S, D) O; argmax (B * S, D) int32 row per
+// column (-1: none) in max mode; meta (B * S) int32 = non-padding count, or -1
+// when the bag is poisoned (invalid offsets or an index outside [0, V)).
 constexpr int CPT = VEC ? 4 : 1;
 constexpr int TG_MAX = 256;
 threadgroup float red_val[TG_MAX * 4];
@@ -27,7 +30,9 @@ threadgroup int red_bad[TG_MAX];
 
 const int64_t N = params[0], V = params[1], D = params[2], NOFF = params[3];
 const int64_t pad = params[4], flags = params[5];
-const uint b = thread_position_in_grid.z;
+const uint z = thread_position_in_grid.z;
+const int64_t S = params[7] > 1 ? params[7] : 1;
+const uint b = uint(int64_t(z) / S);
 const uint lx = thread_position_in_threadgroup.x, ly = thread_position_in_threadgroup.y;
 const uint TY = threads_per_threadgroup.y;
 const uint slot = ly * dispatch_threads_per_threadgroup.x + lx;
@@ -46,7 +51,10 @@ for (int k = 0; k < CPT; ++k) {
 int cnt = 0;
 const bool has_psw = (flags & 2) != 0, has_scale = (flags & 4) != 0;
 if (!bad) {
-  for (int64_t i = start + ly; i < end; i += TY) {
+  const int64_t chunk = (end - start + S - 1) / S;
+  const int64_t cs = start + (int64_t(z) - int64_t(b) * S) * chunk;
+  const int64_t ce = (cs + chunk < end) ? cs + chunk : end;
+  for (int64_t i = cs + ly; i < ce; i += TY) {
     const int64_t r = int64_t(indices[i]);
     if (r < 0 || r >= V) {
       bad = true;
@@ -114,7 +122,7 @@ if (TY > 1) {
 }
 
 if (ly == 0) {
-  if (thread_position_in_grid.x == 0) meta[b] = bad ? -1 : cnt;
+  if (thread_position_in_grid.x == 0) meta[z] = bad ? -1 : cnt;
   const float div = ((flags & 1) != 0) ? float(max(cnt, 1)) : 1.0f;
   for (int k = 0; k < CPT; ++k) {
     const int64_t c = c0 + k;
@@ -129,7 +137,8 @@ if (ly == 0) {
     } else {
       res = acc[k] / div;
     }
-    out[int64_t(b) * D + c] = T(res);
-    if (MAXMODE) argmax[int64_t(b) * D + c] = arg;
+    // Final results are rounded to the table's dtype; split partials stay float32.
+    out[int64_t(z) * D + c] = O(S > 1 ? res : float(T(res)));
+    if (MAXMODE) argmax[int64_t(z) * D + c] = arg;
   }
 }

@@ -27,6 +27,7 @@ from ._sources import read_metal
 KERNELS = {
     "bag_fwd": (("weight", "indices", "offsets", "prevmax", "psw", "scale", "params"),
                 ("out", "argmax", "meta"), False),
+    "bag_combine": (("part", "pargmax", "pmeta", "params"), ("out", "argmax", "meta"), False),
     "row_scale": (("weight", "indices", "params", "fparams"), ("scale",), False),
     "bag_bwd": (("cot", "indices", "offsets", "meta", "psw", "freq", "params"), ("grad",), True),
     "max_bwd": (("cot", "argmax", "params"), ("grad",), True),

@@ -32,6 +32,12 @@ _FLOATS = (mx.float32, mx.float16, mx.bfloat16)
 _I32_MAX = 2**31 - 1
 TG_THREADS = 256          # bag_fwd's threadgroup memory is sized for this many threads
 DET_WINDOW = 32           # sorted entries per thread in the deterministic backward
+# Long bags are split over several threadgroups (then combined by bag_combine)
+# when the launch would have fewer than FILL_THREADS threads; each split then
+# gives every thread about SPLIT_POSITIONS positions.
+FILL_THREADS = 16384
+SPLIT_POSITIONS = 16
+MAX_SPLITS = 1024
 
 FLAG_MEAN, FLAG_PSW, FLAG_SCALE, FLAG_FREQ = 1, 2, 4, 8
 
@@ -78,6 +84,16 @@ def _bag_geometry(D: int, N: int, B: int):
     # Split long bags over TY threads (at least ~8 positions each).
     ty = min(TG_THREADS // tx, _pow2_at_least(-(-N // max(B, 1)) // 8))
     return vec, nxt, (tx, max(ty, 1), 1)
+
+
+def _splits(N: int, B: int, tg) -> int:
+    """How many threadgroups share one bag in the forward (1: no second reduction step)."""
+    threads = B * tg[0] * tg[1]
+    if threads >= FILL_THREADS:
+        return 1
+    per_split = tg[1] * SPLIT_POSITIONS
+    s = min(-(-(N // max(B, 1)) // per_split), -(-FILL_THREADS // threads), MAX_SPLITS)
+    return max(1, s) if B * s < 2**31 else 1
 
 
 def _params(*vals):
@@ -172,14 +188,25 @@ def _bag_function(cfg: _Call):
         scale = _row_scale(weight, idx, N, cfg) if cfg.max_norm is not None and N else _scalar_dummy(_F32)
         psw_t = _scalar_dummy(weight.dtype) if psw is None else psw.astype(weight.dtype)
         is_max = cfg.mode == "max"
+        S = _splits(N, B, tg) if D else 1
+        fl = flags(psw is not None)
+        out_dt = weight.dtype if S == 1 else _F32
         out, argmax, meta = kernels.call(
             "bag_fwd", [weight, idx, off, prevmax, psw_t, scale,
-                        _params(N, V, D, noff, cfg.pad_fwd, flags(psw is not None), B)],
-            template=[("T", weight.dtype), ("I", idx.dtype), ("VEC", vec), ("MAXMODE", is_max)],
-            grid=(nxt, tg[1], B), threadgroup=tg,
-            output_shapes=[(B, D), (B, D) if is_max else (1,), (B,)],
-            output_dtypes=[weight.dtype, mx.int32, mx.int32],
+                        _params(N, V, D, noff, cfg.pad_fwd, fl & ~FLAG_MEAN if S > 1 else fl, B, S)],
+            template=[("T", weight.dtype), ("O", out_dt), ("I", idx.dtype), ("VEC", vec), ("MAXMODE", is_max)],
+            grid=(nxt, tg[1], B * S), threadgroup=tg,
+            output_shapes=[(B * S, D), (B * S, D) if is_max else (1,), (B * S,)],
+            output_dtypes=[out_dt, mx.int32, mx.int32],
         )
+        if S > 1:
+            out, argmax, meta = kernels.call(
+                "bag_combine", [out, argmax, meta, _params(N, V, D, noff, cfg.pad_fwd, fl, B, S)],
+                template=[("T", weight.dtype), ("MAXMODE", is_max)],
+                grid=(D, B, 1), threadgroup=(min(_pow2_at_least(D), 256), 1, 1),
+                output_shapes=[(B, D), (B, D) if is_max else (1,), (B,)],
+                output_dtypes=[weight.dtype, mx.int32, mx.int32],
+            )
         return out, argmax, meta, scale
 
     @bag.vjp

@@ -136,9 +136,16 @@ def test_embedding_bag_matches_reference(seed):
                    lambda w_, p_: reference.embedding_bag(w_, ind, off, p_, spec), w, psw, rng, desc)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["one-threadgroup", "split-threadgroups"])
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
-def test_long_bags_split_across_threads(mode):
-    """Bags of hundreds of positions take the multi-thread reduction path (ties included)."""
+def test_long_bags_split_across_threads(mode, split, monkeypatch):
+    """Bags of hundreds of positions: split over the threads of one threadgroup, or over
+    several threadgroups with the second reduction step (bag_combine); ties included."""
+    if split:
+        monkeypatch.setattr(metal_ops, "SPLIT_POSITIONS", 2)
+        assert metal_ops._splits(400, 2, (1, 64, 1)) > 1
+    else:
+        monkeypatch.setattr(metal_ops, "FILL_THREADS", 1)
     rng = np.random.default_rng(7)
     for _ in range(4):
         w, ind, off, psw, spec, desc = random_case(rng, mode=mode, long_bags=True, dtype=mx.float32)
