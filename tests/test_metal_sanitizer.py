@@ -60,8 +60,11 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["whole-bags", "split-bags"])
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_adversarial_bag_inputs(case):
+def test_adversarial_bag_inputs(case, split, monkeypatch):
+    if split:  # every bag over several threadgroups, then bag_combine
+        monkeypatch.setattr(metal_ops, "SPLIT_POSITIONS", 1)
     mode, idt, ind, off, ilo, with_psw, max_norm, sgf, det = case
     rng = np.random.default_rng(0)
     ind = mx.array(np.array(ind, dtype=np.int64)).astype(idt)
