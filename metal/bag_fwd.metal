@@ -1,8 +1,9 @@
 // embedding_bag forward: sum / mean / max of the gathered rows of each bag.
 //
-// Grid (ceil(D / CPT), TY, B * S); threadgroup (TX, TY, 1). Threadgroup z
-// works on bag b = z / S, split s = z % S (S = params[7], 1 unless a few long
-// bags would leave the GPU idle): the s-th of S contiguous chunks of the bag.
+// Grid (ceil(D / CPT), TY, B * S); threadgroup (TX, TY, TZ), TZ > 1 only when
+// TX * TY < 32 (short bags, small D). Grid z = b * S + s: bag b, split s
+// (S = params[7], 1 unless a few long bags would leave the GPU idle), the s-th
+// of S contiguous chunks of the bag.
 // Thread x of it owns CPT consecutive columns (CPT = 4 with VEC, a 4-element
 // vector load, else 1); the TY threads along y split the chunk's positions
 // (thread y takes cs+y, cs+y+TY, ...) and are combined in a fixed order through
@@ -35,7 +36,8 @@ const int64_t S = params[7] > 1 ? params[7] : 1;
 const uint b = uint(int64_t(z) / S);
 const uint lx = thread_position_in_threadgroup.x, ly = thread_position_in_threadgroup.y;
 const uint TY = threads_per_threadgroup.y;
-const uint slot = ly * dispatch_threads_per_threadgroup.x + lx;
+// Several short bags may share a threadgroup along z (small D); each has its own slots.
+const uint slot = (thread_position_in_threadgroup.z * TY + ly) * dispatch_threads_per_threadgroup.x + lx;
 const int64_t c0 = int64_t(thread_position_in_grid.x) * CPT;
 
 const int64_t start = offsets[b];
@@ -101,7 +103,7 @@ if (TY > 1) {
   if (ly == 0) {
     const uint stride = dispatch_threads_per_threadgroup.x;
     for (uint y = 1; y < TY; ++y) {
-      const uint o = y * stride + lx;
+      const uint o = slot + y * stride;
       cnt += red_cnt[o];
       bad = bad || red_bad[o] != 0;
       for (int k = 0; k < CPT; ++k) {

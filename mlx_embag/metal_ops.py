@@ -82,13 +82,16 @@ def _bag_geometry(D: int, N: int, B: int):
     nxt = max(1, -(-D // (4 if vec else 1)))
     tx = min(_pow2_at_least(nxt), 64)
     # Split long bags over TY threads (at least ~8 positions each).
-    ty = min(TG_THREADS // tx, _pow2_at_least(-(-N // max(B, 1)) // 8))
-    return vec, nxt, (tx, max(ty, 1), 1)
+    ty = max(1, min(TG_THREADS // tx, _pow2_at_least(-(-N // max(B, 1)) // 8)))
+    # Small D and short bags: pack several bags into one threadgroup so that a
+    # SIMD-group is not mostly idle lanes.
+    tz = max(1, 32 // (tx * ty))
+    return vec, nxt, (tx, ty, tz)
 
 
 def _splits(N: int, B: int, tg) -> int:
     """How many threadgroups share one bag in the forward (1: no second reduction step)."""
-    threads = B * tg[0] * tg[1]
+    threads = B * tg[0] * tg[1]  # per bag, whatever the packing along z
     if threads >= FILL_THREADS:
         return 1
     per_split = tg[1] * SPLIT_POSITIONS
