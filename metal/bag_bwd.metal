@@ -11,8 +11,8 @@
 // index / psw / frequency once per column block.
 //
 // Inputs: cot (B, D) float32, already divided by the count in mean mode;
-// indices (N) I; offsets (NOFF) int64; meta (B) int32 from the forward;
-// psw (N) T (flag 2); freq (V) float32 occurrences per row (flag 8);
+// indices (N) int32 or int64; offsets (NOFF) int64; meta (B) int32 from the forward;
+// psw (N) table dtype (flag 2); freq (V) float32 occurrences per row (flag 8);
 // params int64 [N, V, D, NOFF, padding or -1, flags, B, 0].
 // Output: grad (V, D) atomic float32.
 constexpr int CPT = VEC ? 4 : 1;

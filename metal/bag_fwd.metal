@@ -16,7 +16,7 @@
 // table, plus indices / scale / psw once per position per column block, and
 // sizeof(O) written (plus 4 for the arg-max row in max mode).
 //
-// Inputs: weight (V, D) T; indices (N) I; offsets (NOFF) int64; prevmax (B)
+// Inputs: weight (V, D) T; indices (N) int32 or int64; offsets (NOFF) int64; prevmax (B)
 // int64 = max(offsets[0..b-1]); psw (N) T (flag 2); scale (N) float32 max_norm
 // factors (flag 4); params int64 [N, V, D, NOFF, padding or -1, flags, B, S].
 // Flags: 1 mean. Outputs: out (B * S, D) O; argmax (B * S, D) int32 row per

@@ -8,7 +8,7 @@
 // every bag keep owner = -1 (the outputs start at -1 and 0). Bytes per
 // position: index + psw + frequency read, 8 written.
 //
-// Inputs: indices (N) I; offsets (NOFF) int64; meta (B) int32; psw (N) T
+// Inputs: indices (N) int32 or int64; offsets (NOFF) int64; meta (B) int32; psw (N) table dtype
 // (flag 2); freq (V) float32 (flag 8); params int64 [N, V, D, NOFF, padding
 // or -1, flags, B, 0]. Outputs: owner (N) int32; coef (N) float32.
 const int64_t N = params[0], NOFF = params[3];

@@ -10,7 +10,7 @@
 // instead of one thread walking the whole run. Bytes per entry: key, order,
 // source row, coefficient and 4 bytes of the source row per column read.
 //
-// Inputs: skey (M) KEY sorted keys; order (M) int32 entry of each sorted slot;
+// Inputs: skey (M) int32 or int64 sorted keys; order (M) int32 entry of each sorted slot;
 // srcrow (M) int32 source row of each entry (-1: sends nothing); coef (M)
 // float32; src (S, DV) float32; params int64 [M, R, DV, CH, ...].
 // Output: part (W, DV) float32.

@@ -9,7 +9,7 @@
 // threadgroup order). Rows that no entry names keep the zero they start with.
 // Bytes per entry as in step 2, plus 4 written per (row, column).
 //
-// Inputs: skey (M) KEY; order (M) int32; srcrow (M) int32; coef (M) float32;
+// Inputs: skey (M) int32 or int64; order (M) int32; srcrow (M) int32; coef (M) float32;
 // src (S, DV) float32; part (W, DV) float32; params int64 [M, R, DV, CH, ...].
 // Output: grad (R, DV) float32.
 const int64_t M = params[0], R = params[1], DV = params[2], CH = params[3];

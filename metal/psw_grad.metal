@@ -8,7 +8,7 @@
 // as do positions outside every bag. Bytes per output element: D * (sizeof(T)
 // + 4) read, 4 written.
 //
-// Inputs: cot (B, D) float32; weight (V, D) T; indices (N) I; offsets (NOFF)
+// Inputs: cot (B, D) float32; weight (V, D) T; indices (N) int32 or int64; offsets (NOFF)
 // int64; meta (B) int32; scale (N) float32 (flag 4); params int64
 // [N, V, D, NOFF, padding or -1, flags, B, 0]. Output: dpsw (N) float32.
 const int64_t N = params[0], D = params[2], NOFF = params[3];

@@ -8,7 +8,7 @@
 // poison rule handles elsewhere). Bytes per output element: D * sizeof(T)
 // read, 4 written.
 //
-// Inputs: weight (V, D) T; indices (N) I; params int64 [N, V, D, ...];
+// Inputs: weight (V, D) T; indices (N) int32 or int64; params int64 [N, V, D, ...];
 // fparams float32 [max_norm, norm_type, ...]. Output: scale (N) float32.
 const int64_t N = params[0], V = params[1], D = params[2];
 const float max_norm = fparams[0], p = fparams[1];

@@ -127,7 +127,7 @@ def _row_scale(weight, idx, N, cfg):
     return kernels.call(
         "row_scale",
         [weight, idx, _params(N, V, D), mx.array([cfg.max_norm, cfg.norm_type] + [0.0] * 6, dtype=_F32)],
-        template=[("T", weight.dtype), ("I", idx.dtype)],
+        template=[("T", weight.dtype)],
         grid=(32, N, 1), threadgroup=(32, 8, 1),
         output_shapes=[(N,)], output_dtypes=[_F32],
     )[0]
@@ -153,7 +153,7 @@ def _deterministic_scatter(key, srcrow, coef, src, rows_out):
     p = _params(M, rows_out, DV, DET_WINDOW)
     tx = min(_pow2_at_least(DV), 64)
     tg = (tx, max(1, 64 // tx), 1)
-    tmpl = [("KEY", skey.dtype)]
+    tmpl = []
     part = kernels.call(
         "det_partial", [skey, order, srcrow, coef, src, p], template=tmpl,
         grid=(DV, W, 1), threadgroup=tg, output_shapes=[(W, DV)], output_dtypes=[_F32],
@@ -197,7 +197,7 @@ def _bag_function(cfg: _Call):
         out, argmax, meta = kernels.call(
             "bag_fwd", [weight, idx, off, prevmax, psw_t, scale,
                         _params(N, V, D, noff, cfg.pad_fwd, fl & ~FLAG_MEAN if S > 1 else fl, B, S)],
-            template=[("T", weight.dtype), ("O", out_dt), ("I", idx.dtype), ("VEC", vec), ("MAXMODE", is_max)],
+            template=[("T", weight.dtype), ("O", out_dt), ("VEC", vec), ("MAXMODE", is_max)],
             grid=(nxt, tg[1], B * S), threadgroup=tg,
             output_shapes=[(B * S, D), (B * S, D) if is_max else (1,), (B * S,)],
             output_dtypes=[out_dt, mx.int32, mx.int32],
@@ -251,7 +251,7 @@ def _bag_function(cfg: _Call):
             if cfg.deterministic:
                 owner, coef = kernels.call(
                     "bag_owner", [idx, off, meta, psw_t, freq, p],
-                    template=[("T", weight.dtype), ("I", idx.dtype)],
+                    template=[],
                     grid=(tg[0] * tg[1], B, 1), threadgroup=(tg[0] * tg[1], 1, 1),
                     output_shapes=[(N,), (N,)], output_dtypes=[mx.int32, _F32], init_value=-1.0,
                 )
@@ -260,7 +260,7 @@ def _bag_function(cfg: _Call):
             else:
                 dw = kernels.call(
                     "bag_bwd", [g, idx, off, meta, psw_t, freq, p],
-                    template=[("T", weight.dtype), ("I", idx.dtype), ("VEC", vec)],
+                    template=[("VEC", vec)],
                     grid=(nxt, tg[1], B), threadgroup=tg,
                     output_shapes=[(V, D)], output_dtypes=[_F32], init_value=0.0,
                 )[0]
@@ -269,7 +269,7 @@ def _bag_function(cfg: _Call):
             ty = max(1, min(8, tg[1]))
             dpsw = kernels.call(
                 "psw_grad", [cot, weight, idx, off, meta, scale, p],
-                template=[("T", weight.dtype), ("I", idx.dtype)],
+                template=[("T", weight.dtype)],
                 grid=(32, ty, B), threadgroup=(32, ty, 1),
                 output_shapes=[(N,)], output_dtypes=[_F32], init_value=0.0,
             )[0].astype(psw.dtype)
