@@ -99,3 +99,21 @@ def test_without_metal_or_emulator_the_seam_explains(monkeypatch):
     monkeypatch.setattr(emulator, "is_enabled", lambda: False)
     with pytest.raises(RuntimeError, match="emulator"):
         kernels.get("bag_fwd")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_stray_parameters(name):
+    """MLX adds a parameter for every attribute or ``<input>_shape``-like word it finds in the
+    source, comments included: each kernel gets exactly its buffers plus the attributes it uses."""
+    in_names, out_names, _ = kernels.KERNELS[name]
+    text = _generated_source(name, [mx.zeros((8,))] * len(in_names),
+                             [("T", mx.float32), ("O", mx.float32), ("VEC", True), ("MAXMODE", True)],
+                             [mx.float32] * len(out_names))
+    sig = text[text.index("[[kernel]]"): text.index(") {")]
+    assert len(re.findall(r"\[\[buffer\(", sig)) == len(in_names) + len(out_names)
+    attrs = re.findall(r"\[\[(\w+)\]\]", sig)
+    body = read_metal(name)
+    code = "\n".join(line.split("//")[0] for line in body.splitlines())
+    for a in attrs:
+        if a != "kernel":
+            assert a in code, f"{name}: parameter {a} only named in a comment"
