@@ -1,12 +1,11 @@
 """Row addresses are 64-bit: a table of more than 2**31 elements (4 GiB of float16) through the kernels.
 
 Rows at and beyond element 2**31 (row 2**29 of a D = 4 table) are gathered
-by the forward (sum and max), rescaled by max_norm and read again by the
-per_sample_weights gradient; a 32-bit ``row * D`` would wrap to the start
-of the table and give other values. The weight gradient of such a table
-would need another 8 GiB, so it is not run here; its kernels use the same
-``int64_t(row) * D`` addressing. In the emulator the table's buffer is
-handed over without a copy when the front end supports it.
+by the forward (sum with per_sample_weights and max) and rescaled by
+max_norm (row_scale); a 32-bit ``row * D`` would wrap to the start of the
+table and give other values. Gradients are not run here: the emulator runs
+kernels eagerly, so any VJP would also build the 8 GiB float32 weight
+gradient. The backward kernels use the same ``int64_t(row) * D`` addressing.
 """
 
 from __future__ import annotations
@@ -42,25 +41,19 @@ def table():
     gc.collect()
 
 
-def test_forward_and_psw_gradient_beyond_2_to_31_elements(table):
+def test_sum_with_max_norm_beyond_2_to_31_elements(table):
     w = table
     ind = mx.array([HIGH[0], HIGH[1], 5, HIGH[2]])
     off = mx.array([0, 2])
     psw = mx.array([1.0, 2.0, 1.0, -1.0])
     spec = BagSpec("sum", 2, None, False, None, 20.0, 2.0, False, False)
-    out = metal_ops.embedding_bag(w, ind, off, psw, spec)
+    out = metal_ops.embedding_bag(w, ind, off, psw, spec).astype(mx.float32)
     rows = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [0.5, -0.5, 0.25, 3.0], [9, 10, 11, 12]], np.float32)
     norms = np.linalg.norm(rows, axis=1)
     scaled = np.where(norms[:, None] > 20, rows * (20 / (norms[:, None] + 1e-7)), rows)
     scaled = scaled.astype(np.float16).astype(np.float32)
     want = np.stack([scaled[0] + 2 * scaled[1], scaled[2] - scaled[3]])
-    np.testing.assert_allclose(np.array(out.astype(mx.float32)), want, rtol=1e-3)
-
-    cot = mx.array([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
-    g = mx.grad(lambda p: (metal_ops.embedding_bag(w, ind, off, p, spec).astype(mx.float32) * cot).sum())(psw)
-    want_g = [scaled[0] @ [1, 0, 0, 1], scaled[1] @ [1, 0, 0, 1], scaled[2] @ [0, 1, 1, 0],
-              scaled[3] @ [0, 1, 1, 0]]
-    np.testing.assert_allclose(np.array(g), want_g, rtol=1e-5)
+    np.testing.assert_allclose(np.array(out), want, rtol=1e-3)
 
 
 def test_max_mode_beyond_2_to_31_elements(table):
