@@ -25,9 +25,12 @@ HIGH = [V - 1, 2**29, 2**29 - 1]
 
 @pytest.fixture(scope="module")
 def table():
+    restore = None
     if not mx.metal.is_available():
         from mlx_embag import emulator
 
+        if not emulator.is_enabled():
+            restore = getattr(emulator, "disable", None)
         emulator.enable(seed=3)
     host = np.zeros((V, D), dtype=np.float16)
     for k, r in enumerate(HIGH):
@@ -39,6 +42,8 @@ def table():
     yield w
     del w
     gc.collect()
+    if restore is not None:
+        restore()
 
 
 def test_sum_with_max_norm_beyond_2_to_31_elements(table):
