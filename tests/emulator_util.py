@@ -128,3 +128,109 @@ def run_kernel(name, inputs, outputs, source, *, grid, threadgroup, template=Non
                    grid=grid, threadgroup=threadgroup, math_mode=math_mode, seed=seed, sanitize=sanitize,
                    workers=workers)
     return outs
+
+
+# ---------------------------------------------------------------- MLX's own generator as the front end
+def mlx_generated_source(make_kwargs: dict, call_kwargs: dict, inputs: list) -> str:
+    """The exact source MLX 0.32 generates for one call (what ``verbose=True`` prints).
+
+    ``metal_kernel`` only generates code while tracing inside ``mx.export_function``
+    (it raises "No Metal back-end" otherwise), and prints through C++ stdout, so
+    file descriptor 1 is captured around an export.
+    """
+    import os
+    import sys
+    import tempfile
+
+    import mlx.core as mx
+
+    k = mx.fast.metal_kernel(**make_kwargs)
+
+    def f(*xs):
+        return k(inputs=list(xs), verbose=True, **call_kwargs)
+
+    read_fd, write_fd = os.pipe()
+    saved = os.dup(1)
+    sys.stdout.flush()
+    os.dup2(write_fd, 1)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            mx.export_function(os.path.join(d, "k.mlxfn"), f, *inputs)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(write_fd)
+    text = os.read(read_fd, 1 << 22).decode()
+    os.close(read_fd)
+    return text.split("```\n", 1)[1].rsplit("\n```", 1)[0]
+
+
+class OracleKernel:
+    """A test-only ``metal_kernel`` stand-in: MLX's own generator plus the runtime.
+
+    Same constructor and call as ``mx.fast.metal_kernel`` (``ensure_row_contiguous``
+    is assumed, inputs are made contiguous). Used to run real kernels through the
+    runtime independently of the emulator's front end.
+    """
+
+    def __init__(self, name, input_names, output_names, source, header="", ensure_row_contiguous=True,
+                 atomic_outputs=False, compile_options=None):
+        self.make = dict(name=name, input_names=list(input_names), output_names=list(output_names),
+                         source=source, header=header, ensure_row_contiguous=True,
+                         atomic_outputs=atomic_outputs)
+        self.math_mode = (compile_options or {}).get("math_mode", "safe")
+        self._sources = {}
+
+    def __call__(self, *, inputs, output_shapes, output_dtypes, grid, threadgroup, template=None,
+                 init_value=None, verbose=False, stream=None, seed=None, sanitize=False):
+        import re
+
+        import mlx.core as mx
+
+        arrays = [x if isinstance(x, mx.array) else mx.array(x) for x in inputs]
+        call = dict(output_shapes=[tuple(s) for s in output_shapes], output_dtypes=list(output_dtypes),
+                    grid=tuple(grid), threadgroup=tuple(threadgroup), template=template, init_value=init_value)
+        key = (repr(template), tuple((a.dtype, a.ndim == 0, a.size < 8) for a in arrays), tuple(output_dtypes))
+        text = self._sources.get(key)
+        if text is None:
+            text = mlx_generated_source(self.make, call, [mx.zeros(a.shape, a.dtype) for a in arrays])
+            self._sources[key] = text
+        kname = re.search(r"\[\[kernel\]\] void (\w+)\(", text).group(1)
+        src = self.make["source"]
+        buffers = []
+        for name, a in zip(self.make["input_names"], arrays):
+            host = _to_numpy(a)
+            buffers.append(host.reshape(1) if host.ndim == 0 else host)
+            if a.ndim > 0:
+                if name + "_shape" in src:
+                    buffers.append(np.array(a.shape, np.int32))
+                if name + "_strides" in src:
+                    buffers.append(np.array([s // host.itemsize for s in host.strides], np.int64))
+                if name + "_ndim" in src:
+                    buffers.append(np.array([a.ndim], np.int32))
+        outs = []
+        for shape, dt in zip(call["output_shapes"], call["output_dtypes"]):
+            if init_value is None:
+                # Garbage: all bits set (NaN for floats), as a reused GPU buffer might hold.
+                proto = _to_numpy(mx.zeros(shape, dt))
+                outs.append(np.full(proto.shape, 0xFF, np.uint8).view(proto.dtype).reshape(proto.shape).copy()
+                            if proto.size else proto.copy())
+            else:
+                # Not mx.full(shape, float, dtype=int32): that returns float32 in mlx 0.32.
+                outs.append(_to_numpy(mx.array(np.full(shape, init_value, np.float32)).astype(dt)).copy())
+        runtime.launch(display_name=self.make["name"], kernel_name=kname, kernel_source=text,
+                       buffers=buffers + outs, grid=grid, threadgroup=threadgroup, math_mode=self.math_mode,
+                       seed=seed, sanitize=sanitize)
+        results = []
+        for o, dt in zip(outs, call["output_dtypes"]):
+            r = mx.array(o)
+            results.append(r.view(mx.bfloat16) if dt == mx.bfloat16 else r)
+        return results
+
+
+def _to_numpy(a):
+    import mlx.core as mx
+
+    if a.dtype == mx.bfloat16:
+        a = a.view(mx.uint16)
+    return np.ascontiguousarray(np.array(a))

@@ -751,30 +751,6 @@ def test_shim_api_surface_compiles_and_runs():
     assert (out != 0).all()                               # every thread got to its last store
 
 
-def _mlx_generated_source(fn, *args):
-    """What MLX itself prints for `verbose=True` while tracing in mx.export_function (C++ stdout)."""
-    import os
-    import sys
-    import tempfile
-
-    read_fd, write_fd = os.pipe()
-    saved = os.dup(1)
-    sys.stdout.flush()
-    os.dup2(write_fd, 1)
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            import mlx.core as mx
-
-            mx.export_function(os.path.join(d, "k.mlxfn"), fn, *args)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(write_fd)
-    text = os.read(read_fd, 1 << 20).decode()
-    os.close(read_fd)
-    return text.split("```\n", 1)[1].rsplit("\n```", 1)[0]
-
-
 def test_runs_the_exact_source_mlx_generates():
     """The runtime parses MLX 0.32's real output: template with int and bool arguments, shape/strides/ndim
     buffers, 0-d `constant T&` inputs, atomic outputs and the host_name instantiation line."""
@@ -789,15 +765,14 @@ def test_runs_the_exact_source_mlx_generates():
   atomic_fetch_add_explicit(&acc[0], float(v), memory_order_relaxed);
   atomic_fetch_add_explicit(&cnt[0], 1, memory_order_relaxed);
 """
-    k = mx.fast.metal_kernel(name="probe", input_names=["w", "s", "n"], output_names=["acc", "cnt"], source=src,
-                             atomic_outputs=True)
+    from emulator_util import mlx_generated_source
 
-    def f(w):
-        return k(inputs=[w, 0.5, 37], template=[("T", mx.float32), ("N", 3), ("B", True)], grid=(40, 1, 1),
-                 threadgroup=(32, 1, 1), output_shapes=[(1,), (1,)], output_dtypes=[mx.float32, mx.int32],
-                 init_value=0, verbose=True)
-
-    text = _mlx_generated_source(f, mx.zeros((5, 8)))
+    text = mlx_generated_source(
+        dict(name="probe", input_names=["w", "s", "n"], output_names=["acc", "cnt"], source=src,
+             atomic_outputs=True),
+        dict(template=[("T", mx.float32), ("N", 3), ("B", True)], grid=(40, 1, 1), threadgroup=(32, 1, 1),
+             output_shapes=[(1,), (1,)], output_dtypes=[mx.float32, mx.int32], init_value=0),
+        [mx.zeros((5, 8)), mx.array(0.5), mx.array(37)])
     kname = re.search(r"\[\[kernel\]\] void (\w+)\(", text).group(1)
     assert kname == "custom_kernel_probe__float_3_1_float_floats_int32_ts_float_int32_t"
     w = np.arange(40, dtype=np.float32).reshape(5, 8)
@@ -907,3 +882,27 @@ def test_compiler_docstring_examples_run():
 
     result = doctest.testmod(compiler)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_oracle_kernel_runs_mlx_docs_example_in_every_float_dtype():
+    """The docs' `myexp` kernel through MLX's own generator and the runtime (bfloat16 as uint16 included)."""
+    import mlx.core as mx
+
+    from emulator_util import OracleKernel
+
+    src = """
+        uint elem = thread_position_in_grid.x;
+        T tmp = inp[elem];
+        out[elem] = metal::exp(tmp);
+        flag[elem] = flag[elem] + 1;
+    """
+    k = OracleKernel(name="myexp", input_names=["inp"], output_names=["out", "flag"], source=src)
+    for dt in (mx.float32, mx.float16, mx.bfloat16):
+        a = mx.linspace(-2, 2, 64).astype(dt).reshape(4, 16)
+        out, flag = k(inputs=[a], template=[("T", dt)], grid=(a.size, 1, 1), threadgroup=(256, 1, 1),
+                      output_shapes=[a.shape, a.shape], output_dtypes=[dt, mx.int32], init_value=-1, seed=1)
+        ref = np.exp(np.array(a.astype(mx.float32)))
+        tol = {mx.float32: 1e-6, mx.float16: 1e-3, mx.bfloat16: 1e-2}[dt]
+        np.testing.assert_allclose(np.array(out.astype(mx.float32)), ref, rtol=tol)
+        assert out.dtype == dt
+        np.testing.assert_array_equal(np.array(flag), 0)     # int32 init_value -1, plus one
