@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import mlx.core as mx
 
@@ -47,9 +49,11 @@ FLAG_MEAN, FLAG_PSW, FLAG_SCALE, FLAG_FREQ = 1, 2, 4, 8
 
 def _sizes_ok(weight, n, num_bags) -> bool:
     V, D = weight.shape
-    # Positions and arg-max rows are int32 in the kernels; grid entries are 32-bit.
-    return (weight.dtype in _FLOATS and V <= _I32_MAX and D <= _I32_MAX and n <= _I32_MAX
-            and num_bags <= _I32_MAX and num_bags * max(D, 1) <= _I32_MAX * 8)
+    # Positions, arg-max rows and (bag, column) entries are int32 in the
+    # kernels and grid entries are 32-bit; the table itself is addressed in
+    # 64 bits, so V * D is not limited.
+    return (weight.dtype in _FLOATS and V <= _I32_MAX and n <= _I32_MAX
+            and num_bags * max(D, 1) <= _I32_MAX)
 
 
 def supports_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec) -> bool:
@@ -108,18 +112,17 @@ def _scalar_dummy(dtype):
     return mx.zeros((kernels.MIN_DEVICE_SIZE,), dtype=dtype)
 
 
-class _Call:
-    """The static description of one launch family (hashable, for the lru caches)."""
+@dataclass(frozen=True)
+class _Cfg:
+    """The static options of one custom function (hashable, for the lru cache)."""
 
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-        self._key = tuple(sorted(kw.items()))
-
-    def __hash__(self):
-        return hash(self._key)
-
-    def __eq__(self, other):
-        return isinstance(other, _Call) and self._key == other._key
+    mode: str
+    pad_fwd: int          # padding row excluded from the forward, or -1
+    pad_bwd: int          # padding row excluded from the gradients, or -1
+    max_norm: Optional[float]
+    norm_type: float
+    scale_grad_by_freq: bool
+    deterministic: bool
 
 
 def _row_scale(weight, idx, N, cfg):
@@ -169,7 +172,7 @@ def _deterministic_scatter(key, srcrow, coef, src, rows_out):
 
 
 @functools.lru_cache(maxsize=None)
-def _bag_function(cfg: _Call):
+def _bag_function(cfg: _Cfg):
     """A custom_function over normalised arrays for one static configuration.
 
     Arguments: weight (V, D), psw (N,) or None, idx (N,) int32/int64,
@@ -279,7 +282,7 @@ def _bag_function(cfg: _Call):
 
 
 def _cfg(mode, pad_fwd, pad_bwd, max_norm, norm_type, scale_grad_by_freq, deterministic):
-    return _Call(mode=mode, pad_fwd=-1 if pad_fwd is None else int(pad_fwd),
+    return _Cfg(mode=mode, pad_fwd=-1 if pad_fwd is None else int(pad_fwd),
                  pad_bwd=-1 if pad_bwd is None else int(pad_bwd),
                  max_norm=None if max_norm is None else float(max_norm), norm_type=float(norm_type),
                  scale_grad_by_freq=bool(scale_grad_by_freq), deterministic=bool(deterministic))
