@@ -219,3 +219,12 @@ def test_supports():
     assert metal_ops.supports_embedding(w, mx.array([0, 1]), EmbSpec(None, None, 2.0, False, False))
     assert not metal_ops.supports_bag(mx.zeros((4, 3), dtype=mx.float64), mx.array([0]), mx.array([0]),
                                       None, spec)
+
+
+def test_supports_falls_back_past_int32_entries():
+    """(bag, column) entries are int32 in the kernels: "auto" sends bigger outputs to the reference."""
+    w = mx.zeros((2, 2**20))
+    big = BagSpec("sum", 2**11, None, False, None, None, 2.0, False, False)
+    assert not metal_ops.supports_bag(w, mx.array([0]), mx.array([0]), None, big)
+    ok = BagSpec("sum", 2**10, None, False, None, None, 2.0, False, False)
+    assert metal_ops.supports_bag(w, mx.array([0]), mx.array([0]), None, ok)
