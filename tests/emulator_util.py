@@ -213,8 +213,7 @@ class OracleKernel:
             if init_value is None:
                 # Garbage: all bits set (NaN for floats), as a reused GPU buffer might hold.
                 proto = _to_numpy(mx.zeros(shape, dt))
-                outs.append(np.full(proto.shape, 0xFF, np.uint8).view(proto.dtype).reshape(proto.shape).copy()
-                            if proto.size else proto.copy())
+                outs.append(np.full(proto.nbytes, 0xFF, np.uint8).view(proto.dtype).reshape(proto.shape).copy())
             else:
                 # Not mx.full(shape, float, dtype=int32): that returns float32 in mlx 0.32.
                 outs.append(_to_numpy(mx.array(np.full(shape, init_value, np.float32)).astype(dt)).copy())
