@@ -906,3 +906,18 @@ def test_oracle_kernel_runs_mlx_docs_example_in_every_float_dtype():
         np.testing.assert_allclose(np.array(out.astype(mx.float32)), ref, rtol=tol)
         assert out.dtype == dt
         np.testing.assert_array_equal(np.array(flag), 0)     # int32 init_value -1, plus one
+
+
+def test_oracle_kernel_outputs_without_init_value_start_as_garbage():
+    import mlx.core as mx
+
+    from emulator_util import OracleKernel
+
+    k = OracleKernel(name="evens", input_names=["x"], output_names=["out"],
+                     source="  uint i = thread_position_in_grid.x;\n  if (i % 2 == 0) out[i] = x[i];")
+    x = mx.arange(10, dtype=mx.float32)
+    (out,) = k(inputs=[x], grid=(10, 1, 1), threadgroup=(4, 1, 1), output_shapes=[(10,)],
+               output_dtypes=[mx.float32])
+    out = np.array(out)
+    np.testing.assert_array_equal(out[::2], np.arange(0, 10, 2))
+    assert np.isnan(out[1::2]).all()
