@@ -47,7 +47,8 @@ def _factory():
         return mx.fast.metal_kernel, "metal"
     from . import emulator
 
-    if emulator.is_enabled():
+    is_enabled = getattr(emulator, "is_enabled", None)
+    if is_enabled is not None and is_enabled():
         return emulator.metal_kernel, "emulator"
     raise RuntimeError(backend.metal_unavailable_reason())
 

@@ -13,26 +13,18 @@ import numpy as np
 import pytest
 
 from mlx_embag import metal_ops
+from test_metal_ops import emulated
 from mlx_embag._spec import BagSpec, EmbSpec
 
 SEEDS = (1, 2, 3, 99)
 
 
 def _run_under_seeds(fn):
-    """fn() evaluated under each emulator seed (once on a real GPU, where runs differ by themselves)."""
-    if mx.metal.is_available():
-        return [np.array(fn()) for _ in SEEDS]
-    from mlx_embag import emulator
-
-    was = emulator.is_enabled()
+    """fn() evaluated under each emulator seed (on a real GPU, runs differ by themselves)."""
     outs = []
-    try:
-        for s in SEEDS:
-            emulator.enable(seed=s)
+    for s in SEEDS:
+        with emulated(seed=s):
             outs.append(np.array(fn()))
-    finally:
-        if not was and hasattr(emulator, "disable"):
-            emulator.disable()
     return outs
 
 

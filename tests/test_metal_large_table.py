@@ -18,6 +18,7 @@ import pytest
 
 from mlx_embag import metal_ops
 from mlx_embag._spec import BagSpec
+from test_metal_ops import emulated
 
 V, D = 2**29 + 8, 4
 HIGH = [V - 1, 2**29, 2**29 - 1]
@@ -25,13 +26,11 @@ HIGH = [V - 1, 2**29, 2**29 - 1]
 
 @pytest.fixture(scope="module")
 def table():
-    restore = None
-    if not mx.metal.is_available():
-        from mlx_embag import emulator
+    with emulated(seed=3):
+        yield from _table()
 
-        if not emulator.is_enabled():
-            restore = getattr(emulator, "disable", None)
-        emulator.enable(seed=3)
+
+def _table():
     host = np.zeros((V, D), dtype=np.float16)
     for k, r in enumerate(HIGH):
         host[r] = np.arange(4 * k + 1, 4 * k + 5)
@@ -42,8 +41,6 @@ def table():
     yield w
     del w
     gc.collect()
-    if restore is not None:
-        restore()
 
 
 def test_sum_with_max_norm_beyond_2_to_31_elements(table):

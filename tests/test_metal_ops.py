@@ -9,6 +9,7 @@ each specialisation once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import mlx.core as mx
@@ -23,19 +24,49 @@ TOL = {mx.float32: 2e-5, mx.float16: 4e-3, mx.bfloat16: 3e-2}
 DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def metal_backend():
-    """The real Metal backend on a Mac, else the emulator with a shuffled threadgroup order."""
+@contextlib.contextmanager
+def emulated(seed=None, sanitize=False):
+    """Run the enclosed Metal calls on a real GPU, else in the emulator (threadgroup order from seed).
+
+    Uses the emulator's front end (``mlx_embag.emulator.enable``); where the
+    front end is not installed it falls back to MLX's own source generator
+    plus the emulator runtime (``emulator_util.OracleKernel``), so these
+    tests exercise the kernels either way.
+    """
     if mx.metal.is_available():
         yield
         return
-    from mlx_embag import emulator
+    from mlx_embag import backend, emulator, kernels
 
-    was = emulator.is_enabled()
-    emulator.enable(seed=1234)
-    yield
-    if not was and hasattr(emulator, "disable"):
-        emulator.disable()
+    if hasattr(emulator, "enable"):
+        was = emulator.is_enabled()
+        emulator.enable(seed=seed, sanitize=sanitize)
+        try:
+            yield
+        finally:
+            if not was and hasattr(emulator, "disable"):
+                emulator.disable()
+        return
+    from emulator_util import OracleKernel
+
+    def make(**kw):
+        k = OracleKernel(**kw)
+        return lambda **call: k(**call, seed=seed, sanitize=sanitize)
+
+    saved = kernels._factory, backend.metal_available
+    kernels._factory = lambda: (make, f"oracle-{seed}-{sanitize}")
+    backend.metal_available = lambda: True
+    try:
+        yield
+    finally:
+        kernels._factory, backend.metal_available = saved
+
+
+@pytest.fixture(autouse=True, scope="module")
+def metal_backend():
+    """The real Metal backend on a Mac, else the emulator with a shuffled threadgroup order."""
+    with emulated(seed=1234):
+        yield
 
 
 def to_np(x):

@@ -18,22 +18,13 @@ import pytest
 
 from mlx_embag import metal_ops, reference
 from mlx_embag._spec import BagSpec, EmbSpec
+from test_metal_ops import emulated
 
 
 @pytest.fixture(autouse=True, scope="module")
 def sanitized():
-    if mx.metal.is_available():
+    with emulated(seed=5, sanitize=True):
         yield
-        return
-    from mlx_embag import emulator
-
-    was = emulator.is_enabled()
-    emulator.enable(seed=5, sanitize=True)
-    yield
-    if was:
-        emulator.enable(seed=1234)
-    elif hasattr(emulator, "disable"):
-        emulator.disable()
 
 
 V, D = 6, 5
