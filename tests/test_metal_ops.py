@@ -292,3 +292,22 @@ def test_module_training_gradients_match(deterministic):
     np.testing.assert_allclose(np.array(g1[1]["weight"]), np.array(g2[1]["weight"]), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.array(p1), np.array(p2), rtol=1e-5, atol=1e-5)
     assert np.abs(np.array(g1[0]["weight"])).sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (4, 0), (0, 0)])
+@pytest.mark.parametrize("mode", ["sum", "max"])
+def test_degenerate_tables(shape, mode):
+    """An empty table poisons every bag that holds an index; D = 0 gives (B, 0); gradients keep the shape."""
+    w = mx.zeros(shape)
+    spec = BagSpec(mode, 2, None, False, None, 1.0, 2.0, False, False)
+    for ind, poisoned in ((mx.array([0, 1]), shape[0] == 0), (mx.array([], dtype=mx.int32), False)):
+        off = mx.array([0, ind.size // 2])
+        out = metal_ops.embedding_bag(w, ind, off, None, spec)
+        assert out.shape == (2, shape[1])
+        want = np.full((2, shape[1]), np.nan if poisoned else 0.0)
+        np.testing.assert_array_equal(np.array(out), want)
+        g = mx.grad(lambda w_: mx.where(mx.isnan(o := metal_ops.embedding_bag(w_, ind, off, None, spec)),
+                                        0.0, o).sum())(w)
+        assert g.shape == shape
+    e = metal_ops.embedding(w, mx.array([[0, 1]]), EmbSpec(None, None, 2.0, False, False))
+    assert e.shape == (1, 2, shape[1]) and (shape[0] > 0 or np.isnan(np.array(e)).all())
