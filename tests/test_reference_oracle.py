@@ -1,0 +1,204 @@
+"""The reference path against the NumPy oracle (tests/oracle.py), over random configurations."""
+import math
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_embag as meb
+from oracle import assert_close, oracle_embedding, oracle_embedding_bag
+
+TOL = {mx.float32: (1e-5, 1e-5), mx.float16: (1e-2, 1e-2), mx.bfloat16: (5e-2, 5e-2)}
+NP_OF = {mx.float32: np.float32, mx.float16: np.float16}
+
+
+def to_np(a):
+    return np.array(a.astype(mx.float32)) if a.dtype == mx.bfloat16 else np.array(a)
+
+
+def random_bag_config(rng, allow_invalid=False):
+    """A small random configuration; bag lengths drawn from 0 so empty bags occur."""
+    V = int(rng.integers(1, 12))
+    D = int(rng.choice([1, 3, 5, 8, 17]))
+    mode = str(rng.choice(["sum", "mean", "max"]))
+    two_d = rng.random() < 0.3
+    cfg = dict(mode=mode, include_last_offset=False, padding_idx=None, max_norm=None,
+               norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
+    if two_d:
+        B, L = int(rng.integers(1, 5)), int(rng.integers(0, 5))
+        inp = rng.integers(0, V, size=(B, L))
+        offsets = None
+    else:
+        B = int(rng.integers(1, 6))
+        lens = rng.integers(0, 5, size=B)
+        N = int(lens.sum())
+        inp = rng.integers(0, V, size=N)
+        offsets = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        if rng.random() < 0.4:
+            cfg["include_last_offset"] = True
+            offsets = np.concatenate([offsets, [N]])
+    if rng.random() < 0.3:
+        cfg["padding_idx"] = int(rng.integers(-V, V))
+    if rng.random() < 0.3:
+        cfg["max_norm"] = float(rng.uniform(0.5, 3.0))
+        cfg["norm_type"] = float(rng.choice([1.0, 2.0, 3.0, math.inf]))
+    if mode != "max" and rng.random() < 0.3:
+        cfg["scale_grad_by_freq"] = True
+    if mode == "sum" and rng.random() < 0.5:
+        cfg["per_sample_weights"] = rng.standard_normal(inp.shape).astype(np.float32)
+    if allow_invalid and inp.size and rng.random() < 0.5:
+        flat = inp.reshape(-1)
+        flat[int(rng.integers(0, flat.size))] = int(rng.choice([-1, V, V + 7]))
+    idt = rng.choice([np.int32, np.int64])
+    inp = inp.astype(idt)
+    if offsets is not None:
+        offsets = np.asarray(offsets).astype(idt)
+    W = rng.standard_normal((V, D)).astype(np.float32) * 1.5
+    return inp, offsets, W, cfg
+
+
+def run_meb(inp, offsets, W, cfg, dtype=mx.float32, cot=None, backend="reference"):
+    """Forward, weight gradient and per_sample_weights gradient from mlx_embag via mx.vjp."""
+    psw = cfg.get("per_sample_weights")
+    w = mx.array(W).astype(dtype)
+    x = mx.array(inp)
+    off = None if offsets is None else mx.array(offsets)
+    kw = {k: cfg[k] for k in ("mode", "include_last_offset", "padding_idx", "max_norm",
+                              "norm_type", "scale_grad_by_freq")}
+
+    if psw is None:
+        def f(w):
+            return meb.embedding_bag(x, w, off, backend=backend, **kw)
+        prim = [w]
+    else:
+        def f(w, p):
+            return meb.embedding_bag(x, w, off, per_sample_weights=p, backend=backend, **kw)
+        prim = [w, mx.array(psw).astype(dtype)]
+    out = f(*prim)
+    c = mx.ones(out.shape, dtype) if cot is None else mx.array(cot).astype(dtype)
+    _, grads = mx.vjp(f, prim, [c])
+    mx.eval(out, grads)
+    return to_np(out), to_np(grads[0]), (None if psw is None else to_np(grads[1]))
+
+
+def check_against_oracle(inp, offsets, W, cfg, dtype, rng):
+    B = inp.shape[0] if inp.ndim == 2 else (len(offsets) - (1 if cfg["include_last_offset"] else 0))
+    cot = rng.standard_normal((B, W.shape[1])).astype(np.float32)
+    Wq = to_np(mx.array(W).astype(dtype))  # oracle sees the rounded table
+    psw = cfg["per_sample_weights"]
+    if psw is not None and dtype != mx.float32:
+        cfg = dict(cfg, per_sample_weights=to_np(mx.array(psw).astype(dtype)))
+    cotq = to_np(mx.array(cot).astype(dtype))
+    out, dW, dP = run_meb(inp, offsets, Wq, cfg, dtype, cot)
+    eo, edW, edP = oracle_embedding_bag(inp, Wq, offsets, cotangent=cotq, **cfg)
+    rtol, atol = TOL[dtype]
+    ctx = f"cfg={ {k: v for k, v in cfg.items() if k != 'per_sample_weights'} } inp={inp.tolist()} off={None if offsets is None else offsets.tolist()}"
+    assert_close(out, eo, rtol, atol, "forward " + ctx)
+    assert_close(dW, edW, rtol, atol, "weight grad " + ctx)
+    if edP is not None:
+        assert_close(dP, edP, rtol, atol, "psw grad " + ctx)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_random_configs_float32(seed):
+    rng = np.random.default_rng(seed)
+    inp, offsets, W, cfg = random_bag_config(rng)
+    check_against_oracle(inp, offsets, W, cfg, mx.float32, rng)
+
+
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
+@pytest.mark.parametrize("seed", range(40))
+def test_random_configs_half(seed, dtype):
+    rng = np.random.default_rng(1000 + seed)
+    inp, offsets, W, cfg = random_bag_config(rng)
+    check_against_oracle(inp, offsets, W, cfg, dtype, rng)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_poison_rule_random(seed):
+    rng = np.random.default_rng(5000 + seed)
+    inp, offsets, W, cfg = random_bag_config(rng, allow_invalid=True)
+    check_against_oracle(inp, offsets, W, cfg, mx.float32, rng)
+
+
+@pytest.mark.parametrize("offsets", [[1, 2], [0, 3, 2], [0, 9], [0, 2, 1, 4], [0, -1]])
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_malformed_offsets_poison(offsets, mode):
+    rng = np.random.default_rng(7)
+    inp = np.array([0, 1, 2, 3, 1], np.int32)
+    W = rng.standard_normal((5, 3)).astype(np.float32)
+    cfg = dict(mode=mode, include_last_offset=False, padding_idx=None, max_norm=None,
+               norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
+    check_against_oracle(inp, np.array(offsets, np.int32), W, cfg, mx.float32, rng)
+
+
+def test_poison_nan_and_no_gradient_explicit():
+    W = np.arange(12, dtype=np.float32).reshape(4, 3)
+    inp = np.array([0, 1, 9, 2, 3], np.int64)
+    cfg = dict(mode="sum", include_last_offset=False, padding_idx=None, max_norm=None,
+               norm_type=2.0, scale_grad_by_freq=False,
+               per_sample_weights=np.ones(5, np.float32))
+    out, dW, dP = run_meb(inp, np.array([0, 2]), W, cfg)
+    assert np.isnan(out[1]).all() and np.allclose(out[0], W[0] + W[1])
+    assert np.allclose(dW[2], 0) and np.allclose(dW[3], 0) and np.allclose(dW[0], 1)
+    assert np.allclose(dP, [W[0].sum(), W[1].sum(), 0, 0, 0])
+
+
+def test_empty_inputs():
+    W = np.ones((4, 3), np.float32)
+    for mode in ("sum", "mean", "max"):
+        out = meb.embedding_bag(mx.array(np.zeros(0, np.int32)), mx.array(W),
+                                mx.array([0, 0, 0]), mode=mode, backend="reference")
+        assert_close(np.array(out), np.zeros((3, 3)), 0, 0, f"empty 1-D {mode}")
+        out = meb.embedding_bag(mx.array(np.zeros((2, 0), np.int32)), mx.array(W), mode=mode,
+                                backend="reference")
+        assert_close(np.array(out), np.zeros((2, 3)), 0, 0, f"(B,0) {mode}")
+
+
+def test_max_tie_earliest_position():
+    W = np.array([[1.0, 2.0], [1.0, 5.0], [0.0, 0.0]], np.float32)
+    cfg = dict(mode="max", include_last_offset=False, padding_idx=None, max_norm=None,
+               norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
+    out, dW, _ = run_meb(np.array([1, 0, 2]), np.array([0]), W, cfg)
+    assert_close(out, [[1.0, 5.0]], 0, 0, "max out")
+    assert_close(dW, [[0, 0], [1, 1], [0, 0]], 0, 0, "tie goes to earliest position (row 1)")
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_embedding_random(seed):
+    rng = np.random.default_rng(9000 + seed)
+    V, D = int(rng.integers(1, 10)), int(rng.choice([1, 4, 7]))
+    shape = [tuple(), (5,), (2, 3), (2, 1, 3)][seed % 4]
+    inp = rng.integers(0, V, size=shape).astype(rng.choice([np.int32, np.int64]))
+    if seed % 5 == 0 and inp.size:
+        inp.reshape(-1)[0] = V + 2  # invalid position -> NaN row, no gradient
+    pad = int(rng.integers(-V, V)) if rng.random() < 0.4 else None
+    mn = float(rng.uniform(0.5, 2)) if rng.random() < 0.4 else None
+    nt = float(rng.choice([1.0, 2.0, math.inf]))
+    sg = bool(rng.random() < 0.3)
+    W = rng.standard_normal((V, D)).astype(np.float32)
+    cot = rng.standard_normal(shape + (D,)).astype(np.float32)
+    w = mx.array(W)
+
+    def f(w):
+        return meb.embedding(mx.array(inp), w, padding_idx=pad, max_norm=mn, norm_type=nt,
+                             scale_grad_by_freq=sg, backend="reference")
+    out, (dW,) = f(w), mx.vjp(f, [w], [mx.array(cot)])[1]
+    eo, edW, _ = oracle_embedding(inp, W, pad, mn, nt, sg, cotangent=cot)
+    assert_close(np.array(out), eo, 1e-5, 1e-5, "embedding forward")
+    assert_close(np.array(dW), edW, 1e-5, 1e-5, "embedding weight grad")
+
+
+def test_oracle_against_hand_values():
+    """The oracle itself, against values worked out by hand."""
+    W = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    out, dW, dP = oracle_embedding_bag([0, 1, 2, 2], W, [0, 2], mode="sum",
+                                       per_sample_weights=[1.0, 2.0, 1.0, 0.5])
+    assert np.allclose(out, [[1, 4], [4.5, 6]])
+    assert np.allclose(dW, [[1, 1], [2, 2], [1.5, 1.5]])
+    assert np.allclose(dP, [1, 2, 7, 7])
+    out, dW, _ = oracle_embedding_bag([0, 2, 2], W, [0], mode="mean", padding_idx=0,
+                                      scale_grad_by_freq=True)
+    assert np.allclose(out, [[3, 4]]) and np.allclose(dW, [[0, 0], [0, 0], [0.5, 0.5]])
+    out, _, _ = oracle_embedding_bag([2], W, [0], mode="sum", max_norm=1.0)
+    assert np.allclose(out, [[0.6, 0.8]], atol=1e-6)
