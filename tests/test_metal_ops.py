@@ -121,7 +121,7 @@ def check_oracle(got, cot, weight, ind, off, psw, spec, desc):
     """The Metal results against the NumPy float64 oracle (tests/oracle.py), float32 tables."""
     from oracle import oracle_embedding_bag
 
-    inp = np.array(ind) if off is None else np.array(ind)
+    inp = np.array(ind)
     if off is None:
         inp = inp.reshape(spec.num_bags, spec.bag_size)
     out, dw, dp = oracle_embedding_bag(
