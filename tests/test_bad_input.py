@@ -108,12 +108,19 @@ def test_unchecked_bad_values_poison_instead_of_raising():
     assert np.allclose(out[0], np.array(W)[1]) and np.isnan(out[1]).all()
 
 
-def test_sparse_warns_and_gives_dense_gradient():
+def test_sparse_warns_once_and_gives_dense_gradient(monkeypatch):
+    import mlx_embag.functional as F
+    monkeypatch.setattr(F, "_warned", set())
+
     def f(w):
         return EB(X1, w, OFF, mode="sum", sparse=True, **R).sum()
-    with warnings.catch_warnings(record=True):
+    with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         g = mx.grad(f)(W)
+        mx.grad(f)(W)
+        meb.embedding(X1, W, sparse=True, **R)
+    msgs = [str(r.message) for r in rec if "sparse" in str(r.message)]
+    assert len(msgs) == 1, msgs
     assert g.shape == W.shape and np.allclose(np.array(g), 1.0)
 
 

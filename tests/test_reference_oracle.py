@@ -202,3 +202,61 @@ def test_oracle_against_hand_values():
     assert np.allclose(out, [[3, 4]]) and np.allclose(dW, [[0, 0], [0, 0], [0.5, 0.5]])
     out, _, _ = oracle_embedding_bag([2], W, [0], mode="sum", max_norm=1.0)
     assert np.allclose(out, [[0.6, 0.8]], atol=1e-6)
+
+
+@pytest.mark.parametrize("idt", [mx.uint8, mx.int8, mx.int16, mx.uint32, mx.int32, mx.int64])
+@pytest.mark.parametrize("odt", [mx.int32, mx.int64, mx.uint16])
+def test_any_integer_index_dtypes(idt, odt):
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((7, 33)).astype(np.float32)
+    inp, off = np.array([6, 0, 3, 3, 1, 5]), np.array([0, 2, 2, 5])
+    out = meb.embedding_bag(mx.array(inp).astype(idt), mx.array(W), mx.array(off).astype(odt),
+                            mode="mean", backend="reference")
+    assert out.dtype == mx.float32
+    assert_close(np.array(out), oracle_embedding_bag(inp, W, off, mode="mean")[0], 1e-5, 1e-5,
+                 f"indices {idt} offsets {odt}")
+
+
+@pytest.mark.parametrize("tdt", [mx.float32, mx.float16, mx.bfloat16])
+@pytest.mark.parametrize("pdt", [mx.float32, mx.float16, mx.bfloat16])
+def test_psw_any_float_dtype_cast_to_table(tdt, pdt):
+    rng = np.random.default_rng(12)
+    W = rng.standard_normal((5, 4)).astype(np.float32)
+    inp, off = np.array([0, 4, 2, 2]), np.array([0, 1])
+    psw = rng.standard_normal(4).astype(np.float32)
+    w, p = mx.array(W).astype(tdt), mx.array(psw).astype(pdt)
+    out = meb.embedding_bag(mx.array(inp), w, mx.array(off), mode="sum", per_sample_weights=p,
+                            backend="reference")
+    assert out.dtype == tdt, (out.dtype, tdt)
+    e = oracle_embedding_bag(inp, to_np(w), off, mode="sum", per_sample_weights=to_np(p.astype(tdt)))[0]
+    assert_close(to_np(out), e, *TOL[tdt], f"table {tdt} psw {pdt}")
+
+
+def test_long_bags_odd_width_accumulate_in_float32():
+    rng = np.random.default_rng(13)
+    W = rng.standard_normal((31, 4099)).astype(np.float32)
+    inp = rng.integers(0, 31, size=257)
+    off = np.array([0, 1, 100, 100, 256])
+    for dt in (mx.float16, mx.bfloat16):
+        Wq = to_np(mx.array(W).astype(dt))
+        out = meb.embedding_bag(mx.array(inp), mx.array(Wq).astype(dt), mx.array(off), mode="sum",
+                                backend="reference")
+        # accumulated in float32 and rounded once: within one ulp of the rounded exact sum
+        # (a float16/bfloat16 accumulator drifts by many ulps over 156 terms)
+        e = to_np(mx.array(oracle_embedding_bag(inp, Wq, off, mode="sum")[0]).astype(dt))
+        ulp = 2.0 ** -10 if dt == mx.float16 else 2.0 ** -7
+        assert_close(to_np(out), e, ulp, 1e-4, f"long bags {dt}")
+
+
+def test_backend_selection_env_and_context(monkeypatch):
+    W, x, off = mx.ones((3, 2)), mx.array([0, 2]), mx.array([0])
+    monkeypatch.setenv("MLX_EMBAG_BACKEND", "reference")
+    assert np.allclose(np.array(meb.embedding_bag(x, W, off, mode="sum")), 2)
+    with meb.use_backend("reference"):
+        assert np.allclose(np.array(meb.embedding_bag(x, W, off, mode="sum")), 2)
+    if not mx.metal.is_available():
+        with meb.use_backend("metal"):
+            with pytest.raises(RuntimeError):
+                mx.eval(meb.embedding_bag(x, W, off, mode="sum"))
+        monkeypatch.setenv("MLX_EMBAG_BACKEND", "auto")
+        assert np.allclose(np.array(meb.embedding_bag(x, W, off, mode="sum")), 2)
