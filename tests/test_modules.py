@@ -119,3 +119,21 @@ def test_module_call_equals_functional():
     assert np.array_equal(np.array(m(x, off)),
                           np.array(meb.embedding_bag(x, m.weight, off, mode="max",
                                                      include_last_offset=True)))
+
+
+def test_max_norm_write_back_covers_trailing_padding_and_invalid_bags():
+    """Every row referenced by an in-range index is renormed: trailing positions, padding
+    entries and in-range entries of invalid bags included."""
+    from oracle import _renorm
+    rng = np.random.default_rng(6)
+    W = (rng.standard_normal((8, 3)) * 4).astype(np.float32)
+    # bag 0 = [1, 2] (2 is padding), bag 1 = [5, 9]: 9 out of range -> invalid; trailing 6
+    inp, off = np.array([1, 2, 5, 9, 6]), np.array([0, 2, 4])
+    m = meb.EmbeddingBag(8, 3, max_norm=1.0, mode="sum", include_last_offset=True, padding_idx=2,
+                         _weight=mx.array(W))
+    out = np.array(m(mx.array(inp), mx.array(off)))
+    expected_w = _renorm(W, inp, 1.0, 2.0)
+    assert_close(np.array(m.weight), expected_w, 1e-6, 1e-6, "written-back weight")
+    assert np.all(np.linalg.norm(np.array(m.weight)[[1, 2, 5, 6]], axis=1) <= 1.0 + 1e-5)
+    assert np.array_equal(np.array(m.weight)[[0, 3, 4, 7]], W[[0, 3, 4, 7]])
+    assert_close(out[0], expected_w[1], 1e-6, 1e-6, "bag 0") and np.isnan(out[1]).all()

@@ -260,3 +260,14 @@ def test_backend_selection_env_and_context(monkeypatch):
                 mx.eval(meb.embedding_bag(x, W, off, mode="sum"))
         monkeypatch.setenv("MLX_EMBAG_BACKEND", "auto")
         assert np.allclose(np.array(meb.embedding_bag(x, W, off, mode="sum")), 2)
+
+
+@pytest.mark.parametrize("offsets", [[0, 2, 6], [0, 3, 2], [1, 2, 5], [0, 2, 2], [0, 0, 5], [0, 5, 5]])
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_malformed_offsets_include_last_offset_poison(offsets, mode):
+    rng = np.random.default_rng(8)
+    inp = np.array([0, 1, 2, 3, 1], np.int64)
+    W = rng.standard_normal((5, 3)).astype(np.float32)
+    cfg = dict(mode=mode, include_last_offset=True, padding_idx=None, max_norm=None,
+               norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
+    check_against_oracle(inp, np.array(offsets, np.int64), W, cfg, mx.float32, rng)
