@@ -271,3 +271,31 @@ def test_malformed_offsets_include_last_offset_poison(offsets, mode):
     cfg = dict(mode=mode, include_last_offset=True, padding_idx=None, max_norm=None,
                norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
     check_against_oracle(inp, np.array(offsets, np.int64), W, cfg, mx.float32, rng)
+
+
+def test_deterministic_flag_does_not_change_reference():
+    for seed in range(5):
+        rng = np.random.default_rng(300 + seed)
+        inp, offsets, W, cfg = random_bag_config(rng)
+        kw = {k: cfg[k] for k in ("mode", "include_last_offset", "padding_idx")}
+
+        def f(w, det):
+            return meb.embedding_bag(mx.array(inp), w, None if offsets is None else mx.array(offsets),
+                                     backend="reference", deterministic=det, **kw).sum()
+        w = mx.array(W)
+        g1, g2 = mx.grad(lambda w: f(w, True))(w), mx.grad(lambda w: f(w, False))(w)
+        assert np.array_equal(np.array(g1), np.array(g2))
+
+
+try:
+    from hypothesis import given, settings, strategies as st
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    given = None
+
+if given is not None:
+    @settings(max_examples=80, deadline=None)
+    @given(st.integers(0, 2**32 - 1), st.booleans())
+    def test_hypothesis_configs(seed, invalid):
+        rng = np.random.default_rng(seed)
+        inp, offsets, W, cfg = random_bag_config(rng, allow_invalid=invalid)
+        check_against_oracle(inp, offsets, W, cfg, mx.float32, rng)
