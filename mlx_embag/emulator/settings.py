@@ -1,0 +1,68 @@
+"""The emulator's switches and their environment twins.
+
+``MLX_EMBAG_EMULATE_METAL=1`` turns the emulator on, ``MLX_EMBAG_EMULATOR_SEED``
+shuffles the threadgroup order, ``MLX_EMBAG_EMULATOR_SANITIZE=1`` runs kernels
+under AddressSanitizer. :func:`enable` / :func:`disable` override them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool
+    seed: int | None
+    sanitize: bool
+
+
+_override: Settings | None = None
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_seed() -> int | None:
+    raw = os.environ.get("MLX_EMBAG_EMULATOR_SEED", "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"MLX_EMBAG_EMULATOR_SEED must be an integer, got {raw!r}") from None
+
+
+def current() -> Settings:
+    """The settings in force: the last :func:`enable`/:func:`disable`, else the environment."""
+    if _override is not None:
+        return _override
+    return Settings(_env_flag("MLX_EMBAG_EMULATE_METAL"), _env_seed(), _env_flag("MLX_EMBAG_EMULATOR_SANITIZE"))
+
+
+def enable(seed: int | None = None, sanitize: bool = False) -> None:
+    """Switch the emulator on; ``seed=None`` falls back to ``MLX_EMBAG_EMULATOR_SEED`` (else grid order)."""
+    global _override
+    if seed is not None and not isinstance(seed, int):
+        raise TypeError(f"enable: seed must be an int or None, got {type(seed).__name__}")
+    _override = Settings(True, _env_seed() if seed is None else seed,
+                         bool(sanitize) or _env_flag("MLX_EMBAG_EMULATOR_SANITIZE"))
+
+
+def disable() -> None:
+    """Switch the emulator off (the environment is ignored until :func:`reset`)."""
+    global _override
+    _override = Settings(False, None, False)
+
+
+def reset() -> None:
+    """Forget :func:`enable`/:func:`disable`; the environment decides again."""
+    global _override
+    _override = None
+
+
+def is_enabled() -> bool:
+    """True when the library should build its kernels with the emulator."""
+    return current().enabled
