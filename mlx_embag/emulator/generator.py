@@ -11,9 +11,9 @@ Example:
     >>> import mlx.core as mx
     >>> name, text = generate_source(
     ...     "myexp", ["inp"], ["out"], "out[0] = inp[0];",
-    ...     [InputInfo(mx.float32, ndim=1, size=16)], [mx.float32])
-    >>> name
-    'custom_kernel_myexp__float_float'
+    ...     [InputInfo(mx.float32, ndim=1, size=16)], [mx.float32], template=[("T", mx.float32)])
+    >>> name  # MLX's double underscore before the template part
+    'custom_kernel_myexp__float_float_float'
 """
 
 from __future__ import annotations
