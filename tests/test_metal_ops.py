@@ -40,13 +40,18 @@ def emulated(seed=None, sanitize=False):
     from mlx_embag import backend, emulator, kernels
 
     if hasattr(emulator, "enable"):
-        was = emulator.is_enabled()
+        prev = emulator.settings.current()
         emulator.enable(seed=seed, sanitize=sanitize)
         try:
             yield
         finally:
-            if not was and hasattr(emulator, "disable"):
-                emulator.disable()
+            # Back to exactly what was in force (the environment's settings, or an override).
+            emulator.reset()
+            if prev != emulator.settings.current():
+                if prev.enabled:
+                    emulator.enable(seed=prev.seed, sanitize=prev.sanitize)
+                else:
+                    emulator.disable()
         return
     from emulator_util import OracleKernel
 
