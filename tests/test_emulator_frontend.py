@@ -179,3 +179,24 @@ def test_seed_reaches_runtime_and_exposes_order_dependence():
         return order.tolist()
     assert sorted(run(5)) == list(range(16))
     assert run(5) == run(5) and run(5) != run(6)
+
+
+@pytest.mark.parametrize("mode,want", [(None, 0), ("safe", 0), ("relaxed", 0), ("fast", 1)])
+def test_math_mode_reaches_compiler(mode, want):
+    src = """
+    #ifdef __FAST_MATH__
+        o = 1;
+    #else
+        o = 0;
+    #endif
+    """
+    opts = None if mode is None else {"math_mode": mode}
+    k = metal_kernel("mode", [], ["o"], src.replace("o =", "o[0] ="), compile_options=opts)
+    (o,) = k(inputs=[], output_shapes=[()], output_dtypes=[mx.int32], grid=(1, 1, 1), threadgroup=(1, 1, 1))
+    assert o.shape == () and o.item() == want
+
+
+def test_empty_grid_and_empty_output():
+    k = metal_kernel("noop", [], ["o"], "o[thread_position_in_grid.x] = 1;")
+    (o,) = k(inputs=[], output_shapes=[(0, 4)], output_dtypes=[mx.float32], grid=(0, 1, 1), threadgroup=(1, 1, 1))
+    assert o.shape == (0, 4)
