@@ -200,3 +200,15 @@ def test_empty_grid_and_empty_output():
     k = metal_kernel("noop", [], ["o"], "o[thread_position_in_grid.x] = 1;")
     (o,) = k(inputs=[], output_shapes=[(0, 4)], output_dtypes=[mx.float32], grid=(0, 1, 1), threadgroup=(1, 1, 1))
     assert o.shape == (0, 4)
+
+
+def test_grad_through_a_bare_kernel_raises_as_on_metal():
+    k = metal_kernel("bare", ["x"], ["y"], "uint i = thread_position_in_grid.x; y[i] = 3 * x[i];")
+
+    def f(x):
+        return k(inputs=[x], output_shapes=[x.shape], output_dtypes=[x.dtype], grid=(x.size, 1, 1),
+                 threadgroup=(8, 1, 1))[0].sum()
+
+    assert f(mx.ones(5)).item() == 15
+    with pytest.raises(RuntimeError, match="VJP is not implemented for the custom kernel `bare`"):
+        mx.eval(mx.grad(f)(mx.ones(5)))

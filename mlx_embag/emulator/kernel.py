@@ -130,6 +130,23 @@ class MetalKernel:
         if _is_cpu_stream(stream):
             raise ValueError("[metal_kernel] Only supports the GPU.")
         arrays = [_to_array(x) for x in inputs]
+        run = lambda *xs: self._run(list(xs), output_shapes, output_dtypes, grid, threadgroup, template,
+                                    init_value, verbose, seed, sanitize)
+        if not arrays:
+            return run()
+        # On Metal a CustomKernel has no VJP: differentiating through a bare kernel must fail here too,
+        # not give silent zeros (the NumPy round trip would cut the graph).
+        op = mx.custom_function(run)
+
+        @op.vjp
+        def _no_vjp(primals, cotangents, outputs):
+            raise RuntimeError(f"[metal_kernel] VJP is not implemented for the custom kernel `{self.name}` "
+                               "(as on Metal): wrap it in mx.custom_function with a vjp.")
+
+        return list(op(*arrays))
+
+    def _run(self, arrays, output_shapes, output_dtypes, grid, threadgroup, template, init_value, verbose,
+             seed, sanitize):
         output_dtypes = list(output_dtypes)
         output_shapes = [tuple(int(d) for d in s) for s in output_shapes]
         kname, text = self.generate(arrays, output_dtypes, template)
