@@ -212,3 +212,15 @@ def test_grad_through_a_bare_kernel_raises_as_on_metal():
     assert f(mx.ones(5)).item() == 15
     with pytest.raises(RuntimeError, match="VJP is not implemented for the custom kernel `bare`"):
         mx.eval(mx.grad(f)(mx.ones(5)))
+
+
+def test_python_scalars_convert_like_mlx():
+    # int -> int32 unless it does not fit (int64); bool -> bool; each a 0-d `constant T&` input.
+    k = metal_kernel("scal", ["a", "b"], ["o"], "o[0] = a + (b ? 1 : 0);")
+    call = dict(output_shapes=[(1,)], output_dtypes=[mx.int64], grid=(1, 1, 1), threadgroup=(1, 1, 1))
+    assert k(inputs=[2**40, True], **call)[0].item() == 2**40 + 1
+    assert k(inputs=[-5, False], **call)[0].item() == -5
+    name, _ = k.generate([mx.array(2**40), mx.array(True)], [mx.int64])
+    assert name == "custom_kernel_scal_int64_ts_bools_int64_t"
+    with pytest.raises(TypeError, match="inputs"):
+        k(inputs=["x", True], **call)
