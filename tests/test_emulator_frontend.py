@@ -155,6 +155,12 @@ def test_switches_and_environment(monkeypatch):
         assert settings.current() == settings.Settings(True, 3, False)
         emulator.disable()
         assert not emulator.is_enabled()
+        monkeypatch.delenv("MLX_EMBAG_EMULATOR_SEED")
+        emulator.enable()
+        assert settings.current().seed == settings.DEFAULT_SEED  # shuffled unless asked otherwise
+        monkeypatch.setenv("MLX_EMBAG_EMULATOR_SEED", "off")
+        emulator.enable()
+        assert settings.current().seed is None
         monkeypatch.setenv("MLX_EMBAG_EMULATOR_SEED", "x")
         with pytest.raises(ValueError, match="MLX_EMBAG_EMULATOR_SEED"):
             emulator.enable()

@@ -1,8 +1,12 @@
 """The emulator's switches and their environment twins.
 
 ``MLX_EMBAG_EMULATE_METAL=1`` turns the emulator on, ``MLX_EMBAG_EMULATOR_SEED``
-shuffles the threadgroup order, ``MLX_EMBAG_EMULATOR_SANITIZE=1`` runs kernels
+seeds the threadgroup order, ``MLX_EMBAG_EMULATOR_SANITIZE=1`` runs kernels
 under AddressSanitizer. :func:`enable` / :func:`disable` override them.
+
+A GPU promises no threadgroup order, so the order is shuffled by default
+(seed :data:`DEFAULT_SEED`); ``MLX_EMBAG_EMULATOR_SEED=off`` runs the grid in
+order, which only helps when debugging.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ class Settings:
 
 _override: Settings | None = None
 
+#: Seed used when neither :func:`enable` nor the environment gives one.
+DEFAULT_SEED = 0
+
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
@@ -28,6 +35,8 @@ def _env_flag(name: str) -> bool:
 def _env_seed() -> int | None:
     raw = os.environ.get("MLX_EMBAG_EMULATOR_SEED", "").strip()
     if not raw:
+        return DEFAULT_SEED
+    if raw.lower() in ("off", "none"):
         return None
     try:
         return int(raw)
@@ -43,7 +52,14 @@ def current() -> Settings:
 
 
 def enable(seed: int | None = None, sanitize: bool = False) -> None:
-    """Switch the emulator on; ``seed=None`` falls back to ``MLX_EMBAG_EMULATOR_SEED`` (else grid order)."""
+    """Switch the emulator on.
+
+    ``seed=None`` falls back to ``MLX_EMBAG_EMULATOR_SEED``, else :data:`DEFAULT_SEED`.
+
+    >>> enable(seed=7); current()
+    Settings(enabled=True, seed=7, sanitize=False)
+    >>> reset()
+    """
     global _override
     if seed is not None and not isinstance(seed, int):
         raise TypeError(f"enable: seed must be an int or None, got {type(seed).__name__}")
