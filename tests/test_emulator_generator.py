@@ -122,5 +122,7 @@ def test_bad_template_value_and_dtype_raise():
         generator.template_value("float")
     with pytest.raises(ValueError, match="32-bit"):
         generator.template_value(2**40)
+    with pytest.raises(ValueError, match="template: expected"):
+        generator.generate_source("k", [], ["o"], "", [], [mx.float32], template=[("T",)])
     with pytest.raises(ValueError, match="Unsupported compilation type"):
         generator.type_string("float32")

@@ -147,6 +147,9 @@ def generate_source(name, input_names, output_names, source, inputs, output_dtyp
         template: ``[(name, value)]`` with value a dtype, int or bool (or None).
     """
     template = list(template or [])
+    for entry in template:
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)):
+            raise ValueError(f"template: expected (name, value) pairs with a str name, got {entry!r}")
     kname = kernel_name(name, inputs, output_dtypes, template)
     shape_infos = detect_shape_info(input_names, source)
     attributes = ["  " + t + " " + a + " [[" + a + "]]" for a, t in detect_attributes(source)]
