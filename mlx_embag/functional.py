@@ -141,6 +141,29 @@ def _check_offset_values(offsets, n):
         raise ValueError(f"offsets must not exceed the input length {n}: offsets[-1] = {last}.")
 
 
+def _stand_in_table(weight, indices):
+    """A table with no rows or no columns, replaced by one both paths can run.
+
+    MLX refuses a non-empty ``take`` from an empty axis, and in 0.32
+    ``segmented_mm`` with zero columns dies of SIGFPE, so such tables run as a
+    one-row or one-column zero-padded stand-in. With no rows, every index is
+    out of range: the stand-in's indices are all 1, out of range for its one
+    row in every integer dtype, so the poison rule gives NaN for every
+    non-empty bag, as it would for the real table. Padding is differentiable,
+    so the gradient comes back in the original shape. Returns the table, the
+    indices and the function that trims the output back to ``D`` columns.
+    """
+    V, D = weight.shape
+    if V and D:
+        return weight, indices, lambda out: out
+    if not V:
+        weight = mx.pad(weight, [(0, 1), (0, 0)])
+        indices = mx.ones(indices.shape, dtype=indices.dtype)
+    if not D:
+        weight = mx.pad(weight, [(0, 0), (0, 1)])
+    return weight, indices, lambda out: out[..., :D]
+
+
 def _metal_ops():
     from . import metal_ops
 
@@ -266,10 +289,11 @@ def embedding_bag(
         scale_grad_by_freq=scale_grad_by_freq,
         deterministic=_backend.resolve_deterministic(deterministic),
     )
+    weight, flat, trim = _stand_in_table(weight, flat)
     args = (weight, flat, offsets, per_sample_weights, spec)
     if _backend.resolve_backend(backend, lambda: _metal_ops().supports_bag(*args)) == "metal":
-        return _metal_ops().embedding_bag(*args)
-    return reference.embedding_bag(*args)
+        return trim(_metal_ops().embedding_bag(*args))
+    return trim(reference.embedding_bag(*args))
 
 
 def embedding(
@@ -327,8 +351,9 @@ def embedding(
         scale_grad_by_freq=scale_grad_by_freq,
         deterministic=_backend.resolve_deterministic(deterministic),
     )
+    weight, input, trim = _stand_in_table(weight, input)
     supported = lambda: _metal_ops().supports_embedding(weight, input, spec)  # noqa: E731
     if _backend.resolve_backend(backend, supported) == "metal":
-        return _metal_ops().embedding(weight, input, spec)
-    return reference.embedding(weight, input, spec)
+        return trim(_metal_ops().embedding(weight, input, spec))
+    return trim(reference.embedding(weight, input, spec))
 
