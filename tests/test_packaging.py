@@ -18,3 +18,31 @@ def test_readme_main_command_names_an_existing_example():
     readme = (ROOT / "README.md").read_text()
     assert MAIN_COMMAND in readme.splitlines()
     assert (ROOT / "examples" / "train_text.py").is_file()
+
+
+def _python_blocks():
+    import ast
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    runnable = []
+    for block in blocks:
+        try:
+            ast.parse(block)
+        except SyntaxError:  # the API block lists signatures, not code
+            continue
+        runnable.append(block)
+    return runnable
+
+
+def test_readme_python_examples_run():
+    import subprocess
+    import sys
+
+    blocks = _python_blocks()
+    assert len(blocks) >= 2  # the quick start and the emulator example
+    for block in blocks:
+        # A fresh process each: the emulator example switches global state on.
+        proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 0, f"README example failed:\n{block}\n{proc.stderr}"
