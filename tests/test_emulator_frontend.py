@@ -170,8 +170,11 @@ def test_switches_and_environment(monkeypatch):
         settings._override = saved
 
 
-def test_seed_reaches_runtime_and_exposes_order_dependence():
+def test_seed_reaches_runtime_and_exposes_order_dependence(monkeypatch):
     # Each threadgroup records its position in a shared counter: the order the grid ran in.
+    # One worker thread, so that the seeded order is the only source of order
+    # (with several, workers race for the counter and the record varies run to run).
+    monkeypatch.setenv("MLX_EMBAG_EMULATOR_THREADS", "1")
     src = """
         if (thread_position_in_threadgroup.x == 0) {
             order[threadgroup_position_in_grid.x] =
