@@ -30,6 +30,10 @@ def in_range(indices: mx.array, num_embeddings: int) -> mx.array:
     """Per position: is the index a row of the table?"""
     if mx.issubdtype(indices.dtype, mx.unsignedinteger):
         return indices < num_embeddings
+    unsigned = {mx.int32: mx.uint32, mx.int64: mx.uint64}.get(indices.dtype)
+    if unsigned is not None:
+        # Negative values read as unsigned are at least 2**31: one compare, not three ops.
+        return indices.view(unsigned) < num_embeddings
     return (indices >= 0) & (indices < num_embeddings)
 
 
@@ -148,10 +152,10 @@ class Layout:
                 if self.N == 0:
                     return mx.ones((self.B,), dtype=mx.bool_)
                 return mx.all(self.ok_index.reshape(self.B, -1), axis=1)
-            bad = (self.owner >= 0) & ~self.ok_index
-            dest = mx.where(bad, self.owner, self.B)
-            hit = mx.zeros((self.B + 1,), dtype=mx.int32).at[dest].add(1)[: self.B]
-            return self.struct_ok & (hit == 0)
+            # A structurally valid bag's positions are exactly [start, end)
+            # (valid bags never overlap), so counting out-of-range indices per
+            # segment needs no per-position owner (a scatter and a cummax).
+            return self.struct_ok & (self.segment_count(~self.ok_index) == 0)
 
         return self._get("bag_valid", f)
 

@@ -136,16 +136,19 @@ def _max_mask(lay: Layout):
 
 def _max_forward(rows, lay: Layout):
     B, d = lay.B, rows.shape[-1]
-    mask = _max_mask(lay)
     neg = -float("inf")
     if lay.is_2d:
         L = lay.spec.bag_size
         if L == 0:
             return mx.zeros((B, d), _F32)
-        vals = rows if lay.spec.padding_idx is None else mx.where(mask[:, None], rows, neg)
-        out = vals.reshape(B, L, d).max(axis=1)
+        if lay.spec.padding_idx is None:
+            # Every bag has L > 0 entries; invalid bags are NaN-ed by the caller.
+            return rows.reshape(B, L, d).max(axis=1)
+        mask = _max_mask(lay)
+        out = mx.where(mask[:, None], rows, neg).reshape(B, L, d).max(axis=1)
         has = mask.reshape(B, L).any(axis=1)
     else:
+        mask = _max_mask(lay)
         dest = mx.where(mask, lay.owner, B)
         out = mx.full((B + 1, d), neg, dtype=_F32).at[dest].maximum(rows)[:B]
         has = lay.segment_count(mask) > 0
@@ -169,16 +172,20 @@ def _max_backward(rows, out, cot, lay: Layout):
     """The weight gradient of max mode: each (bag, column) cotangent goes to the
     row at the earliest position attaining the maximum, and nowhere else."""
     B, N, d = lay.B, lay.N, rows.shape[-1]
-    mask = _max_mask(lay)
     if lay.is_2d:
         # MLX's argmax returns the first maximum on every device (ties go to the
         # lower index in its Metal reduction), which is exactly PyTorch's rule.
         L = lay.spec.bag_size
-        vals = rows if lay.spec.padding_idx is None else mx.where(mask[:, None], rows, -float("inf"))
         first = mx.arange(B, dtype=mx.int32)[:, None] * L
+        if lay.spec.padding_idx is None:  # N > 0 here, so every bag has L > 0 entries
+            vals, live = rows, lay.bag_valid
+        else:
+            mask = _max_mask(lay)
+            vals = mx.where(mask[:, None], rows, -float("inf"))
+            live = lay.bag_valid & mask.reshape(B, L).any(axis=1)
         pos = first + (mx.argmax(vals.reshape(B, L, d), axis=1).astype(mx.int32) if L > 1 else 0)
-        live = lay.bag_valid & mask.reshape(B, L).any(axis=1)
     else:
+        mask = _max_mask(lay)
         # Variable-length bags: the smallest position holding the bag's maximum.
         out = out.astype(_F32)
         here = mx.arange(N, dtype=mx.int32)[:, None]
