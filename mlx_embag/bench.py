@@ -54,11 +54,11 @@ import mlx.nn as nn
 import numpy as np
 
 import mlx_embag as meb
+from mlx_embag._spec import MODES
 
 BACKENDS = ("reference", "metal", "naive", "take", "torch", "mps")
 PASSES = ("fwd", "fwd+bwd")
 LAYOUTS = ("2d", "1d")
-MODES = ("sum", "mean", "max")
 MIN_RUNS = 20
 
 # Unified-memory bandwidth of Apple chips in GB/s (Apple's published figures),

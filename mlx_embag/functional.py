@@ -85,6 +85,27 @@ def _check_bool(value, name):
     return value
 
 
+def _check_bag_options(mode, max_norm, norm_type, scale_grad_by_freq, sparse, include_last_offset):
+    """The table-independent options of a bag (functional and module); returns (max_norm, norm_type)."""
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}.")
+    _check_bool(scale_grad_by_freq, "scale_grad_by_freq")
+    _check_bool(sparse, "sparse")
+    _check_bool(include_last_offset, "include_last_offset")
+    if mode == "max" and scale_grad_by_freq:
+        raise ValueError("scale_grad_by_freq=True is not supported with mode='max'.")
+    if mode == "max" and sparse:
+        raise ValueError("sparse=True is not supported with mode='max'.")
+    return _check_norm(max_norm, norm_type)
+
+
+def _check_embedding_options(max_norm, norm_type, scale_grad_by_freq, sparse):
+    """The table-independent options of ``embedding`` (functional and module); returns (max_norm, norm_type)."""
+    _check_bool(scale_grad_by_freq, "scale_grad_by_freq")
+    _check_bool(sparse, "sparse")
+    return _check_norm(max_norm, norm_type)
+
+
 def _warn_sparse():
     _warn_once(
         "sparse",
@@ -225,17 +246,10 @@ def embedding_bag(
     V, D = weight.shape
     input = _as_array(input, "input")
     _check_int_array(input, "input")
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}.")
-    _check_bool(scale_grad_by_freq, "scale_grad_by_freq")
-    _check_bool(sparse, "sparse")
-    _check_bool(include_last_offset, "include_last_offset")
-    max_norm, norm_type = _check_norm(max_norm, norm_type)
+    max_norm, norm_type = _check_bag_options(
+        mode, max_norm, norm_type, scale_grad_by_freq, sparse, include_last_offset
+    )
     padding_idx = _check_padding_idx(padding_idx, V)
-    if mode == "max" and scale_grad_by_freq:
-        raise ValueError("scale_grad_by_freq=True is not supported with mode='max'.")
-    if mode == "max" and sparse:
-        raise ValueError("sparse=True is not supported with mode='max'.")
 
     if input.ndim == 2:
         if offsets is not None:
@@ -337,10 +351,9 @@ def embedding(
     V, _ = weight.shape
     input = _as_array(input, "input")
     _check_int_array(input, "input")
-    max_norm, norm_type = _check_norm(max_norm, norm_type)
+    max_norm, norm_type = _check_embedding_options(max_norm, norm_type, scale_grad_by_freq, sparse)
     padding_idx = _check_padding_idx(padding_idx, V)
-    _check_bool(scale_grad_by_freq, "scale_grad_by_freq")
-    if _check_bool(sparse, "sparse"):
+    if sparse:
         _warn_sparse()
     if _backend.resolve_check_indices(check_indices):
         _check_index_values(input.reshape(-1), V)

@@ -18,7 +18,6 @@ import mlx.nn as nn
 
 from . import functional as F
 from . import reference
-from ._spec import MODES
 
 
 def _check_size(value, name):
@@ -110,16 +109,7 @@ class EmbeddingBag(_RenormMixin, nn.Module):
         deterministic=None,
     ):
         super().__init__()
-        if not isinstance(mode, str) or mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}.")
-        F._check_norm(max_norm, norm_type)
-        F._check_bool(scale_grad_by_freq, "scale_grad_by_freq")
-        F._check_bool(sparse, "sparse")
-        F._check_bool(include_last_offset, "include_last_offset")
-        if mode == "max" and scale_grad_by_freq:
-            raise ValueError("scale_grad_by_freq=True is not supported with mode='max'.")
-        if mode == "max" and sparse:
-            raise ValueError("sparse=True is not supported with mode='max'.")
+        F._check_bag_options(mode, max_norm, norm_type, scale_grad_by_freq, sparse, include_last_offset)
         self.weight, self.padding_idx = _init_weight(
             num_embeddings, embedding_dim, padding_idx, _weight, dtype
         )
@@ -252,9 +242,7 @@ class Embedding(_RenormMixin, nn.Module):
         deterministic=None,
     ):
         super().__init__()
-        F._check_norm(max_norm, norm_type)
-        F._check_bool(scale_grad_by_freq, "scale_grad_by_freq")
-        F._check_bool(sparse, "sparse")
+        F._check_embedding_options(max_norm, norm_type, scale_grad_by_freq, sparse)
         self.weight, self.padding_idx = _init_weight(
             num_embeddings, embedding_dim, padding_idx, _weight, dtype
         )
