@@ -142,11 +142,15 @@ def _freq(idx, V):
     return mx.zeros((V,), dtype=_F32).at[safe].add(ok.astype(_F32))
 
 
-def _deterministic_scatter(key, srcrow, coef, src, rows_out):
+def _deterministic_scatter(key, srcrow, coef, src, rows_out, out_shape=None):
     """``grad[key[e]] += src[srcrow[e]] * coef[e]`` in a fixed order (no atomics).
 
     Entries with ``srcrow < 0`` send nothing; ``key`` must lie in
     ``[0, rows_out)`` for every entry (callers map unused entries to row 0).
+    The gradient is ``(rows_out, DV)`` unless ``out_shape`` names another
+    shape of the same contiguous memory: max mode scatters flat
+    ``row * D + column`` keys into a ``(V, D)`` gradient, as MLX shapes are
+    32-bit and ``V * D`` need not be.
     """
     M = key.size
     DV = src.shape[-1]
@@ -163,7 +167,7 @@ def _deterministic_scatter(key, srcrow, coef, src, rows_out):
     )[0]
     return kernels.call(
         "det_write", [skey, order, srcrow, coef, src, part, p], template=tmpl,
-        grid=(DV, W, 1), threadgroup=tg, output_shapes=[(rows_out, DV)], output_dtypes=[_F32],
+        grid=(DV, W, 1), threadgroup=tg, output_shapes=[out_shape or (rows_out, DV)], output_dtypes=[_F32],
         init_value=0.0,
     )[0]
 
@@ -241,8 +245,8 @@ def _bag_function(cfg: _Cfg):
                 kdt = mx.int32 if V * D <= _I32_MAX else mx.int64
                 key = mx.where(hit, argmax.reshape(-1).astype(kdt) * D + (e % D).astype(kdt), 0)
                 srcrow = mx.where(hit, e, -1)
-                dw = _deterministic_scatter(key, srcrow, mx.ones((B * D,), _F32), cot.reshape(-1, 1), V * D)
-                dw = dw.reshape(V, D)
+                dw = _deterministic_scatter(key, srcrow, mx.ones((B * D,), _F32), cot.reshape(-1, 1),
+                                            V * D, out_shape=(V, D))
             else:
                 dw = kernels.call(
                     "max_bwd", [cot, argmax, p], template=[],

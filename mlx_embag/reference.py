@@ -70,9 +70,19 @@ def scatter_rows(values, rows, coef, num_embeddings, deterministic):
     if not deterministic or rows.size == 0:
         g = values if coef is None else values * coef[..., None]
         return mx.zeros((num_embeddings, d), dtype=_F32).at[rows].add(g)
-    rows, values = rows.reshape(-1), values.reshape(-1, d)
     coef = None if coef is None else coef.reshape(-1)
-    n = rows.size
+    srt, sums = run_sums(rows.reshape(-1), values.reshape(-1, d), coef)
+    return mx.zeros((num_embeddings, d), dtype=_F32).at[srt].add(sums)
+
+
+def run_sums(rows, values, coef):
+    """Keys sorted, and each run of equal keys summed in a fixed order.
+
+    Returns ``(sorted keys, sums)``: the sum of a run sits at the run's first
+    position and every other position holds an exact ``+0.0``, so scattering
+    the sums with any order of additions gives the same bits.
+    """
+    n, d = rows.size, values.shape[-1]
     order = mx.argsort(rows)
     srt = mx.take(rows, order)
     pos = mx.arange(n, dtype=mx.int32)
@@ -81,11 +91,12 @@ def scatter_rows(values, rows, coef, num_embeddings, deterministic):
     first = mx.concatenate([mx.array([True]), differs])
     run_end = mx.cummin(mx.where(last, pos + 1, n), reverse=True)
     # Each run's first position owns the whole run's sum; the others own an
-    # empty segment, so the scatter below only ever adds exact (+0.0) zeros.
+    # empty segment, so the caller's scatter only ever adds exact (+0.0) zeros.
     segs = mx.stack([pos, mx.where(first, run_end, pos)], axis=1).astype(mx.uint32)
     w = mx.ones((n,), dtype=_F32) if coef is None else mx.take(coef, order)
     sums = mx.segmented_mm(w[None], mx.take(values, order, axis=0), segs).reshape(n, d) + 0.0
-    return mx.zeros((num_embeddings, d), dtype=_F32).at[srt].add(sums)
+    return srt, sums
+
 
 # --------------------------------------------------------------------------- bag
 
@@ -200,9 +211,10 @@ def _max_backward(rows, out, cot, lay: Layout):
     cot = mx.where(live[:, None], cot, 0.0)
     V = lay.V
     if lay.spec.deterministic:
+        # One key per (row, column); V * d may pass 2**31, which no MLX shape holds.
         key = row.astype(mx.int64) * d + mx.arange(d, dtype=mx.int64)[None]
-        flat = scatter_rows(cot.reshape(-1, 1), key.reshape(-1), None, V * d, True)
-        return flat.reshape(V, d)
+        srt, sums = run_sums(key.reshape(-1), cot.reshape(-1, 1), None)
+        return mx.zeros((V, d), dtype=_F32).at[srt // d, srt % d].add(sums[:, 0])
     return _scatter_add_axis(row, cot, V)
 
 

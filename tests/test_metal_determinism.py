@@ -68,3 +68,70 @@ def test_embedding_gradient_bitwise_across_orders():
     assert np.abs(outs[0]).sum() > 0
     for o in outs[1:]:
         assert o.tobytes() == outs[0].tobytes()
+
+
+def test_environment_variable_selects_the_deterministic_backward(monkeypatch):
+    """MLX_EMBAG_DETERMINISTIC=1 (deterministic=None) runs the sorted backward, not the atomic one."""
+    import mlx_embag as meb
+    from mlx_embag import kernels
+
+    called = []
+    real = kernels.call
+
+    def spy(name, *a, **k):
+        called.append(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(kernels, "call", spy)
+    w = mx.array(np.arange(12, dtype=np.float32).reshape(4, 3))
+
+    def grad():
+        loss = lambda w: meb.embedding_bag(mx.array([0, 2, 2, 1]), w, mx.array([0, 1]), mode="sum",  # noqa: E731
+                                           backend="metal").sum()
+        return mx.grad(loss)(w)
+
+    with emulated(seed=1):
+        monkeypatch.setenv("MLX_EMBAG_DETERMINISTIC", "1")
+        g_det = grad()
+        det_calls, called[:] = list(called), []
+        monkeypatch.setenv("MLX_EMBAG_DETERMINISTIC", "0")
+        g_atomic = grad()
+    assert "det_write" in det_calls and "bag_bwd" not in det_calls
+    assert "bag_bwd" in called and "det_write" not in called
+    want = np.array([[1, 1, 1], [1, 1, 1], [2, 2, 2], [0, 0, 0]], np.float32)
+    np.testing.assert_array_equal(np.array(g_det), want)
+    np.testing.assert_array_equal(np.array(g_atomic), want)
+
+
+def test_max_deterministic_gradient_is_v_by_d_past_int32(monkeypatch):
+    """Max mode sorts flat ``row * D + column`` keys; V * D may pass 2**31, which no MLX shape
+    holds, so the gradient must be asked for as (V, D), never (V * D, 1)."""
+    import mlx_embag as meb
+    from mlx_embag import kernels
+
+    # Reference path: the graph is built lazily, so a 4 GiB table costs nothing here.
+    V = 2**29 + 8
+    big = mx.zeros((V, 4), mx.float16)
+    loss = lambda w: meb.embedding_bag(mx.array([[0, V - 1]]), w, mode="max",  # noqa: E731
+                                       backend="reference", deterministic=True).sum()
+    assert mx.grad(loss)(big).shape == (V, 4)
+
+    # Metal path (eager under the emulator): the shape it asks det_write for.
+    shapes = {}
+    real = kernels.call
+
+    def spy(name, *a, **k):
+        shapes[name] = k["output_shapes"]
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(kernels, "call", spy)
+    w = mx.array(np.arange(15, dtype=np.float32).reshape(5, 3))
+    loss = lambda w: meb.embedding_bag(mx.array([[0, 4], [2, 2]]), w, mode="max",  # noqa: E731
+                                       backend="metal", deterministic=True).sum()
+    with emulated(seed=2):
+        g = mx.grad(loss)(w)
+    assert shapes["det_write"] == [(5, 3)]
+    want = np.zeros((5, 3), np.float32)
+    want[4] = 1
+    want[2] = 1
+    np.testing.assert_array_equal(np.array(g), want)
