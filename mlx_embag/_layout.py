@@ -9,7 +9,8 @@ indices after the last offset, or the positions of structurally broken bags)
 have ``owner == -1``.
 
 Every function here builds lazy arrays; MLX only evaluates the ones a path
-actually uses.
+actually uses. Boolean arrays combine with ``mx.logical_and``, never ``&``:
+in MLX 0.32, ``unbatched & batched`` under ``mx.vmap`` drops the batch axis.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def in_range(indices: mx.array, num_embeddings: int) -> mx.array:
     if unsigned is not None:
         # Negative values read as unsigned are at least 2**31: one compare, not three ops.
         return indices.view(unsigned) < num_embeddings
-    return (indices >= 0) & (indices < num_embeddings)
+    return mx.logical_and(indices >= 0, indices < num_embeddings)
 
 
 def safe_indices(indices: mx.array, ok: mx.array, num_embeddings: int) -> mx.array:
@@ -56,13 +57,13 @@ def bag_bounds(offsets, spec: BagSpec, n: int):
 
 def structurally_valid(offsets, starts, ends, n: int) -> mx.array:
     """Per bag: is ``[start, end)`` a well-formed range that overlaps no earlier bag?"""
-    ok = (starts >= 0) & (starts <= ends) & (ends <= n)
+    ok = mx.logical_and(mx.logical_and(starts >= 0, starts <= ends), ends <= n)
     off = offsets.astype(mx.int64)
-    ok = ok & (off[0] == 0)
+    ok = mx.logical_and(ok, off[0] == 0)
     # max(offsets[:b]) for each b; bag 0 has no earlier offset.
     prev = mx.cummax(off)[: starts.size - 1]
     prev = mx.concatenate([starts[:1], prev]) if starts.size else prev
-    return ok & (starts >= prev)
+    return mx.logical_and(ok, starts >= prev)
 
 
 def owners(starts, ends, struct_ok, n: int) -> mx.array:
@@ -73,14 +74,14 @@ def owners(starts, ends, struct_ok, n: int) -> mx.array:
     ``i`` is before that bag's end.
     """
     b = starts.size
-    take = struct_ok & (ends > starts)
+    take = mx.logical_and(struct_ok, ends > starts)
     where_ = mx.where(take, starts, n).astype(mx.int64)
     marks = mx.full((n + 1,), -1, dtype=mx.int32).at[where_].maximum(
         mx.arange(b, dtype=mx.int32)
     )
     owner = mx.cummax(marks[:n])
     end_of_owner = mx.take(ends, mx.maximum(owner, 0))
-    inside = (owner >= 0) & (mx.arange(n, dtype=mx.int64) < end_of_owner)
+    inside = mx.logical_and(owner >= 0, mx.arange(n, dtype=mx.int64) < end_of_owner)
     return mx.where(inside, owner, -1)
 
 
@@ -155,7 +156,7 @@ class Layout:
             # A structurally valid bag's positions are exactly [start, end)
             # (valid bags never overlap), so counting out-of-range indices per
             # segment needs no per-position owner (a scatter and a cummax).
-            return self.struct_ok & (self.segment_count(~self.ok_index) == 0)
+            return mx.logical_and(self.struct_ok, self.segment_count(~self.ok_index) == 0)
 
         return self._get("bag_valid", f)
 
@@ -165,7 +166,7 @@ class Layout:
 
         def f():
             own = self.owner
-            return (own >= 0) & mx.take(self.bag_valid, mx.maximum(own, 0))
+            return mx.logical_and(own >= 0, mx.take(self.bag_valid, mx.maximum(own, 0)))
 
         return self._get("pos_valid", f)
 

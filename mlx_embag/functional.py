@@ -10,6 +10,7 @@ import numbers
 import warnings
 
 import mlx.core as mx
+import numpy as np
 
 from . import backend as _backend
 from . import reference
@@ -130,36 +131,35 @@ def _can_evaluate(*arrays):
         return False
 
 
-def _check_index_values(flat, num_embeddings, name="input"):
-    if flat.size == 0 or not _can_evaluate(flat):
+def _check_index_values(indices, num_embeddings, name="input"):
+    """Host check of index values (only with ``check_indices``): raises naming the position."""
+    if indices.size == 0 or not _can_evaluate(indices):
         return
-    bad = mx.logical_not(
-        (flat < num_embeddings) if mx.issubdtype(flat.dtype, mx.unsignedinteger)
-        else (flat >= 0) & (flat < num_embeddings)
-    )
-    if bad.any().item():
-        pos = int(mx.argmax(bad).item())
+    host = np.array(indices)  # the caller asked for a host sync; NumPy keeps uint64 exact
+    bad = (host >= num_embeddings) if host.dtype.kind == "u" else ((host < 0) | (host >= num_embeddings))
+    if bad.any():
+        pos = np.unravel_index(int(np.argmax(bad)), host.shape)
+        where = ", ".join(map(str, pos))
         raise IndexError(
-            f"{name}[{pos}] = {flat[pos].item()} is out of range for a table of "
+            f"{name}[{where}] = {host[pos]} is out of range for a table of "
             f"{num_embeddings} rows (valid: 0..{num_embeddings - 1})."
         )
 
 
 def _check_offset_values(offsets, n):
+    """Host check of ``offsets`` (only with ``check_indices``): start at 0, within N, non-decreasing."""
     if offsets.size == 0 or not _can_evaluate(offsets):
         return
-    off = offsets.astype(mx.int64)
-    first = off[0].item()
-    if first != 0:
-        raise ValueError(f"offsets[0] must be 0, got {first}.")
-    if off.size > 1:
-        dec = off[1:] < off[:-1]
-        if dec.any().item():
-            i = int(mx.argmax(dec).item()) + 1
-            raise ValueError(f"offsets must be non-decreasing: offsets[{i}] = {off[i].item()} < offsets[{i - 1}] = {off[i - 1].item()}.")
-    last = off[-1].item()
-    if last > n:
-        raise ValueError(f"offsets must not exceed the input length {n}: offsets[-1] = {last}.")
+    off = [int(v) for v in np.array(offsets)]  # Python ints: no uint64 -> int64 wrap-around
+    if off[0] != 0:
+        raise ValueError(f"offsets[0] must be 0, got {off[0]}.")
+    for i, v in enumerate(off):
+        if v > n:
+            raise ValueError(f"offsets must not exceed the input length {n}: offsets[{i}] = {v}.")
+        if i and v < off[i - 1]:
+            raise ValueError(
+                f"offsets must be non-decreasing: offsets[{i}] = {v} < offsets[{i - 1}] = {off[i - 1]}."
+            )
 
 
 def _stand_in_table(weight, indices):
@@ -288,7 +288,7 @@ def embedding_bag(
         _warn_sparse()
 
     if _backend.resolve_check_indices(check_indices):
-        _check_index_values(flat, V)
+        _check_index_values(input, V)
         if offsets is not None:
             _check_offset_values(offsets, flat.size)
 
@@ -356,7 +356,7 @@ def embedding(
     if sparse:
         _warn_sparse()
     if _backend.resolve_check_indices(check_indices):
-        _check_index_values(input.reshape(-1), V)
+        _check_index_values(input, V)
     spec = EmbSpec(
         padding_idx=padding_idx,
         max_norm=max_norm,

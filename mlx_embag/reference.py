@@ -142,7 +142,7 @@ def _sum_forward(rows, lay: Layout, psw, dtype):
 
 def _max_mask(lay: Layout):
     keep = lay.not_padding()
-    return lay.pos_valid if keep is None else lay.pos_valid & keep
+    return lay.pos_valid if keep is None else mx.logical_and(lay.pos_valid, keep)
 
 
 def _max_forward(rows, lay: Layout):
@@ -193,7 +193,7 @@ def _max_backward(rows, out, cot, lay: Layout):
         else:
             mask = _max_mask(lay)
             vals = mx.where(mask[:, None], rows, -float("inf"))
-            live = lay.bag_valid & mask.reshape(B, L).any(axis=1)
+            live = mx.logical_and(lay.bag_valid, mask.reshape(B, L).any(axis=1))
         pos = first + (mx.argmax(vals.reshape(B, L, d), axis=1).astype(mx.int32) if L > 1 else 0)
     else:
         mask = _max_mask(lay)
@@ -202,10 +202,10 @@ def _max_backward(rows, out, cot, lay: Layout):
         here = mx.arange(N, dtype=mx.int32)[:, None]
         dest = mx.where(mask, lay.owner, B)
         out_ext = mx.concatenate([out, mx.full((1, d), _NAN, dtype=_F32)])
-        hit = mask[:, None] & (rows == mx.take(out_ext, dest, axis=0))
+        hit = mx.logical_and(mask[:, None], rows == mx.take(out_ext, dest, axis=0))
         cand = mx.where(hit, here, N)
         pos = mx.full((B + 1, d), N, dtype=mx.int32).at[dest].minimum(cand)[:B]
-        live = lay.bag_valid & (lay.segment_count(mask) > 0)
+        live = mx.logical_and(lay.bag_valid, lay.segment_count(mask) > 0)
         pos = mx.minimum(pos, N - 1)
     row = mx.take(lay.safe, pos)
     cot = mx.where(live[:, None], cot, 0.0)
@@ -263,7 +263,7 @@ def _bag_function(spec: BagSpec, num_embeddings: int):
             if psw is not None:
                 keep = lay.pos_valid
                 if lay.not_padding() is not None:
-                    keep = keep & lay.not_padding()
+                    keep = mx.logical_and(keep, lay.not_padding())
                 dot = (rows.reshape(g.shape) * g).sum(axis=-1).reshape(-1)
                 d_psw = mx.where(keep, dot, 0.0).astype(psw.dtype)
             coef = None if coef is None else coef.reshape(shape)
@@ -314,7 +314,7 @@ def _embedding_function(spec: EmbSpec, num_embeddings: int):
         flat = indices.reshape(-1)
         ok = in_range(flat, V)
         safe = safe_indices(flat, ok, V)
-        keep = ok if spec.padding_idx is None else ok & (flat != spec.padding_idx)
+        keep = ok if spec.padding_idx is None else mx.logical_and(ok, flat != spec.padding_idx)
         coef = keep.astype(_F32)
         if spec.scale_grad_by_freq:
             counts = mx.zeros((V,), dtype=_F32).at[safe].add(ok.astype(_F32))

@@ -92,6 +92,20 @@ def test_checked_index_error_names_position():
     assert "9" in msg and "3" in msg, msg  # value 9 at position 3
 
 
+def test_checked_index_error_names_the_position_in_its_shape():
+    with pytest.raises(IndexError, match=r"input\[1, 0\] = -1"):
+        EB(mx.array([[0, 1], [-1, 2]]), W, check_indices=True, **R)
+    with pytest.raises(IndexError, match=r"input\[0, 1, 1\] = 9"):
+        meb.embedding(mx.array([[[0, 1], [2, 9]]]), W, check_indices=True, backend="reference")
+
+
+def test_checked_uint64_offsets_are_not_wrapped():
+    # 2**63 + 5 read as int64 would be negative and reported as "decreasing".
+    off = mx.array(np.array([0, 2**63 + 5], dtype=np.uint64))
+    with pytest.raises(ValueError, match=r"exceed the input length 4: offsets\[1\] = 9223372036854775813"):
+        EB(X1, W, off, check_indices=True, **R)
+
+
 def test_check_indices_from_environment(monkeypatch):
     monkeypatch.setenv("MLX_EMBAG_CHECK_INDICES", "1")
     with pytest.raises(IndexError):
