@@ -16,6 +16,7 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
+from . import backend as _backend
 from . import functional as F
 from . import reference
 
@@ -46,6 +47,16 @@ def _init_weight(num_embeddings, embedding_dim, padding_idx, _weight, dtype):
     if padding_idx is not None:
         weight[padding_idx] = 0
     return weight, padding_idx
+
+
+def _check_call_options(backend, check_indices, deterministic):
+    """Refuse a bad ``backend``/``check_indices``/``deterministic`` when the module is built,
+    not at its first call."""
+    _backend._check_name(backend)
+    if check_indices is not None:
+        _backend.resolve_check_indices(check_indices)
+    if deterministic is not None:
+        _backend.resolve_deterministic(deterministic)
 
 
 def _check_pretrained(embeddings):
@@ -120,6 +131,7 @@ class EmbeddingBag(_RenormMixin, nn.Module):
         self.mode = mode
         self.sparse = sparse
         self.include_last_offset = include_last_offset
+        _check_call_options(backend, check_indices, deterministic)
         self.backend = backend
         self.check_indices = check_indices
         self.deterministic = deterministic
@@ -251,6 +263,7 @@ class Embedding(_RenormMixin, nn.Module):
         self.norm_type = norm_type
         self.scale_grad_by_freq = scale_grad_by_freq
         self.sparse = sparse
+        _check_call_options(backend, check_indices, deterministic)
         self.backend = backend
         self.check_indices = check_indices
         self.deterministic = deterministic
