@@ -223,6 +223,59 @@ def test_grad_through_a_bare_kernel_raises_as_on_metal():
         mx.eval(mx.grad(f)(mx.ones(5)))
 
 
+def test_jvp_and_vmap_through_a_bare_kernel_raise_as_on_metal():
+    # The NumPy round trip cuts the graph: MLX's fallback JVP gave silent zero tangents.
+    k = metal_kernel("bare_fwd", ["x"], ["y"], "uint i = thread_position_in_grid.x; y[i] = x[i] * x[i];")
+
+    def f(x):
+        return k(inputs=[x], output_shapes=[x.shape], output_dtypes=[x.dtype], grid=(x.size, 1, 1),
+                 threadgroup=(8, 1, 1))[0]
+
+    x, t = mx.arange(4, dtype=mx.float32), mx.ones(4)
+    want = r"JVP is not implemented for the custom kernel `bare_fwd`.*\[Primitive::jvp\] Not implemented for CustomKernel"
+    with pytest.raises(ValueError, match=want):  # Metal's type (std::invalid_argument)
+        mx.jvp(f, [x], [t])
+    with pytest.raises(RuntimeError, match=want):  # and the emulator's earlier one
+        mx.jvp(f, [x], [t])
+    with pytest.raises(RuntimeError, match="mx.vmap"):
+        mx.vmap(f)(mx.ones((2, 4)))
+
+    # A kernel whose inputs carry no tangent is a constant, as on Metal.
+    _, (tangent,) = mx.jvp(lambda s: f(x) * s, [t], [t])
+    assert tangent.tolist() == [0, 1, 4, 9]
+
+    # The library's pattern, a custom_function with a vjp only: reverse mode works, forward mode raises
+    # (on Metal MLX's jvp descends into the body and meets the CustomKernel).
+    sq = mx.custom_function(f)
+
+    @sq.vjp
+    def sq_vjp(primals, cotangent, output):
+        return 2 * primals * cotangent
+
+    assert mx.grad(lambda v: sq(v).sum())(x).tolist() == [0, 2, 4, 6]
+    with pytest.raises(ValueError, match=want):
+        mx.jvp(sq, [x], [t])
+
+
+def test_library_metal_path_refuses_jvp_under_the_emulator():
+    import mlx_embag as meb
+
+    saved = settings._override
+    try:
+        emulator.enable()
+        w = mx.array(np.random.default_rng(2).standard_normal((6, 4)).astype(np.float32))
+        idx = mx.array([[0, 1, 1], [5, 2, 0]])
+
+        def loss(w, backend):
+            return meb.embedding_bag(idx, w, mode="sum", backend=backend).sum()
+
+        np.testing.assert_array_equal(np.array(mx.grad(loss)(w, "metal")), np.array(mx.grad(loss)(w, "reference")))
+        with pytest.raises(ValueError, match="JVP is not implemented for the custom kernel"):
+            mx.jvp(lambda v: meb.embedding_bag(idx, v, mode="sum", backend="metal"), [w], [mx.ones_like(w)])
+    finally:
+        settings._override = saved
+
+
 def test_python_scalars_convert_like_mlx():
     # int -> int32 unless it does not fit (int64); bool -> bool; each a 0-d `constant T&` input.
     k = metal_kernel("scal", ["a", "b"], ["o"], "o[0] = a + (b ? 1 : 0);")

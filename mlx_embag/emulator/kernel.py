@@ -89,6 +89,21 @@ def _output_buffer(shape, dtype, init_value) -> np.ndarray:
     return np.array(filled).reshape(shape).copy()
 
 
+class _TransformNotImplemented(ValueError, RuntimeError):
+    """Metal raises ``ValueError`` (C++ ``std::invalid_argument``); earlier emulator versions raised
+    ``RuntimeError``, so either ``except`` clause catches it."""
+
+
+def _not_implemented(transform: str, display_name: str) -> _TransformNotImplemented:
+    """The error for ``mx.grad``/``mx.jvp``/``mx.vmap`` through a bare kernel, worded like Metal's."""
+    return _TransformNotImplemented(
+        f"[metal_kernel] {transform.upper()} is not implemented for the custom kernel `{display_name}` "
+        f"(as on Metal: \"[Primitive::{transform}] Not implemented for CustomKernel.\"): "
+        + ("wrap it in mx.custom_function with a vjp." if transform == "vjp" else
+           "only reverse mode (a custom_function's vjp) can go through a Metal kernel.")
+    )
+
+
 class MetalKernel:
     """A kernel object; call it like the one ``mx.fast.metal_kernel`` returns."""
 
@@ -134,14 +149,23 @@ class MetalKernel:
                                     init_value, verbose, seed, sanitize)
         if not arrays:
             return run()
-        # On Metal a CustomKernel has no VJP: differentiating through a bare kernel must fail here too,
-        # not give silent zeros (the NumPy round trip would cut the graph).
+        # On Metal a CustomKernel has no VJP, JVP or vmap rule: transforming a bare kernel must fail
+        # here too, not give silent zeros (the NumPy round trip cuts the graph, so MLX's fallback of
+        # differentiating `run` itself would return zero tangents).
         op = mx.custom_function(run)
 
         @op.vjp
         def _no_vjp(primals, cotangents, outputs):
-            raise RuntimeError(f"[metal_kernel] VJP is not implemented for the custom kernel `{self.name}` "
-                               "(as on Metal): wrap it in mx.custom_function with a vjp.")
+            raise _not_implemented("vjp", self.name)
+
+        @op.jvp
+        def _no_jvp(primals, tangents):
+            raise _not_implemented("jvp", self.name)
+
+        @op.vmap
+        def _no_vmap(inputs, axes):
+            # A backstop: the forward pass already refuses vmap's tracers (see `_host`).
+            raise _not_implemented("vmap", self.name)
 
         return list(op(*arrays))
 
