@@ -4,7 +4,7 @@
 // it reads the S float32 partials of bag_fwd in chunk order and sums them
 // (sum / mean, then divides by the total count for mean) or keeps the first
 // strictly greater value (max: chunks are in position order, so the earliest
-// position still wins ties). A chunk that saw a poisoned bag (meta -1) makes
+// position still wins ties; NaN beats every number, as in bag_fwd). A chunk that saw a poisoned bag (meta -1) makes
 // the result NaN with meta -1. Bytes per output element: S * (4 + 4 + 4) read,
 // sizeof(T) + 4 written.
 //
@@ -29,7 +29,7 @@ for (int64_t s = 0; s < S; ++s) {
   const float v = part[z * D + c];
   if (MAXMODE) {
     const int r = pargmax[z * D + c];
-    if (r >= 0 && (arg < 0 || v > acc)) {
+    if (r >= 0 && (arg < 0 || v > acc || (isnan(v) && !isnan(acc)))) {
       acc = v;
       arg = r;
     }

@@ -22,6 +22,9 @@
 // Flags: 1 mean. Outputs: out (B * S, D) O; argmax (B * S, D) int32 row per
 // column (-1: none) in max mode; meta (B * S) int32 = non-padding count, or -1
 // when the bag is poisoned (invalid offsets or an index outside [0, V)).
+// Max mode ranks NaN above every number, as max/argmax do (a NaN anywhere in
+// a bag's column makes it NaN; its earliest NaN position is the arg-max):
+// "v beats m" is v > m || (isnan(v) && !isnan(m)).
 constexpr int CPT = VEC ? 4 : 1;
 constexpr int TG_MAX = 256;
 threadgroup float red_val[TG_MAX * 4];
@@ -80,7 +83,7 @@ if (!bad) {
     }
     if (MAXMODE) {
       for (int k = 0; k < CPT; ++k) {
-        if (pos[k] < 0 || v[k] > acc[k]) {
+        if (pos[k] < 0 || v[k] > acc[k] || (isnan(v[k]) && !isnan(acc[k]))) {
           acc[k] = v[k];
           pos[k] = int(i);
         }
@@ -110,8 +113,10 @@ if (TY > 1) {
         const float ov = red_val[o * 4 + k];
         const int op = red_pos[o * 4 + k];
         if (MAXMODE) {
-          // Earliest position wins ties, whichever thread found it.
-          if (op >= 0 && (pos[k] < 0 || ov > acc[k] || (ov == acc[k] && op < pos[k]))) {
+          // Earliest position wins ties (two NaNs tie), whichever thread found it.
+          const bool beats = ov > acc[k] || (isnan(ov) && !isnan(acc[k]));
+          const bool ties = ov == acc[k] || (isnan(ov) && isnan(acc[k]));
+          if (op >= 0 && (pos[k] < 0 || beats || (ties && op < pos[k]))) {
             acc[k] = ov;
             pos[k] = op;
           }

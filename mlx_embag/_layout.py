@@ -189,14 +189,19 @@ class Layout:
         return self._get("segments", f)
 
     def segment_count(self, mask):
-        """Per bag: how many positions have ``mask`` set (exact integer prefix sums)."""
+        """Per bag: how many positions have ``mask`` set (exact integer prefix sums).
+
+        ``mask`` is ``(N,)`` or ``(N, d)``; the result is ``(B,)`` or ``(B, d)``.
+        """
+        rest = mask.shape[1:]
         if self.is_2d:
             if self.N == 0:
-                return mx.zeros((self.B,), dtype=mx.int32)
-            return mask.reshape(self.B, -1).astype(mx.int32).sum(axis=1)
-        csum = mx.concatenate([mx.zeros((1,), mx.int32), mx.cumsum(mask.astype(mx.int32))])
+                return mx.zeros((self.B, *rest), dtype=mx.int32)
+            return mask.reshape(self.B, -1, *rest).astype(mx.int32).sum(axis=1)
+        csum = mx.cumsum(mask.astype(mx.int32), axis=0)
+        csum = mx.concatenate([mx.zeros((1, *rest), mx.int32), csum])
         seg = self.segments.astype(mx.int64)
-        return mx.take(csum, seg[:, 1]) - mx.take(csum, seg[:, 0])
+        return mx.take(csum, seg[:, 1], axis=0) - mx.take(csum, seg[:, 0], axis=0)
 
     def frequencies(self):
         """float32 (N,): occurrences of each position's row among all N positions."""

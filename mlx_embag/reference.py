@@ -145,6 +145,11 @@ def _max_mask(lay: Layout):
     return lay.pos_valid if keep is None else mx.logical_and(lay.pos_valid, keep)
 
 
+def _same(values, best):
+    """``values == best``, where NaN equals NaN: the positions that attain a bag's max."""
+    return mx.logical_or(values == best, mx.logical_and(mx.isnan(values), mx.isnan(best)))
+
+
 def _max_forward(rows, lay: Layout):
     B, d = lay.B, rows.shape[-1]
     neg = -float("inf")
@@ -162,6 +167,10 @@ def _max_forward(rows, lay: Layout):
         mask = _max_mask(lay)
         dest = mx.where(mask, lay.owner, B)
         out = mx.full((B + 1, d), neg, dtype=_F32).at[dest].maximum(rows)[:B]
+        # A scatter-maximum's NaN handling depends on the order it meets them;
+        # mx.max propagates NaN, so a column that saw a NaN is NaN.
+        nans = lay.segment_count(mx.logical_and(mask[:, None], mx.isnan(rows)))
+        out = mx.where(nans > 0, _NAN, out)
         has = lay.segment_count(mask) > 0
     return mx.where(has[:, None], out, 0.0)
 
@@ -181,11 +190,15 @@ def _spread(lay: Layout, per_bag, fill):
 
 def _max_backward(rows, out, cot, lay: Layout):
     """The weight gradient of max mode: each (bag, column) cotangent goes to the
-    row at the earliest position attaining the maximum, and nowhere else."""
+    row at the earliest position attaining the maximum (the earliest NaN when
+    the maximum is NaN), and nowhere else."""
     B, N, d = lay.B, lay.N, rows.shape[-1]
+    out = out.astype(_F32)
     if lay.is_2d:
-        # MLX's argmax returns the first maximum on every device (ties go to the
-        # lower index in its Metal reduction), which is exactly PyTorch's rule.
+        # The first True of a boolean argmax is the earliest position on every
+        # device (ties go to the lower index in MLX's Metal reduction too),
+        # which is exactly PyTorch's rule; comparing with the output also
+        # places NaN maxima, which an argmax of the values may not.
         L = lay.spec.bag_size
         first = mx.arange(B, dtype=mx.int32)[:, None] * L
         if lay.spec.padding_idx is None:  # N > 0 here, so every bag has L > 0 entries
@@ -194,15 +207,18 @@ def _max_backward(rows, out, cot, lay: Layout):
             mask = _max_mask(lay)
             vals = mx.where(mask[:, None], rows, -float("inf"))
             live = mx.logical_and(lay.bag_valid, mask.reshape(B, L).any(axis=1))
-        pos = first + (mx.argmax(vals.reshape(B, L, d), axis=1).astype(mx.int32) if L > 1 else 0)
+        if L > 1:
+            hit = _same(vals.reshape(B, L, d), out[:, None, :])
+            pos = first + mx.argmax(hit, axis=1).astype(mx.int32)
+        else:
+            pos = mx.broadcast_to(first, (B, d))
     else:
         mask = _max_mask(lay)
         # Variable-length bags: the smallest position holding the bag's maximum.
-        out = out.astype(_F32)
         here = mx.arange(N, dtype=mx.int32)[:, None]
         dest = mx.where(mask, lay.owner, B)
         out_ext = mx.concatenate([out, mx.full((1, d), _NAN, dtype=_F32)])
-        hit = mx.logical_and(mask[:, None], rows == mx.take(out_ext, dest, axis=0))
+        hit = mx.logical_and(mask[:, None], _same(rows, mx.take(out_ext, dest, axis=0)))
         cand = mx.where(hit, here, N)
         pos = mx.full((B + 1, d), N, dtype=mx.int32).at[dest].minimum(cand)[:B]
         live = mx.logical_and(lay.bag_valid, lay.segment_count(mask) > 0)
