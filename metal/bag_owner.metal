@@ -5,8 +5,11 @@
 // and coef[i] = psw[i] / max(freq[row], 1) (1 without psw or frequencies).
 // Only valid bags write (valid bags never overlap, so no two threads write
 // one position); padding positions, poisoned bags and positions outside
-// every bag keep owner = -1 (the outputs start at -1 and 0). Bytes per
-// position: index + psw + frequency read, 8 written.
+// every bag keep owner = -1. Both outputs start at -1 (one init_value,
+// -1.0, for the whole launch): an unwritten position has owner = -1 and
+// coef = -1.0, and that coef is never read (det_partial / det_write use
+// coef[e] only when srcrow[e] = owner[e] >= 0, i.e. for written positions).
+// Bytes per position: index + psw + frequency read, 8 written.
 //
 // Inputs: indices (N) int32 or int64; offsets (NOFF) int64; meta (B) int32; psw (N) table dtype
 // (flag 2); freq (V) float32 (flag 8); params int64 [N, V, D, NOFF, padding

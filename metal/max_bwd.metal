@@ -1,6 +1,7 @@
 // embedding_bag backward to the weight in max mode, atomic variant.
 //
-// Grid (D, B, 1); threadgroup (TX, TY, 1). One thread owns one (bag, column):
+// Grid (D, B, 1); threadgroup (TX, 1, 1), TX = min(next power of two >= D,
+// 256). One thread owns one (bag, column):
 // it adds that output gradient to the arg-max row the forward recorded for
 // it (-1: empty, all-padding or poisoned bag, nothing sent). Float32 atomic
 // adds into a zero-initialised (V, D) gradient. Bytes per output-gradient

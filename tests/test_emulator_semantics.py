@@ -548,6 +548,13 @@ REJECTED = {
     "throw": ("if (x[0] > 0) throw 1; out[0] = 0;", "exceptions"),
     "atomic_half": ("atomic_fetch_add_explicit((device atomic<half>*)out, half(1), memory_order_relaxed);",
                     "Metal atomics exist only for"),
+    # Metal has no 64-bit atomic_fetch_* (only void atomic_min/max_explicit on atomic_ulong, recent GPUs).
+    "atomic_long_add": ("atomic_fetch_add_explicit((device atomic<long>*)out, 1l, memory_order_relaxed);",
+                        "Metal has no 64-bit atomic_fetch_add_explicit"),
+    "atomic_ulong_fetch_max": ("atomic_fetch_max_explicit((device atomic_ulong*)out, 1ul, memory_order_relaxed);",
+                               "Metal has no 64-bit atomic_fetch_max_explicit"),
+    "atomic_ulong_or": ("atomic_fetch_or_explicit((device atomic_ulong*)out, 1ul, memory_order_relaxed);",
+                        "Metal has no 64-bit atomic_fetch_or_explicit"),
     "constant_to_device": ("out[0] = f(idx);", "address space"),
     "implicit_vector_conversion": ("int4 a = int4(1); uint4 b = a; out[0] = float(b.x);", "cannot initialize"),
 }
@@ -730,8 +737,8 @@ SURFACE_SRC = r"""
   atomic_fetch_add_explicit(&tcount, 1u, memory_order_relaxed);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   tc[i] = atomic_load_explicit(&tcount, memory_order_relaxed);
-  device atomic<long>* al = (device atomic<long>*)lout;
-  atomic_fetch_add_explicit(al, 1l, memory_order_relaxed);
+  device atomic<int>* al = (device atomic<int>*)lout;     // low half of lout[0] (no 64-bit atomic add in Metal)
+  atomic_fetch_add_explicit(al, 1, memory_order_relaxed);
   device atomic_bool* ab = (device atomic_bool*)(lout + 1);
   atomic_store_explicit(ab, true, memory_order_relaxed);
   atomic_thread_fence(mem_flags::mem_device, memory_order_seq_cst);
@@ -746,7 +753,7 @@ def test_shim_api_surface_compiles_and_runs():
     out, lout, tc = run_kernel("surface", [("x", x)], [("out", (64,), "float"), ("lout", (2,), "int64_t"),
                                                       ("tc", (64,), "uint32_t")], SURFACE_SRC,
                                grid=(64, 1, 1), threadgroup=(64, 1, 1), init=0)
-    np.testing.assert_array_equal(lout, [64, 1])          # 64-bit device atomic add, atomic_bool store
+    np.testing.assert_array_equal(lout, [64, 1])          # 32-bit atomic add into an int64 buffer, atomic_bool store
     np.testing.assert_array_equal(tc, 64)                 # threadgroup atomic counted every thread
     assert (out != 0).all()                               # every thread got to its last store
 

@@ -14,7 +14,12 @@ enum memory_order {
 enum class thread_scope { thread_scope_thread, thread_scope_simdgroup, thread_scope_threadgroup, thread_scope_device };
 
 // Metal has atomics of int, uint, bool, float (and 64-bit ulong/long in a
-// limited form); no half, bfloat or double.
+// limited form); no half, bfloat or double. The 64-bit limit: MSL has no
+// 64-bit read-modify-write that returns a value (no atomic_fetch_add / sub /
+// min / max / and / or / xor on atomic<long> or atomic<ulong>); recent GPU
+// families only add void atomic_min_explicit / atomic_max_explicit on device
+// atomic_ulong (not in this shim). So every atomic_fetch_*_explicit below
+// refuses a 64-bit atomic at compile time, as the Metal compiler does.
 template <class T> struct atomic {
   static_assert(is_same_v<T, int> || is_same_v<T, uint> || is_same_v<T, float> ||
                     is_same_v<T, bool> || is_same_v<T, ulong> || is_same_v<T, long>,
@@ -76,6 +81,8 @@ template <class A, class F> EMU_INLINE __emu_aval<A> __emu_rmw(A* obj, F f) {
   EMU_INLINE __emu_aval<A> atomic_fetch_##op##_explicit(A* obj, __emu_aval<A> v, memory_order) { \
     typedef __emu_aval<A> T;                                                   \
     static_assert(!is_same_v<T, bool>, "atomic_fetch_" #op " is not defined for atomic_bool"); \
+    static_assert(sizeof(T) != 8, "Metal has no 64-bit atomic_fetch_" #op "_explicit (atomic<long> / " \
+                  "atomic<ulong> have no fetch operations; use 32-bit atomics)"); \
     if constexpr (is_same_v<T, float>) return __emu_rmw(obj, [v](T a) { return (T)(fexpr); }); \
     else return builtin(__emu_aptr(obj), v, __ATOMIC_SEQ_CST);                 \
   }
@@ -89,6 +96,8 @@ EMU_ATOMIC_ARITH(max, __atomic_fetch_max, (v > a ? v : a))
   EMU_INLINE __emu_aval<A> atomic_fetch_##op##_explicit(A* obj, __emu_aval<A> v, memory_order) { \
     static_assert(is_integral_v<__emu_aval<A>> && !is_same_v<__emu_aval<A>, bool>, \
                   "atomic_fetch_" #op " needs an integer atomic");             \
+    static_assert(sizeof(__emu_aval<A>) != 8, "Metal has no 64-bit atomic_fetch_" #op "_explicit " \
+                  "(atomic<long> / atomic<ulong> have no fetch operations; use 32-bit atomics)"); \
     return builtin(__emu_aptr(obj), v, __ATOMIC_SEQ_CST);                      \
   }
 EMU_ATOMIC_BITS(and, __atomic_fetch_and)
