@@ -42,7 +42,20 @@ def _check_name(name, arg="backend"):
 
 
 def default_backend() -> str:
-    """The backend used when a call passes ``backend=None``."""
+    """The backend used when a call passes ``backend=None``.
+
+    The innermost :func:`use_backend` context wins, then ``MLX_EMBAG_BACKEND``,
+    then ``"auto"``.
+
+    Example:
+        >>> from mlx_embag.backend import default_backend, use_backend
+        >>> with use_backend("reference"):
+        ...     with use_backend("metal"):
+        ...         inner = default_backend()
+        ...     outer = default_backend()
+        >>> inner, outer
+        ('metal', 'reference')
+    """
     stack = getattr(_local, "stack", None)
     if stack:
         return stack[-1]
@@ -78,7 +91,16 @@ def use_backend(name: str):
 
 
 def metal_available() -> bool:
-    """True when Metal kernels can run here: a Metal GPU, or the emulator switched on."""
+    """True when Metal kernels can run here: a Metal GPU, or the emulator switched on.
+
+    Example:
+        >>> from mlx_embag import emulator
+        >>> from mlx_embag.backend import metal_available
+        >>> emulator.enable()  # true on any machine once the emulator is on
+        >>> metal_available()
+        True
+        >>> emulator.reset()  # the environment decides again
+    """
     if mx.metal.is_available():
         return True
     try:
@@ -90,6 +112,16 @@ def metal_available() -> bool:
 
 
 def metal_unavailable_reason() -> str:
+    """The message of the error ``backend="metal"`` raises where no Metal kernel can run.
+
+    It names both ways to get one: Apple silicon with Metal, or the emulator.
+
+    Example:
+        >>> from mlx_embag.backend import metal_unavailable_reason
+        >>> print(metal_unavailable_reason())  # doctest: +NORMALIZE_WHITESPACE
+        backend='metal' needs Apple silicon with Metal (mx.metal.is_available() is False here)
+        or the Metal emulator (mlx_embag.emulator.enable() or MLX_EMBAG_EMULATE_METAL=1).
+    """
     return (
         "backend='metal' needs Apple silicon with Metal (mx.metal.is_available() is False "
         "here) or the Metal emulator (mlx_embag.emulator.enable() or "
@@ -105,6 +137,23 @@ def resolve_backend(backend, supported=None) -> str:
         supported: Optional thunk telling whether the Metal kernels handle this
             particular call; ``"auto"`` falls back to the reference path when
             it returns False. ``"metal"`` never falls back.
+
+    Returns:
+        str: ``"metal"`` or ``"reference"``.
+
+    Raises:
+        RuntimeError: ``"metal"`` was asked for where no Metal kernel can run
+            (see :func:`metal_unavailable_reason`).
+
+    Example:
+        >>> from mlx_embag import emulator
+        >>> from mlx_embag.backend import resolve_backend
+        >>> resolve_backend("reference")
+        'reference'
+        >>> emulator.enable()  # Metal kernels can run, on any machine
+        >>> resolve_backend("auto"), resolve_backend("auto", supported=lambda: False)
+        ('metal', 'reference')
+        >>> emulator.reset()
     """
     name = _check_name(backend) or default_backend()
     if name == "reference":
@@ -119,7 +168,17 @@ def resolve_backend(backend, supported=None) -> str:
 
 
 def resolve_check_indices(value) -> bool:
-    """``check_indices=None`` means the ``MLX_EMBAG_CHECK_INDICES`` variable (off by default)."""
+    """``check_indices=None`` means the ``MLX_EMBAG_CHECK_INDICES`` variable (off by default).
+
+    Example:
+        >>> from mlx_embag.backend import resolve_check_indices
+        >>> resolve_check_indices(True)
+        True
+        >>> resolve_check_indices(1)
+        Traceback (most recent call last):
+            ...
+        TypeError: check_indices must be a bool or None, got int.
+    """
     if value is None:
         return _env_flag("MLX_EMBAG_CHECK_INDICES")
     if not isinstance(value, bool):
@@ -128,7 +187,17 @@ def resolve_check_indices(value) -> bool:
 
 
 def resolve_deterministic(value) -> bool:
-    """``deterministic=None`` means the ``MLX_EMBAG_DETERMINISTIC`` variable (off by default)."""
+    """``deterministic=None`` means the ``MLX_EMBAG_DETERMINISTIC`` variable (off by default).
+
+    Example:
+        >>> from mlx_embag.backend import resolve_deterministic
+        >>> resolve_deterministic(False)
+        False
+        >>> resolve_deterministic("on")
+        Traceback (most recent call last):
+            ...
+        TypeError: deterministic must be a bool or None, got str.
+    """
     if value is None:
         return _env_flag("MLX_EMBAG_DETERMINISTIC")
     if not isinstance(value, bool):

@@ -1,17 +1,83 @@
-"""Every example in the public docstrings runs and prints what it says."""
+"""Every public name has a docstring example, every example runs and prints what it says,
+and no example leaves global state (backend context, emulator switch) changed."""
 
 import doctest
+import inspect
 
 import pytest
 
 import mlx_embag
-from mlx_embag import backend, functional, layers, reference
+from mlx_embag import backend, emulator, functional, layers, reference
+from mlx_embag.emulator import kernel as emulator_kernel
+from mlx_embag.emulator import settings as emulator_settings
 
-MODULES = [mlx_embag, backend, functional, layers, reference]
+# Modules whose docstring examples (module, functions, classes, methods) must all run.
+MODULES = [mlx_embag, backend, functional, layers, reference, emulator, emulator_kernel, emulator_settings]
+
+# Modules every public function and class of which must carry a `>>>` example.
+# mlx_embag.reference is left out for now: examples for its public names (embedding_bag,
+# embedding, renormed_weight, scatter_rows, run_sums) are being written in a separate change;
+# add it here once they are in.
+PUBLIC_MODULES = [mlx_embag, backend, functional, layers, emulator]
+
+
+def _public_names(module):
+    """``__all__`` where the module has one, else the functions and classes it defines itself
+    under a name without a leading underscore (imports such as ``typing.Optional`` are not its API)."""
+    names = getattr(module, "__all__", None)
+    if names is not None:
+        return [(module, name) for name in names]
+    return [(module, name) for name, obj in vars(module).items()
+            if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+            and obj.__module__ == module.__name__]
+
+
+PUBLIC = [pair for module in PUBLIC_MODULES for pair in _public_names(module)]
+
+
+@pytest.fixture
+def fresh_state():
+    """Run with no emulator override and no backend context; fail if an example leaves either set."""
+    saved_override, saved_stack = emulator_settings._override, getattr(backend._local, "stack", None)
+    emulator_settings._override, backend._local.stack = None, []
+    try:
+        yield
+        assert emulator_settings._override is None, "an example left the emulator switched (call reset())"
+        assert backend._local.stack == [], "an example left a use_backend context open"
+    finally:
+        emulator_settings._override, backend._local.stack = saved_override, saved_stack
+
+
+def _run(tests, globs):
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in tests:
+        test.globs = dict(globs)
+        runner.run(test)
+    return runner.summarize(verbose=False)
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
-def test_docstring_examples(module):
+def test_docstring_examples(module, fresh_state):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0, f"{module.__name__} has no docstring example"
     assert result.failed == 0
+
+
+def test_public_names_found():
+    names = {f"{m.__name__}.{n}" for m, n in PUBLIC}
+    assert {"mlx_embag.embedding_bag", "mlx_embag.backend.metal_unavailable_reason",
+            "mlx_embag.emulator.metal_kernel", "mlx_embag.emulator.reset"} <= names
+    assert "mlx_embag.layers.Optional" not in names
+
+
+@pytest.mark.parametrize("module,name", PUBLIC, ids=lambda x: x if isinstance(x, str) else x.__name__)
+def test_public_name_has_a_running_example(module, name, fresh_state):
+    obj = getattr(module, name)
+    doc = inspect.getdoc(obj) or ""
+    assert ">>>" in doc, f"{module.__name__}.{name} needs a docstring with a `>>>` example"
+    # Run this object's own examples (doctest.testmod skips names a package re-exports from a submodule).
+    home = inspect.getmodule(obj) or module
+    tests = [t for t in doctest.DocTestFinder(recurse=False).find(obj, name, module=home) if t.examples]
+    assert tests, f"{module.__name__}.{name}: no doctest found"
+    result = _run(tests, vars(home))
+    assert result.failed == 0, f"{module.__name__}.{name}: {result.failed} example(s) failed"

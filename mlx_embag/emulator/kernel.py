@@ -105,7 +105,27 @@ def _not_implemented(transform: str, display_name: str) -> _TransformNotImplemen
 
 
 class MetalKernel:
-    """A kernel object; call it like the one ``mx.fast.metal_kernel`` returns."""
+    """A kernel object; call it like the one ``mx.fast.metal_kernel`` returns.
+
+    :func:`metal_kernel` builds one. As on Metal, ``mx.grad``, ``mx.jvp`` and
+    ``mx.vmap`` cannot go through a bare kernel: wrap it in ``mx.custom_function``
+    with a vjp for reverse mode.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag.emulator import MetalKernel
+        >>> k = MetalKernel("inc", ["a"], ["b"], "uint i = thread_position_in_grid.x; b[i] = a[i] + 1;")
+        >>> k
+        MetalKernel(name='inc', emulated)
+        >>> call = dict(output_shapes=[(4,)], output_dtypes=[mx.float32], grid=(4, 1, 1), threadgroup=(4, 1, 1))
+        >>> k(inputs=[mx.zeros(4)], **call)[0].tolist()
+        [1.0, 1.0, 1.0, 1.0]
+        >>> try:
+        ...     mx.jvp(lambda a: k(inputs=[a], **call)[0], [mx.zeros(4)], [mx.ones(4)])
+        ... except ValueError as e:  # the type Metal raises
+        ...     print(e)  # doctest: +ELLIPSIS
+        [metal_kernel] JVP is not implemented for the custom kernel `inc` (as on Metal: ...
+    """
 
     def __init__(self, name, input_names, output_names, source, header="", ensure_row_contiguous=True,
                  atomic_outputs=False, compile_options=None):
@@ -206,6 +226,21 @@ class MetalKernel:
 
 def metal_kernel(name, input_names, output_names, source, header="", ensure_row_contiguous=True,
                  atomic_outputs=False, compile_options=None) -> MetalKernel:
-    """Same signature as ``mx.fast.metal_kernel``; the kernel runs on the CPU emulator."""
+    """Same signature as ``mx.fast.metal_kernel``; the kernel runs on the CPU emulator.
+
+    Returns:
+        MetalKernel: call it with ``inputs``, ``output_shapes``, ``output_dtypes``,
+        ``grid``, ``threadgroup`` and optionally ``template`` and ``init_value``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag.emulator import metal_kernel
+        >>> make = mx.fast.metal_kernel if mx.metal.is_available() else metal_kernel
+        >>> k = make(name="scale", input_names=["a"], output_names=["b"],
+        ...          source="uint i = thread_position_in_grid.x; b[i] = T(3) * a[i];")
+        >>> k(inputs=[mx.arange(4, dtype=mx.float16)], template=[("T", mx.float16)],
+        ...   output_shapes=[(4,)], output_dtypes=[mx.float16], grid=(4, 1, 1), threadgroup=(2, 1, 1))[0].tolist()
+        [0.0, 3.0, 6.0, 9.0]
+    """
     return MetalKernel(name, input_names, output_names, source, header, ensure_row_contiguous,
                        atomic_outputs, compile_options)

@@ -45,7 +45,15 @@ def _env_seed() -> int | None:
 
 
 def current() -> Settings:
-    """The settings in force: the last :func:`enable`/:func:`disable`, else the environment."""
+    """The settings in force: the last :func:`enable`/:func:`disable`, else the environment.
+
+    Example:
+        >>> from mlx_embag import emulator
+        >>> emulator.disable()
+        >>> emulator.settings.current()
+        Settings(enabled=False, seed=None, sanitize=False)
+        >>> emulator.reset()
+    """
     if _override is not None:
         return _override
     return Settings(_env_flag("MLX_EMBAG_EMULATE_METAL"), _env_seed(), _env_flag("MLX_EMBAG_EMULATOR_SANITIZE"))
@@ -56,9 +64,12 @@ def enable(seed: int | None = None, sanitize: bool = False) -> None:
 
     ``seed=None`` falls back to ``MLX_EMBAG_EMULATOR_SEED``, else :data:`DEFAULT_SEED`.
 
-    >>> enable(seed=7); current()
-    Settings(enabled=True, seed=7, sanitize=False)
-    >>> reset()
+    Example:
+        >>> from mlx_embag import emulator
+        >>> emulator.enable(seed=7)
+        >>> emulator.is_enabled(), emulator.settings.current().seed
+        (True, 7)
+        >>> emulator.reset()
     """
     global _override
     if seed is not None and not isinstance(seed, int):
@@ -68,17 +79,43 @@ def enable(seed: int | None = None, sanitize: bool = False) -> None:
 
 
 def disable() -> None:
-    """Switch the emulator off (the environment is ignored until :func:`reset`)."""
+    """Switch the emulator off (the environment is ignored until :func:`reset`).
+
+    Example:
+        >>> from mlx_embag import emulator
+        >>> emulator.disable()
+        >>> emulator.is_enabled()  # whatever MLX_EMBAG_EMULATE_METAL says
+        False
+        >>> emulator.reset()
+    """
     global _override
     _override = Settings(False, None, False)
 
 
 def reset() -> None:
-    """Forget :func:`enable`/:func:`disable`; the environment decides again."""
+    """Forget :func:`enable`/:func:`disable`; the environment decides again.
+
+    Example:
+        >>> from mlx_embag import emulator
+        >>> from_environment = emulator.is_enabled()  # MLX_EMBAG_EMULATE_METAL
+        >>> emulator.enable()
+        >>> emulator.reset()
+        >>> emulator.is_enabled() == from_environment
+        True
+    """
     global _override
     _override = None
 
 
 def is_enabled() -> bool:
-    """True when the library should build its kernels with the emulator."""
+    """True when the library should build its kernels with the emulator.
+
+    Example:
+        >>> from mlx_embag import emulator
+        >>> emulator.enable(); emulator.is_enabled()
+        True
+        >>> emulator.disable(); emulator.is_enabled()
+        False
+        >>> emulator.reset()
+    """
     return current().enabled
