@@ -65,6 +65,11 @@ def scatter_rows(values, rows, coef, num_embeddings, deterministic):
     ``deterministic`` sorts positions by row and sums each row's run with
     ``mx.segmented_mm`` (one fixed-order reduction per run) instead of relying
     on a scatter-add, whose GPU kernel adds atomically in an unspecified order.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> scatter_rows(mx.ones((3, 2)), mx.array([2, 0, 2]), None, 3, True).tolist()
+        [[1.0, 1.0], [0.0, 0.0], [2.0, 2.0]]
     """
     d = values.shape[-1]
     if not deterministic or rows.size == 0:
@@ -81,6 +86,12 @@ def run_sums(rows, values, coef):
     Returns ``(sorted keys, sums)``: the sum of a run sits at the run's first
     position and every other position holds an exact ``+0.0``, so scattering
     the sums with any order of additions gives the same bits.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> keys, sums = run_sums(mx.array([5, 1, 5]), mx.array([[1.0], [2.0], [4.0]]), None)
+        >>> keys.tolist(), sums.reshape(-1).tolist()
+        ([1, 5, 5], [2.0, 5.0, 0.0])
     """
     n, d = rows.size, values.shape[-1]
     order = mx.argsort(rows)
@@ -301,6 +312,13 @@ def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
 
     Returns:
         array: ``(B, D)`` in the table's dtype.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> spec = BagSpec("max", 2, 2, False, None, None, 2.0, False, False)
+        >>> w = mx.array([[1.0, 4.0], [3.0, 2.0]])
+        >>> embedding_bag(w, mx.array([0, 1, 1, 1]), None, None, spec).tolist()
+        [[3.0, 4.0], [3.0, 2.0]]
     """
     d = weight.shape[1]
     if spec.num_bags == 0:
@@ -349,6 +367,12 @@ def embedding(weight, indices, spec: EmbSpec):
         weight (array): ``(V, D)`` table.
         indices (array): integer indices of any shape.
         spec (EmbSpec): the static options.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> spec = EmbSpec(None, None, 2.0, False, False)
+        >>> embedding(mx.eye(3), mx.array([[2], [0]]), spec).tolist()
+        [[[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]]]
     """
     return _embedding_function(spec, weight.shape[0])(weight, indices)
 
@@ -358,6 +382,12 @@ def renormed_weight(weight, indices, max_norm, norm_type):
 
     The modules store this back after a call with ``max_norm``. Only rows
     referenced by an in-range index change; duplicates write identical values.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> w = mx.array([[3.0, 4.0], [0.3, 0.4]])
+        >>> [round(v, 4) for v in renormed_weight(w, mx.array([0, 1]), 1.0, 2.0).reshape(-1).tolist()]
+        [0.6, 0.8, 0.3, 0.4]
     """
     flat = indices.reshape(-1)
     V = weight.shape[0]

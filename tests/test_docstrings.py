@@ -15,10 +15,7 @@ from mlx_embag.emulator import settings as emulator_settings
 MODULES = [mlx_embag, backend, functional, layers, reference, emulator, emulator_kernel, emulator_settings]
 
 # Modules every public function and class of which must carry a `>>>` example.
-# mlx_embag.reference is left out for now: examples for its public names (embedding_bag,
-# embedding, renormed_weight, scatter_rows, run_sums) are being written in a separate change;
-# add it here once they are in.
-PUBLIC_MODULES = [mlx_embag, backend, functional, layers, emulator]
+PUBLIC_MODULES = [mlx_embag, backend, functional, layers, reference, emulator]
 
 
 def _public_names(module):
