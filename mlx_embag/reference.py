@@ -161,6 +161,21 @@ def _same(values, best):
     return mx.logical_or(values == best, mx.logical_and(mx.isnan(values), mx.isnan(best)))
 
 
+_I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
+
+
+def _order_key(x):
+    """float32 -> int32 keys in the same order (-0.0 just below +0.0), NaN above +inf."""
+    bits = x.view(mx.int32)
+    key = mx.where(bits < 0, bits ^ _I32_MAX, bits)  # negative floats: flip the magnitude bits
+    return mx.where(mx.isnan(x), _I32_MAX, key)
+
+
+def _from_order_key(key):
+    """The inverse of :func:`_order_key` (NaN's key comes back as a NaN)."""
+    return mx.where(key < 0, key ^ _I32_MAX, key).view(_F32)
+
+
 def _max_forward(rows, lay: Layout):
     B, d = lay.B, rows.shape[-1]
     neg = -float("inf")
@@ -177,11 +192,10 @@ def _max_forward(rows, lay: Layout):
     else:
         mask = _max_mask(lay)
         dest = mx.where(mask, lay.owner, B)
-        out = mx.full((B + 1, d), neg, dtype=_F32).at[dest].maximum(rows)[:B]
-        # A scatter-maximum's NaN handling depends on the order it meets them;
-        # mx.max propagates NaN, so a column that saw a NaN is NaN.
-        nans = lay.segment_count(mx.logical_and(mask[:, None], mx.isnan(rows)))
-        out = mx.where(nans > 0, _NAN, out)
+        # A float scatter-maximum keeps or drops NaN depending on the order it
+        # meets them; on order keys NaN is simply the largest value.
+        keys = mx.full((B + 1, d), _I32_MIN, dtype=mx.int32).at[dest].maximum(_order_key(rows))
+        out = _from_order_key(keys[:B])
         has = lay.segment_count(mask) > 0
     return mx.where(has[:, None], out, 0.0)
 
