@@ -104,3 +104,22 @@ def test_pytorch_skips_a_nan_that_is_not_first():
     np.testing.assert_array_equal(got, [[3.0, 5.0, 3.0]])  # row 1's NaN in column 0 is skipped
     ours = np.array(meb.embedding_bag(mx.array([0, 1, 2]), mx.array(W), mx.array([0]), mode="max"))
     assert np.isnan(ours[0, 0]) and ours[0, 1] == 5.0
+
+
+@pytest.mark.parametrize("backend", ["reference", "metal"])
+def test_negative_nan_bit_patterns_are_nan_too(backend):
+    # x86's default NaN (0 * inf) has its sign bit set; it must still rank above +inf.
+    global W
+    saved = W.copy()
+    try:
+        W[4, 0] = np.array([0xFFC00000], np.uint32).view(np.float32)[0]
+        W[5, 0] = np.inf
+        bags = [[5, 4, 0], [0, 5, 2]]
+        cot = np.ones((2, 3), np.float32)
+        want_out, want_grad = _numpy(bags, None, cot)
+        flat, offsets = mx.array([r for b in bags for r in b]), mx.array([0, 3])
+        out, grad = _run(backend, flat, offsets, None, cot)
+        np.testing.assert_array_equal(out, want_out)
+        np.testing.assert_array_equal(grad, want_grad)
+    finally:
+        W = saved
