@@ -14,7 +14,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (pinned in the test extra: missing must fail, not skip)
 import torch.nn.functional as F  # noqa: E402
 
 import mlx_embag as meb  # noqa: E402
