@@ -160,3 +160,12 @@ def test_vmap_over_one_d_sum_raises_rather_than_guessing():
     with pytest.raises(ValueError, match="SegmentedMM"):
         mx.vmap(lambda x: meb.embedding_bag(x, W, mx.array([0, 2]), mode="sum", backend="reference"))(
             mx.array([[0, 1, 2, 3], [3, 3, 0, 0]]))
+
+
+@pytest.mark.parametrize("two_d", [True, False])
+def test_forward_mode_raises_rather_than_guessing(two_d):
+    # The README says mx.jvp is unsupported; it must fail loudly, never return a wrong tangent.
+    w = mx.ones((4, 3))
+    x, off = (mx.array([[0, 1], [2, 2]]), None) if two_d else (mx.array([0, 1, 2]), mx.array([0, 1]))
+    with pytest.raises(ValueError):
+        mx.jvp(lambda w: meb.embedding_bag(x, w, off, mode="sum", backend="reference"), [w], [mx.ones_like(w)])
