@@ -4,8 +4,8 @@
 // it reads the S float32 partials of bag_fwd in chunk order and sums them
 // (sum / mean, then divides by the total count for mean) or keeps the first
 // strictly greater value (max: chunks are in position order, so the earliest
-// position still wins ties; NaN beats every number, as in bag_fwd). A chunk that saw a poisoned bag (meta -1) makes
-// the result NaN with meta -1. Bytes per output element: S * (4 + 4 + 4) read,
+// position still wins ties; NaN beats every number, as in bag_fwd). A chunk
+// that saw a poisoned bag (meta -1) makes the result NaN with meta -1. Bytes per output element: S * (4 + 4 + 4) read,
 // sizeof(T) + 4 written.
 //
 // Inputs: part (B * S, D) float32; pargmax (B * S, D) int32 (max mode);

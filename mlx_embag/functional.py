@@ -150,16 +150,19 @@ def _check_offset_values(offsets, n):
     """Host check of ``offsets`` (only with ``check_indices``): start at 0, within N, non-decreasing."""
     if offsets.size == 0 or not _can_evaluate(offsets):
         return
-    off = [int(v) for v in np.array(offsets)]  # Python ints: no uint64 -> int64 wrap-around
+    off = np.array(offsets)  # NumPy keeps uint64 exact (no wrap-around to negative int64)
     if off[0] != 0:
         raise ValueError(f"offsets[0] must be 0, got {off[0]}.")
-    for i, v in enumerate(off):
-        if v > n:
-            raise ValueError(f"offsets must not exceed the input length {n}: offsets[{i}] = {v}.")
-        if i and v < off[i - 1]:
-            raise ValueError(
-                f"offsets must be non-decreasing: offsets[{i}] = {v} < offsets[{i - 1}] = {off[i - 1]}."
-            )
+    past = np.flatnonzero(off > n)
+    if past.size:
+        i = int(past[0])
+        raise ValueError(f"offsets must not exceed the input length {n}: offsets[{i}] = {off[i]}.")
+    down = np.flatnonzero(off[1:] < off[:-1])
+    if down.size:
+        i = int(down[0]) + 1
+        raise ValueError(
+            f"offsets must be non-decreasing: offsets[{i}] = {off[i]} < offsets[{i - 1}] = {off[i - 1]}."
+        )
 
 
 def _stand_in_table(weight, indices):

@@ -184,7 +184,6 @@ def _from_order_key(key):
 
 def _max_forward(rows, lay: Layout):
     B, d = lay.B, rows.shape[-1]
-    neg = -float("inf")
     if lay.is_2d:
         L = lay.spec.bag_size
         if L == 0:
@@ -193,7 +192,7 @@ def _max_forward(rows, lay: Layout):
             # Every bag has L > 0 entries; invalid bags are NaN-ed by the caller.
             return rows.reshape(B, L, d).max(axis=1)
         mask = _max_mask(lay)
-        out = mx.where(mask[:, None], rows, neg).reshape(B, L, d).max(axis=1)
+        out = mx.where(mask[:, None], rows, -float("inf")).reshape(B, L, d).max(axis=1)
         has = mask.reshape(B, L).any(axis=1)
     else:
         mask = _max_mask(lay)
