@@ -23,6 +23,17 @@ typedef unsigned long ulong;
 typedef _Float16 half;
 typedef __bf16 bfloat;
 
+// clang lowers float -> bfloat to a call of __truncsfbf2, which the compiler-rt
+// of recent ziglang wheels (0.15 to 0.17) does not provide: an undefined symbol
+// at load time. Defined here (hidden, weak: a runtime that has one wins) as
+// IEEE round-to-nearest-even, as Metal converts; a NaN stays a quiet NaN.
+extern "C" __attribute__((visibility("hidden"), weak)) __bf16 __truncsfbf2(float x) {
+  unsigned int u = __builtin_bit_cast(unsigned int, x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return __builtin_bit_cast(__bf16, (unsigned short)((u >> 16) | 0x40u));
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return __builtin_bit_cast(__bf16, (unsigned short)(u >> 16));
+}
+
 namespace metal {
 // ---------------------------------------------------------------- type traits
 template <class T, T v> struct integral_constant {
