@@ -3,15 +3,22 @@
 // Grid (32, N, 1); threadgroup (32, TY, 1). One SIMD-group owns one position i
 // (grid y): its 32 lanes read consecutive columns of row indices[i] (64-bit
 // row address), accumulate |w|^p in float32 and combine with simd_sum
-// (simd_max for p = inf); lane 0 writes max_norm / (norm + 1e-7) when the norm
-// exceeds max_norm, else 1 (also 1 for an index outside [0, V), which the
-// poison rule handles elsewhere). Bytes per output element: D * sizeof(T)
-// read, 4 written.
+// (simd_max for p = inf); lane 0 writes the scale (1 for an index outside
+// [0, V), which the poison rule handles elsewhere). Bytes per output element:
+// D * sizeof(T) read, 4 written.
+//
+// PyTorch reads the float norm as a double, tests norm > max_norm and computes
+// max_norm / (norm + 1e-7) in double, then rounds the scale to float. Metal
+// has no double: max_norm and 1e-7 arrive as float pairs (hi + lo, about 48
+// bits) and the division runs in double-float arithmetic with explicit fma
+// (exact residuals whatever the compiler contracts), rounded to float once.
 //
 // Inputs: weight (V, D) T; indices (N) int32 or int64; params int64 [N, V, D, ...];
-// fparams float32 [max_norm, norm_type, ...]. Output: scale (N) float32.
+// fparams float32 [max_norm hi, max_norm lo, 1e-7 hi, 1e-7 lo, norm_type, ...].
+// Output: scale (N) float32.
 const int64_t N = params[0], V = params[1], D = params[2];
-const float max_norm = fparams[0], p = fparams[1];
+const float m_hi = fparams[0], m_lo = fparams[1], e_hi = fparams[2], e_lo = fparams[3];
+const float p = fparams[4];
 const int64_t i = int64_t(thread_position_in_grid.y);
 const uint lane = thread_position_in_grid.x;
 const int64_t r = i < N ? int64_t(indices[i]) : int64_t(-1);
@@ -40,5 +47,22 @@ if (isinf(p)) {
   norm = p == 2.0f ? sqrt(total) : (p == 1.0f ? total : pow(total, 1.0f / p));
 }
 if (lane == 0 && i < N) {
-  scale[i] = (ok && norm > max_norm) ? max_norm / (norm + 1e-7f) : 1.0f;
+  // norm > max_norm, with max_norm = m_hi + m_lo exactly as PyTorch's double.
+  const bool over = norm > m_hi || (norm == m_hi && m_lo < 0.0f);
+  float s = 1.0f;
+  if (ok && over) {
+    // d = norm + 1e-7 as (d_hi, d_lo): two-sum, then the low part of 1e-7.
+    const float t = norm + e_hi;
+    const float tb = t - norm;
+    const float t_err = (norm - (t - tb)) + (e_hi - tb);
+    const float low = t_err + e_lo;
+    const float d_hi = t + low;
+    const float d_lo = low - (d_hi - t);
+    // q = (m_hi + m_lo) / (d_hi + d_lo): one float quotient, corrected by the residual.
+    const float q1 = m_hi / d_hi;
+    float r = fma(-q1, d_hi, m_hi);
+    r = fma(-q1, d_lo, r + m_lo);
+    s = q1 + r / d_hi;
+  }
+  scale[i] = s;
 }

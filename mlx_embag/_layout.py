@@ -43,13 +43,25 @@ def safe_indices(indices: mx.array, ok: mx.array, num_embeddings: int) -> mx.arr
     return mx.where(ok, indices, 0).astype(index_dtype(num_embeddings))
 
 
+def offsets_int64(offsets: mx.array, n: int) -> mx.array:
+    """``offsets`` as int64, with every uint64 value past ``n`` read as ``n + 1``.
+
+    A plain cast wraps uint64 values at or above 2**63 to negatives, which
+    would make a bag that starts below an earlier offset look valid. Any
+    offset past ``n`` makes its bags invalid, so ``n + 1`` keeps the verdict.
+    """
+    if offsets.dtype == mx.uint64:
+        offsets = mx.minimum(offsets, n + 1)
+    return offsets.astype(mx.int64)
+
+
 def bag_bounds(offsets, spec: BagSpec, n: int):
     """``(starts, ends)`` as int64 arrays of shape (B,)."""
     b = spec.num_bags
     if offsets is None:
         starts = mx.arange(b, dtype=mx.int64) * spec.bag_size
         return starts, starts + spec.bag_size
-    off = offsets.astype(mx.int64)
+    off = offsets_int64(offsets, n)
     if spec.include_last_offset:
         return off[:b], off[1 : b + 1]
     return off, mx.concatenate([off[1:], mx.array([n], dtype=mx.int64)])
@@ -58,7 +70,7 @@ def bag_bounds(offsets, spec: BagSpec, n: int):
 def structurally_valid(offsets, starts, ends, n: int) -> mx.array:
     """Per bag: is ``[start, end)`` a well-formed range that overlaps no earlier bag?"""
     ok = mx.logical_and(mx.logical_and(starts >= 0, starts <= ends), ends <= n)
-    off = offsets.astype(mx.int64)
+    off = offsets_int64(offsets, n)
     ok = mx.logical_and(ok, off[0] == 0)
     # max(offsets[:b]) for each b; bag 0 has no earlier offset.
     prev = mx.cummax(off)[: starts.size - 1]
@@ -212,7 +224,15 @@ class Layout:
 
 
 def renorm_scale(rows_f32: mx.array, max_norm: float, norm_type: float) -> mx.array:
-    """Per row: the factor PyTorch's ``embedding_renorm_`` applies (1 where the norm is small)."""
+    """Per row: the factor PyTorch's ``embedding_renorm_`` applies (1 where the norm is small).
+
+    The norm is a float32 reduction; the rest follows PyTorch's CPU code to the
+    bit: it reads the norm as a double, compares it with ``max_norm`` and
+    computes ``max_norm / (norm + 1e-7)`` in double, then rounds that scale to
+    float (a float32 scale is an ulp off for about one row in five, which can
+    flip a max-mode arg-max between near-tied rows). The double part runs on
+    the CPU stream, where MLX has float64; it is one value per row.
+    """
     a = mx.abs(rows_f32)
     if math.isinf(norm_type):
         norm = mx.max(a, axis=-1)
@@ -222,4 +242,8 @@ def renorm_scale(rows_f32: mx.array, max_norm: float, norm_type: float) -> mx.ar
         norm = mx.sqrt(mx.sum(a * a, axis=-1))
     else:
         norm = mx.power(mx.sum(mx.power(a, norm_type), axis=-1), 1.0 / norm_type)
-    return mx.where(norm > max_norm, max_norm / (norm + 1e-7), 1.0)
+    cpu = mx.cpu
+    n64 = norm.astype(mx.float64, stream=cpu)
+    scale = mx.divide(max_norm, mx.add(n64, 1e-7, stream=cpu), stream=cpu)
+    scale = mx.where(mx.greater(n64, max_norm, stream=cpu), scale, 1.0, stream=cpu)
+    return scale.astype(mx.float32, stream=cpu)

@@ -129,14 +129,14 @@ def metal_unavailable_reason() -> str:
     )
 
 
-def resolve_backend(backend, supported=None) -> str:
+def resolve_backend(backend, unsupported=None) -> str:
     """Turn a ``backend=`` argument into ``"metal"`` or ``"reference"``.
 
     Args:
         backend: The caller's ``backend=`` argument.
-        supported: Optional thunk telling whether the Metal kernels handle this
-            particular call; ``"auto"`` falls back to the reference path when
-            it returns False. ``"metal"`` never falls back.
+        unsupported: Optional thunk saying why the Metal kernels cannot run this
+            particular call (a message), or ``None`` when they can. ``"auto"``
+            falls back to the reference path on a message; ``"metal"`` raises it.
 
     Returns:
         str: ``"metal"`` or ``"reference"``.
@@ -144,6 +144,7 @@ def resolve_backend(backend, supported=None) -> str:
     Raises:
         RuntimeError: ``"metal"`` was asked for where no Metal kernel can run
             (see :func:`metal_unavailable_reason`).
+        ValueError: ``"metal"`` was asked for a call past the kernels' limits.
 
     Example:
         >>> from mlx_embag import emulator
@@ -151,7 +152,7 @@ def resolve_backend(backend, supported=None) -> str:
         >>> resolve_backend("reference")
         'reference'
         >>> emulator.enable()  # Metal kernels can run, on any machine
-        >>> resolve_backend("auto"), resolve_backend("auto", supported=lambda: False)
+        >>> resolve_backend("auto"), resolve_backend("auto", unsupported=lambda: "too big")
         ('metal', 'reference')
         >>> emulator.reset()
     """
@@ -161,10 +162,13 @@ def resolve_backend(backend, supported=None) -> str:
     if name == "metal":
         if not metal_available():
             raise RuntimeError(metal_unavailable_reason())
+        reason = None if unsupported is None else unsupported()
+        if reason is not None:
+            raise ValueError(f"backend='metal' cannot run this call: {reason}")
         return "metal"
     if not metal_available():
         return "reference"
-    return "metal" if supported is None or supported() else "reference"
+    return "metal" if unsupported is None or unsupported() is None else "reference"
 
 
 def resolve_check_indices(value) -> bool:

@@ -7,6 +7,8 @@ the normalised call of ``_spec.py``; the backends trust it.
 from __future__ import annotations
 
 import numbers
+import os
+import sys
 import warnings
 
 import mlx.core as mx
@@ -17,13 +19,24 @@ from . import reference
 from ._spec import MODES, BagSpec, EmbSpec
 
 _FLOAT_TABLES = (mx.float32, mx.float16, mx.bfloat16)
+_I32_MAX = 2**31 - 1
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _warned = set()
+
+
+def _caller_stacklevel():
+    """The ``stacklevel`` that points a warning at the first frame outside this package."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _warn_once(key, message, category=UserWarning):
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, category, stacklevel=4)
+        # warnings.warn counts its own caller as 1; _caller_stacklevel counts from here.
+        warnings.warn(message, category, stacklevel=_caller_stacklevel())
 
 
 def _as_array(x, name):
@@ -78,6 +91,15 @@ def _check_norm(max_norm, norm_type):
     if not norm_type > 0:
         raise ValueError(f"norm_type must be positive (or inf), got {norm_type}.")
     return max_norm, norm_type
+
+
+def _check_positions(n, name, product):
+    """MLX shapes are 32-bit: a flat view of more than 2**31 - 1 indices does not exist."""
+    if n > _I32_MAX:
+        raise ValueError(
+            f"{name} has {product} = {n} indices; at most 2**31 - 1 = {_I32_MAX} are supported "
+            "(MLX array shapes are 32-bit, and the indices are read as one flat array)."
+        )
 
 
 def _check_bool(value, name):
@@ -139,9 +161,9 @@ def _check_index_values(indices, num_embeddings, name="input"):
     bad = (host >= num_embeddings) if host.dtype.kind == "u" else ((host < 0) | (host >= num_embeddings))
     if bad.any():
         pos = np.unravel_index(int(np.argmax(bad)), host.shape)
-        where = ", ".join(map(str, pos))
+        where = f"{name}[{', '.join(map(str, pos))}]" if pos else name
         raise IndexError(
-            f"{name}[{where}] = {host[pos]} is out of range for a table of "
+            f"{where} = {host[pos]} is out of range for a table of "
             f"{num_embeddings} rows (valid: 0..{num_embeddings - 1})."
         )
 
@@ -192,6 +214,23 @@ def _metal_ops():
     from . import metal_ops
 
     return metal_ops
+
+
+def _renormed_table(input, weight, max_norm, norm_type, backend):
+    """The table after PyTorch's in-place renorm over ``input`` (the modules' write-back).
+
+    The factors come from the backend the call resolves to, so the stored
+    table equals, bitwise, what that backend's in-call renorm would use.
+    """
+    input = _as_array(input, "input")
+    _check_int_array(input, "input")
+    spec = EmbSpec(None, max_norm, norm_type, False, False)
+    scale = None
+    if input.size and _backend.resolve_backend(
+        backend, lambda: _metal_ops().unsupported_embedding(weight, input, spec)
+    ) == "metal":
+        scale = _metal_ops().position_scales(weight, input, max_norm, norm_type)
+    return reference.renormed_weight(weight, input, max_norm, norm_type, scale)
 
 
 def embedding_bag(
@@ -258,6 +297,7 @@ def embedding_bag(
         if offsets is not None:
             raise ValueError("offsets must be None when input is 2-D (each row is a bag).")
         num_bags, bag_size = input.shape
+        _check_positions(num_bags * bag_size, "input", f"{num_bags} * {bag_size}")
         flat = input.reshape(-1)
     elif input.ndim == 1:
         if offsets is None:
@@ -308,7 +348,7 @@ def embedding_bag(
     )
     weight, flat, trim = _stand_in_table(weight, flat)
     args = (weight, flat, offsets, per_sample_weights, spec)
-    if _backend.resolve_backend(backend, lambda: _metal_ops().supports_bag(*args)) == "metal":
+    if _backend.resolve_backend(backend, lambda: _metal_ops().unsupported_bag(*args)) == "metal":
         return trim(_metal_ops().embedding_bag(*args))
     return trim(reference.embedding_bag(*args))
 
@@ -356,6 +396,7 @@ def embedding(
     _check_int_array(input, "input")
     max_norm, norm_type = _check_embedding_options(max_norm, norm_type, scale_grad_by_freq, sparse)
     padding_idx = _check_padding_idx(padding_idx, V)
+    _check_positions(input.size, "input", " * ".join(map(str, input.shape)) or "1")
     if sparse:
         _warn_sparse()
     if _backend.resolve_check_indices(check_indices):
@@ -368,8 +409,8 @@ def embedding(
         deterministic=_backend.resolve_deterministic(deterministic),
     )
     weight, input, trim = _stand_in_table(weight, input)
-    supported = lambda: _metal_ops().supports_embedding(weight, input, spec)  # noqa: E731
-    if _backend.resolve_backend(backend, supported) == "metal":
+    unsupported = lambda: _metal_ops().unsupported_embedding(weight, input, spec)  # noqa: E731
+    if _backend.resolve_backend(backend, unsupported) == "metal":
         return trim(_metal_ops().embedding(weight, input, spec))
     return trim(reference.embedding(weight, input, spec))
 

@@ -18,7 +18,7 @@ import mlx.nn as nn
 
 from . import backend as _backend
 from . import functional as F
-from . import reference
+from ._write_back import renormed_for_call
 
 
 def _check_size(value, name):
@@ -67,12 +67,16 @@ def _check_pretrained(embeddings):
 
 
 class _RenormMixin:
-    def _write_back(self, input):
-        # PyTorch renormalises the referenced rows in place; we store them back.
-        if self.max_norm is not None:
-            self.weight = reference.renormed_weight(
-                self.weight, F._as_array(input, "input"), self.max_norm, self.norm_type
-            )
+    def _table_for_call(self, input):
+        """``weight``, or with ``max_norm`` the renormed table this call uses and stores."""
+        if self.max_norm is None:
+            return self.weight
+        return renormed_for_call(self, input)
+
+    def _store(self, table):
+        # Only once the call has succeeded: a call that raises changes nothing.
+        if table is not self.weight:
+            self.weight = table
 
 
 class EmbeddingBag(_RenormMixin, nn.Module):
@@ -153,11 +157,12 @@ class EmbeddingBag(_RenormMixin, nn.Module):
         return s
 
     def __call__(self, input, offsets=None, per_sample_weights=None):
+        table = self._table_for_call(input)
         out = F.embedding_bag(
             input,
-            self.weight,
+            table,
             offsets,
-            max_norm=self.max_norm,
+            max_norm=None,
             norm_type=self.norm_type,
             scale_grad_by_freq=self.scale_grad_by_freq,
             mode=self.mode,
@@ -169,7 +174,7 @@ class EmbeddingBag(_RenormMixin, nn.Module):
             check_indices=self.check_indices,
             deterministic=self.deterministic,
         )
-        self._write_back(input)
+        self._store(table)
         return out
 
     @classmethod
@@ -286,11 +291,12 @@ class Embedding(_RenormMixin, nn.Module):
         return s
 
     def __call__(self, input):
+        table = self._table_for_call(input)
         out = F.embedding(
             input,
-            self.weight,
+            table,
             padding_idx=self.padding_idx,
-            max_norm=self.max_norm,
+            max_norm=None,
             norm_type=self.norm_type,
             scale_grad_by_freq=self.scale_grad_by_freq,
             sparse=self.sparse,
@@ -298,7 +304,7 @@ class Embedding(_RenormMixin, nn.Module):
             check_indices=self.check_indices,
             deterministic=self.deterministic,
         )
-        self._write_back(input)
+        self._store(table)
         return out
 
     def as_linear(self, x):

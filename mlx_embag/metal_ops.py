@@ -2,9 +2,9 @@
 
 Same interface and semantics as ``reference.py`` (see ``_spec.py``): the
 functional layer calls :func:`embedding_bag` / :func:`embedding` when the
-backend resolves to ``"metal"``, and :func:`supports_bag` /
-:func:`supports_embedding` (dtype and size checks only, no host sync) to let
-``"auto"`` fall back to the reference path.
+backend resolves to ``"metal"``, and :func:`unsupported_bag` /
+:func:`unsupported_embedding` (dtype and size checks only, no host sync) to let
+``"auto"`` fall back to the reference path and ``"metal"`` raise.
 
 Layout of one call. 2-D input becomes offsets ``arange(B) * L`` and
 ``embedding`` becomes one bag per position, so a single forward kernel
@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import mlx.core as mx
+import numpy as np
 
 from . import kernels
-from ._layout import in_range
+from ._layout import in_range, offsets_int64
 from ._spec import BagSpec, EmbSpec
 
 _F32 = mx.float32
@@ -47,25 +48,38 @@ FLAG_MEAN, FLAG_PSW, FLAG_SCALE, FLAG_FREQ = 1, 2, 4, 8
 # ----------------------------------------------------------------- capability
 
 
-def _sizes_ok(weight, n, num_bags) -> bool:
+def _limit_reason(weight, n, num_bags):
+    """Why the kernels cannot take this call (a message), or None when they can."""
     V, D = weight.shape
-    # Positions, arg-max rows and (bag, column) entries are int32 in the
-    # kernels and grid entries are 32-bit; the table itself is addressed in
-    # 64 bits, so V * D is not limited.
-    return (weight.dtype in _FLOATS and V <= _I32_MAX and n <= _I32_MAX
-            and num_bags * max(D, 1) <= _I32_MAX)
+    if weight.dtype not in _FLOATS:
+        return f"the kernels take float32, float16 or bfloat16 tables, got {weight.dtype}."
+    # Positions, arg-max rows and (bag, column) entries are int32 in the kernels
+    # and grid entries are 32-bit; the table itself is addressed in 64 bits, so
+    # V * D is not limited. MLX shapes are 32-bit too, so only the bag x column
+    # limit can be reached from a valid call.
+    for value, what in ((V, "num_embeddings"), (n, "the number of indices"),
+                        (num_bags * max(D, 1), f"bags x columns ({num_bags} * {D})")):
+        if value > _I32_MAX:
+            return f"{what} = {value} is past the kernels' 32-bit limit of 2**31 - 1."
+    return None
 
 
-def supports_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec) -> bool:
-    """Whether the kernels handle this ``embedding_bag`` call (host-free)."""
+def unsupported_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
+    """Why the kernels cannot run this ``embedding_bag`` call, or None (host-free)."""
     if per_sample_weights is not None and not mx.issubdtype(per_sample_weights.dtype, mx.floating):
-        return False
-    return _sizes_ok(weight, indices.size, spec.num_bags)
+        return f"per_sample_weights must be floating point, got {per_sample_weights.dtype}."
+    return _limit_reason(weight, indices.size, spec.num_bags)
 
 
-def supports_embedding(weight, indices, spec: EmbSpec) -> bool:
-    """Whether the kernels handle this ``embedding`` call (host-free)."""
-    return _sizes_ok(weight, indices.size, indices.size)
+def unsupported_embedding(weight, indices, spec: EmbSpec):
+    """Why the kernels cannot run this ``embedding`` call, or None (host-free)."""
+    return _limit_reason(weight, indices.size, indices.size)
+
+
+def _assert_supported(reason):
+    # The functional layer checks first; this guards direct calls of the entry points.
+    if reason is not None:
+        raise ValueError(f"backend='metal' cannot run this call: {reason}")
 
 
 # ------------------------------------------------------------------- helpers
@@ -125,15 +139,31 @@ class _Cfg:
     deterministic: bool
 
 
+def _two_floats(x: float):
+    """``x`` as float32 ``(hi, lo)`` with ``hi + lo`` = x to about 48 bits (double-float)."""
+    hi = float(np.float32(x))
+    return hi, float(np.float32(x - hi))
+
+
 def _row_scale(weight, idx, N, cfg):
     V, D = weight.shape
+    # PyTorch compares the norm with max_norm and divides in double; the kernel
+    # does the same in double-float arithmetic (see row_scale.metal).
+    fparams = [*_two_floats(cfg.max_norm), *_two_floats(1e-7), cfg.norm_type, 0.0, 0.0, 0.0]
     return kernels.call(
         "row_scale",
-        [weight, idx, _params(N, V, D), mx.array([cfg.max_norm, cfg.norm_type] + [0.0] * 6, dtype=_F32)],
+        [weight, idx, _params(N, V, D), mx.array(fparams, dtype=_F32)],
         template=[("T", weight.dtype)],
         grid=(32, N, 1), threadgroup=(32, 8, 1),
         output_shapes=[(N,)], output_dtypes=[_F32],
     )[0]
+
+
+def position_scales(weight, indices, max_norm, norm_type):
+    """Each position's ``max_norm`` factor, from the same kernel as the forward's (float32 (N,))."""
+    idx = _index_array(indices.reshape(-1))
+    cfg = _cfg("sum", None, None, max_norm, norm_type, False, False)
+    return _row_scale(weight, idx, idx.size, cfg)
 
 
 def _freq(idx, V):
@@ -294,6 +324,7 @@ def _cfg(mode, pad_fwd, pad_bwd, max_norm, norm_type, scale_grad_by_freq, determ
 
 def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
     """Metal ``embedding_bag`` on a normalised call (see ``_spec.py``); ``(B, D)``."""
+    _assert_supported(unsupported_bag(weight, indices, offsets, per_sample_weights, spec))
     D = weight.shape[1]
     B = spec.num_bags
     if B == 0:
@@ -302,7 +333,7 @@ def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
     if offsets is None:
         off = mx.arange(B, dtype=mx.int64) * spec.bag_size
     else:
-        off = offsets.reshape(-1).astype(mx.int64)
+        off = offsets_int64(offsets.reshape(-1), idx.size)
     # prevmax[b] = max(offsets[:b]); bag 0 compares with itself.
     prevmax = mx.concatenate([off[:1], mx.cummax(off[:B])[: B - 1]])
     cfg = _cfg(spec.mode, spec.padding_idx, spec.padding_idx, spec.max_norm, spec.norm_type,
@@ -316,6 +347,7 @@ def embedding(weight, indices, spec: EmbSpec):
     Each position is a bag of one: the forward ignores ``padding_idx`` (the
     stored row comes back, as ``F.embedding``), the backward masks it.
     """
+    _assert_supported(unsupported_embedding(weight, indices, spec))
     D = weight.shape[1]
     n = indices.size
     if n == 0:

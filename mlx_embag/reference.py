@@ -29,6 +29,7 @@ import mlx.core as mx
 
 from ._layout import Layout, in_range, renorm_scale, safe_indices
 from ._spec import BagSpec, EmbSpec
+from ._transforms import loop_vmap, refuse_jvp
 
 _F32 = mx.float32
 _NAN = float("nan")
@@ -265,13 +266,24 @@ def _max_backward(rows, out, cot, lay: Layout):
 
 
 @functools.lru_cache(maxsize=None)
-def _bag_function(spec: BagSpec, num_embeddings: int):
-    def layout(indices, offsets):
-        return Layout(indices, offsets, spec, num_embeddings)
+def _bag_function(spec: BagSpec, num_embeddings: int, has_psw: bool):
+    """The custom function of one static configuration: ``bag(weight, indices, [psw], [offsets])``.
+
+    Only arrays are passed (see ``_transforms``): ``psw`` when ``has_psw``,
+    ``offsets`` for 1-D input (``spec.bag_size is None``).
+    """
+    has_offsets = spec.bag_size is None
+
+    def layout(indices, extra):
+        return Layout(indices, extra[-1] if has_offsets else None, spec, num_embeddings)
 
     @mx.custom_function
-    def bag(weight, psw, indices, offsets):
-        lay = layout(indices, offsets)
+    def bag(weight, indices, *extra):
+        # No differentiation through the forward's own primitives: the VJP below
+        # is the gradient, and mx.jvp must reach the rule that refuses it.
+        weight = mx.stop_gradient(weight)
+        psw = mx.stop_gradient(extra[0]) if has_psw else None
+        lay = layout(indices, extra)
         rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
         if spec.mode == "max":
             out = _max_forward(rows, lay)
@@ -285,14 +297,20 @@ def _bag_function(spec: BagSpec, num_embeddings: int):
 
     @bag.vjp
     def bag_vjp(primals, cotangents, outputs):
-        weight, psw, indices, offsets = primals
+        weight, indices, *extra = primals
+        psw = extra[0] if has_psw else None
         (out, rows), cot = outputs, cotangents[0].astype(_F32)
-        lay = layout(indices, offsets)
+        lay = layout(indices, extra)
         d_psw = None
-        zero_off = None if offsets is None else mx.zeros_like(offsets)
+
+        def grads(dw, d_psw):
+            rest = [mx.zeros_like(x) for x in extra]
+            if has_psw:
+                rest[0] = d_psw
+            return (dw, mx.zeros_like(indices), *rest)
+
         if lay.N == 0:
-            d_psw = None if psw is None else mx.zeros_like(psw)
-            return mx.zeros_like(weight), d_psw, mx.zeros_like(indices), zero_off
+            return grads(mx.zeros_like(weight), None if psw is None else mx.zeros_like(psw))
         if spec.mode == "max":
             dw = _max_backward(rows, out, cot, lay)
         else:
@@ -314,9 +332,9 @@ def _bag_function(spec: BagSpec, num_embeddings: int):
                 d_psw = mx.where(keep, dot, 0.0).astype(psw.dtype)
             coef = None if coef is None else coef.reshape(shape)
             dw = scatter_rows(g, lay.safe.reshape(shape), coef, num_embeddings, spec.deterministic)
-        return dw.astype(weight.dtype), d_psw, mx.zeros_like(indices), zero_off
+        return grads(dw.astype(weight.dtype), d_psw)
 
-    return bag
+    return refuse_jvp(loop_vmap(bag))
 
 
 def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
@@ -342,8 +360,9 @@ def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
     d = weight.shape[1]
     if spec.num_bags == 0:
         return mx.zeros((0, d), dtype=weight.dtype)
-    fn = _bag_function(spec, weight.shape[0])
-    return fn(weight, per_sample_weights, indices, offsets)[0]
+    fn = _bag_function(spec, weight.shape[0], per_sample_weights is not None)
+    extra = [x for x in (per_sample_weights, offsets) if x is not None]
+    return fn(weight, indices, *extra)[0]
 
 
 # --------------------------------------------------------------------- embedding
@@ -357,7 +376,7 @@ def _embedding_function(spec: EmbSpec, num_embeddings: int):
     def emb(weight, indices):
         flat = indices.reshape(-1)
         ok = in_range(flat, V)
-        rows = _gather_rows(weight, safe_indices(flat, ok, V), spec.max_norm, spec.norm_type)
+        rows = _gather_rows(mx.stop_gradient(weight), safe_indices(flat, ok, V), spec.max_norm, spec.norm_type)
         out = mx.where(ok[:, None], rows, _NAN).astype(weight.dtype)
         return out.reshape(*indices.shape, weight.shape[1])
 
@@ -376,7 +395,7 @@ def _embedding_function(spec: EmbSpec, num_embeddings: int):
         dw = scatter_rows(g, safe, coef, V, spec.deterministic)
         return dw.astype(weight.dtype), mx.zeros_like(indices)
 
-    return emb
+    return refuse_jvp(loop_vmap(emb))
 
 
 def embedding(weight, indices, spec: EmbSpec):
@@ -396,11 +415,14 @@ def embedding(weight, indices, spec: EmbSpec):
     return _embedding_function(spec, weight.shape[0])(weight, indices)
 
 
-def renormed_weight(weight, indices, max_norm, norm_type):
+def renormed_weight(weight, indices, max_norm, norm_type, scale=None):
     """The table after PyTorch's in-place ``embedding_renorm_`` over ``indices``.
 
     The modules store this back after a call with ``max_norm``. Only rows
     referenced by an in-range index change; duplicates write identical values.
+    ``scale`` is each position's factor when a backend has computed it (the
+    Metal path's ``row_scale`` kernel), so that the table matches that
+    backend's own in-call renorm bitwise; by default it is computed here.
 
     Example:
         >>> import mlx.core as mx
@@ -413,7 +435,9 @@ def renormed_weight(weight, indices, max_norm, norm_type):
     ok = in_range(flat, V)
     safe = safe_indices(flat, ok, V)
     rows = mx.take(weight, safe, axis=0).astype(_F32)
-    scale = mx.where(ok, renorm_scale(rows, max_norm, norm_type), 1.0)
+    if scale is None:
+        scale = renorm_scale(rows, max_norm, norm_type)
+    scale = mx.where(ok, scale, 1.0)
     # A row referenced only by out-of-range positions (mapped to row 0) keeps scale 1.
     per_row = mx.ones((V,), dtype=_F32).at[safe].minimum(scale)
     new_rows = (rows * mx.take(per_row, safe)[:, None]).astype(weight.dtype)

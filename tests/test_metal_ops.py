@@ -278,19 +278,20 @@ def test_functional_backend_metal(deterministic):
 def test_supports():
     w = mx.zeros((4, 3))
     spec = BagSpec("sum", 2, None, False, None, None, 2.0, False, False)
-    assert metal_ops.supports_bag(w, mx.array([0, 1]), mx.array([0, 1]), None, spec)
-    assert metal_ops.supports_embedding(w, mx.array([0, 1]), EmbSpec(None, None, 2.0, False, False))
-    assert not metal_ops.supports_bag(mx.zeros((4, 3), dtype=mx.float64), mx.array([0]), mx.array([0]),
-                                      None, spec)
+    assert metal_ops.unsupported_bag(w, mx.array([0, 1]), mx.array([0, 1]), None, spec) is None
+    assert metal_ops.unsupported_embedding(w, mx.array([0, 1]), EmbSpec(None, None, 2.0, False, False)) is None
+    reason = metal_ops.unsupported_bag(mx.zeros((4, 3), dtype=mx.float64), mx.array([0]), mx.array([0]),
+                                       None, spec)
+    assert "float64" in reason
 
 
 def test_supports_falls_back_past_int32_entries():
     """(bag, column) entries are int32 in the kernels: "auto" sends bigger outputs to the reference."""
     w = mx.zeros((2, 2**20))
     big = BagSpec("sum", 2**11, None, False, None, None, 2.0, False, False)
-    assert not metal_ops.supports_bag(w, mx.array([0]), mx.array([0]), None, big)
+    assert "2**31 - 1" in metal_ops.unsupported_bag(w, mx.array([0]), mx.array([0]), None, big)
     ok = BagSpec("sum", 2**10, None, False, None, None, 2.0, False, False)
-    assert metal_ops.supports_bag(w, mx.array([0]), mx.array([0]), None, ok)
+    assert metal_ops.unsupported_bag(w, mx.array([0]), mx.array([0]), None, ok) is None
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
