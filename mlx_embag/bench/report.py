@@ -28,7 +28,7 @@ def _table_of(r: Result):
 
 
 def _row_of(r: Result):
-    # Sort key of a table row: by bag length, then layout, mode and pass in their usual order.
+    # Layouts, modes and passes in the order they are declared (2d before 1d), not alphabetical.
     return (r.case.L, LAYOUTS.index(r.case.layout), MODES.index(r.case.mode),
             PASSES.index(r.pass_))
 

@@ -79,7 +79,6 @@ def measure_interleaved(fns: Dict[str, Callable[[], object]], *, warmup: int = 3
     for name, fn in fns.items():
         peak = None
         if name in track_mlx_memory:
-            # Freed buffers kept in MLX's cache would hide what this call allocates.
             mx.clear_cache()
             base = mx.get_active_memory()
             mx.reset_peak_memory()
