@@ -93,9 +93,11 @@ def test_check_targets_flags_a_slow_reference():
         {**base, "mode": "max", "pass": "fwd+bwd", "backend": "reference", "median_ms": 1.0, "peak_mb": 1.0},
         {**base, "mode": "max", "pass": "fwd+bwd", "backend": "naive", "median_ms": 1.0, "peak_mb": 0.5},
     ]
-    checks = {(c["mode"], c["what"]): c for c in bench.check_targets(res)}
-    assert not checks[("sum", "time")]["ok"] and checks[("sum", "time")]["limit"] == 1.3
-    assert checks[("max", "time")]["ok"] and not checks[("max", "memory")]["ok"]
+    # Results are typed; the flat dicts above are their JSON form.
+    checks = {(c.case.mode, c.what): c
+              for c in bench.check_targets(map(bench.Result.from_dict, res))}
+    assert not checks[("sum", "time")].ok and checks[("sum", "time")].limit == 1.3
+    assert checks[("max", "time")].ok and not checks[("max", "memory")].ok
 
 
 def test_example_script_help():

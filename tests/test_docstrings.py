@@ -10,12 +10,20 @@ import mlx_embag
 from mlx_embag import backend, emulator, functional, layers, reference
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
+from mlx_embag import bench
+from mlx_embag.bench import (cli, contenders, hardware, report, results, runner, targets,
+                             timing, workloads)
+
+# The benchmark's modules; the package itself only re-exports them (its __all__ names
+# constants too, which carry no docstring of their own).
+BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, timing, workloads]
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
-MODULES = [mlx_embag, backend, functional, layers, reference, emulator, emulator_kernel, emulator_settings]
+MODULES = [mlx_embag, backend, functional, layers, reference, emulator, emulator_kernel,
+           emulator_settings, bench, *BENCH_MODULES]
 
 # Modules every public function and class of which must carry a `>>>` example.
-PUBLIC_MODULES = [mlx_embag, backend, functional, layers, reference, emulator]
+PUBLIC_MODULES = [mlx_embag, backend, functional, layers, reference, emulator, *BENCH_MODULES]
 
 
 def _public_names(module):
@@ -63,7 +71,8 @@ def test_docstring_examples(module, fresh_state):
 def test_public_names_found():
     names = {f"{m.__name__}.{n}" for m, n in PUBLIC}
     assert {"mlx_embag.embedding_bag", "mlx_embag.backend.metal_unavailable_reason",
-            "mlx_embag.emulator.metal_kernel", "mlx_embag.emulator.reset"} <= names
+            "mlx_embag.emulator.metal_kernel", "mlx_embag.emulator.reset",
+            "mlx_embag.bench.cli.main", "mlx_embag.bench.results.Result"} <= names
     assert "mlx_embag.layers.Optional" not in names
 
 
