@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from emulator_util import run_kernel
-from mlx_embag.emulator import compiler, runtime
+from mlx_embag.emulator import compiler, runtime, translate
 
 # ---------------------------------------------------------------- dispatch and attributes
 ATTR_SRC = """
@@ -871,17 +871,17 @@ def test_source_rewrites_keep_line_numbers_and_leave_pointers_alone():
         "  if (x) return;\n"
         "  half h = 1.5h + 2h; float f = 0x1fh; // 3h\n"
     )
-    out = runtime.rewrite_threadgroup_declarations(body)
+    out = translate.rewrite_threadgroup_declarations(body)
     assert out.count("\n") == body.count("\n")
     assert "threadgroup float (&a)[4] = *(threadgroup float (*)[4])__emu_tg_alloc(0," in out
     assert "threadgroup float (&b)[2][3] = *(threadgroup float (*)[2][3])__emu_tg_alloc(1," in out
     assert "threadgroup float* p = a;   // threadgroup float c[9]; (a comment)" in out
     assert "threadgroup T (&multi)[N*2] = *(threadgroup T (*)[N*2])__emu_tg_alloc(2," in out
     assert "threadgroup_barrier(mem_flags::mem_threadgroup);" in out
-    assert runtime.mark_returns("  if (x) return;\n  return ;") == "  if (x) return __emu_return();\n  return __emu_return() ;"
-    assert runtime.half_literals("half h = 1.5h + 2h; float f = 0x1fh; // 3h") == \
+    assert translate.mark_returns("  if (x) return;\n  return ;") == "  if (x) return __emu_return();\n  return __emu_return() ;"
+    assert translate.half_literals("half h = 1.5h + 2h; float f = 0x1fh; // 3h") == \
         "half h = ((half)1.5) + ((half)2); float f = 0x1fh; // 3h"
-    assert runtime.strip_attributes("  const device float* a [[buffer(0)]],") == "  const device float* a " + " " * len("[[buffer(0)]]") + ","
+    assert translate.strip_attributes("  const device float* a [[buffer(0)]],") == "  const device float* a " + " " * len("[[buffer(0)]]") + ","
 
 
 def test_compiler_docstring_examples_run():
