@@ -7,12 +7,14 @@ import inspect
 import pytest
 
 import mlx_embag
-from mlx_embag import backend, emulator, functional, layers, reference
+from mlx_embag import backend, emulator, functional, kernels, layers, reference
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
+from mlx_embag.emulator import translate as emulator_translate
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
-MODULES = [mlx_embag, backend, functional, layers, reference, emulator, emulator_kernel, emulator_settings]
+MODULES = [mlx_embag, backend, functional, kernels, layers, reference, emulator, emulator_kernel,
+           emulator_settings, emulator_translate]
 
 # Modules every public function and class of which must carry a `>>>` example.
 PUBLIC_MODULES = [mlx_embag, backend, functional, layers, reference, emulator]
