@@ -91,7 +91,13 @@ class ParsedKernel:
 
 
 def numbered(source: str) -> str:
-    """``source`` with 1-based line numbers, as compile errors show it."""
+    """``source`` with 1-based line numbers, as compile errors show it.
+
+    Example:
+        >>> print(numbered("a\\nb"))
+        1: a
+        2: b
+    """
     lines = source.split("\n")
     width = len(str(len(lines)))
     return "\n".join(f"{i + 1:>{width}}: {line}" for i, line in enumerate(lines))
@@ -223,7 +229,12 @@ _TOKEN = re.compile(
 
 
 def strip_attributes(line: str) -> str:
-    """Blank the Metal ``[[...]]`` attributes clang rejects, keeping columns."""
+    """Blank the Metal ``[[...]]`` attributes clang rejects, keeping columns.
+
+    Example:
+        >>> strip_attributes("device float* a [[buffer(0)]],")
+        'device float* a              ,'
+    """
     return _ATTRIBUTE.sub(lambda m: " " * len(m.group(0)), line)
 
 
@@ -252,6 +263,10 @@ def rewrite_threadgroup_declarations(body: str) -> str:
     declared type (and its address space), so ``&buf[i]`` is still a
     ``threadgroup T*``. Declarations of pointers or references *to*
     threadgroup memory are left alone. Line breaks are preserved.
+
+    Example:
+        >>> print(rewrite_threadgroup_declarations("threadgroup float s[4]; threadgroup float* p = s;"))
+        threadgroup float (&s)[4] = *(threadgroup float (*)[4])__emu_tg_alloc(0, sizeof(float[4]), alignof(float[4])); threadgroup float* p = s;
     """
     toks = _TOKEN.findall(body)
     out = []
@@ -289,7 +304,12 @@ def rewrite_threadgroup_declarations(body: str) -> str:
 def mark_returns(body: str) -> str:
     """Route the kernel body's ``return;`` through ``__emu_return()``, so the
     runtime can tell lanes that returned (no longer live for SIMD functions)
-    from lanes that skipped a SIMD call and ran to the end."""
+    from lanes that skipped a SIMD call and ran to the end.
+
+    Example:
+        >>> mark_returns("if (i >= n) return; return /* done */ ;")
+        'if (i >= n) return __emu_return(); return __emu_return() /* done */ ;'
+    """
     toks = _TOKEN.findall(body)
     for i, tok in enumerate(toks):
         if tok != "return":
@@ -306,7 +326,12 @@ _HALF_LITERAL = re.compile(r"^((?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)[hH]$")
 
 
 def half_literals(text: str) -> str:
-    """Metal's half literals (``1.5h``) become ``((half)1.5)``; C++ has no such suffix."""
+    """Metal's half literals (``1.5h``) become ``((half)1.5)``; C++ has no such suffix.
+
+    Example:
+        >>> half_literals("x = 2h * 1.5h; y = 0x1fh;  // 3h")
+        'x = ((half)2) * ((half)1.5); y = 0x1fh;  // 3h'
+    """
     toks = _TOKEN.findall(text)
     for i, tok in enumerate(toks):
         if tok[:1].isdigit() or tok[:1] == ".":
