@@ -24,7 +24,9 @@ import tempfile
 
 if __package__:
     from . import _abi
-else:  # the child, run by path: this folder is sys.path[0]
+else:
+    # The child, run by path: its folder is not on sys.path under PYTHONSAFEPATH.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import _abi
 
 _REPORT_LINES = 40
