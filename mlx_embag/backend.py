@@ -101,14 +101,9 @@ def metal_available() -> bool:
         True
         >>> emulator.reset()  # the environment decides again
     """
-    if mx.metal.is_available():
-        return True
-    try:
-        from . import emulator
-    except ImportError:  # pragma: no cover - the emulator is part of the package
-        return False
-    is_enabled = getattr(emulator, "is_enabled", None)
-    return bool(is_enabled and is_enabled())
+    from . import kernels  # kernels imports this module: a top-level import would be circular
+
+    return mx.metal.is_available() or kernels.emulator_enabled()
 
 
 def metal_unavailable_reason() -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from . import backend
+from . import backend, emulator
 from ._sources import read_metal
 
 # name -> (input names, output names, atomic outputs)
@@ -41,14 +41,25 @@ MIN_DEVICE_SIZE = 8
 _built = {}
 
 
+def emulator_enabled() -> bool:
+    """Whether kernels are built with the CPU emulator where Metal is missing: the library's one
+    question to :mod:`mlx_embag.emulator` (``emulator.enable()`` or ``MLX_EMBAG_EMULATE_METAL=1``).
+
+    Example:
+        >>> from mlx_embag import emulator, kernels
+        >>> emulator.enable()
+        >>> kernels.emulator_enabled()
+        True
+        >>> emulator.reset()
+    """
+    return emulator.is_enabled()
+
+
 def _factory():
     """``(metal_kernel, tag)`` for this machine; raises ``RuntimeError`` without either."""
     if mx.metal.is_available():
         return mx.fast.metal_kernel, "metal"
-    from . import emulator
-
-    is_enabled = getattr(emulator, "is_enabled", None)
-    if is_enabled is not None and is_enabled():
+    if emulator_enabled():
         return emulator.metal_kernel, "emulator"
     raise RuntimeError(backend.metal_unavailable_reason())
 

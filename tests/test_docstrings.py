@@ -7,9 +7,10 @@ import inspect
 import pytest
 
 import mlx_embag
-from mlx_embag import backend, emulator, functional, layers, reference
+from mlx_embag import backend, emulator, functional, kernels, layers, reference
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
+from mlx_embag.emulator import translate as emulator_translate
 from mlx_embag import bench
 from mlx_embag.bench import (cli, contenders, hardware, report, results, runner, targets,
                              timing, workloads)
@@ -19,8 +20,8 @@ from mlx_embag.bench import (cli, contenders, hardware, report, results, runner,
 BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, timing, workloads]
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
-MODULES = [mlx_embag, backend, functional, layers, reference, emulator, emulator_kernel,
-           emulator_settings, bench, *BENCH_MODULES]
+MODULES = [mlx_embag, backend, functional, kernels, layers, reference, emulator, emulator_kernel,
+           emulator_settings, emulator_translate, bench, *BENCH_MODULES]
 
 # Modules every public function and class of which must carry a `>>>` example.
 PUBLIC_MODULES = [mlx_embag, backend, functional, layers, reference, emulator, *BENCH_MODULES]

@@ -31,7 +31,7 @@ def emulated(seed=None, sanitize=False):
 
     Uses the emulator's front end (``mlx_embag.emulator.enable``); where the
     front end is not installed it falls back to MLX's own source generator
-    plus the emulator runtime (``emulator_util.OracleKernel``), so these
+    plus the emulator runtime (``emulator.harness.OracleKernel``), so these
     tests exercise the kernels either way.
     """
     if mx.metal.is_available():
@@ -53,7 +53,7 @@ def emulated(seed=None, sanitize=False):
                 else:
                     emulator.disable()
         return
-    from emulator_util import OracleKernel
+    from emulator.harness import OracleKernel
 
     def make(**kw):
         k = OracleKernel(**kw)

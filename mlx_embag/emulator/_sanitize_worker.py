@@ -13,7 +13,6 @@ red zone; threadgroup variables get poisoned red zones too.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import glob
 import os
@@ -22,6 +21,13 @@ import re
 import subprocess
 import sys
 import tempfile
+
+if __package__:
+    from . import _abi
+else:
+    # The child, run by path: its folder is not on sys.path under PYTHONSAFEPATH.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _abi
 
 _REPORT_LINES = 40
 _TIMEOUT_EXIT = 87  # the runtime's watchdog ends a sanitizer child with this code
@@ -131,25 +137,11 @@ def run_in_subprocess(*, kernel_so: str, buffers: list, const: list, grid, threa
 def _child(job_path: str, out_path: str) -> int:
     with open(job_path, "rb") as f:
         job = pickle.load(f)
-    rt = ctypes.CDLL(job["runtime_so"], mode=ctypes.RTLD_GLOBAL)
-    lib = ctypes.CDLL(job["kernel_so"])
-    entry = ctypes.cast(lib.__emu_entry, ctypes.c_void_p).value
+    runtime = _abi.load_runtime(job["runtime_so"])
+    _kernel, entry = _abi.load_kernel(job["kernel_so"])
     buffers = job["buffers"]
-    n = len(buffers)
-    ptrs = (ctypes.c_void_p * max(n, 1))(*[a.ctypes.data for a in buffers])
-    sizes = (ctypes.c_int64 * max(n, 1))(*[a.nbytes for a in buffers])
-    g = (ctypes.c_uint * 3)(*job["grid"])
-    t = (ctypes.c_uint * 3)(*job["threadgroup"])
-    errbuf = ctypes.create_string_buffer(4096)
-    rt.emu_launch.restype = ctypes.c_int
-    rt.emu_launch.argtypes = [
-        ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int64), ctypes.c_int,
-        ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint), ctypes.c_longlong, ctypes.c_int,
-        ctypes.c_int, ctypes.c_longlong, ctypes.c_double, ctypes.c_char_p, ctypes.c_int,
-    ]
-    rc = rt.emu_launch(entry, ptrs, sizes, n, g, t, job["seed"], int(job["use_fibers"]), job["workers"],
-                       job["stack_bytes"], job["timeout"], errbuf, len(errbuf))
-    error = errbuf.value.decode(errors="replace") if rc else None
+    error = _abi.launch(runtime, entry, buffers, job["grid"], job["threadgroup"], job["seed"], job["use_fibers"],
+                        job["workers"], job["stack_bytes"], job["timeout"])
     with open(out_path, "wb") as f:
         pickle.dump({"error": error, "buffers": buffers}, f, protocol=pickle.HIGHEST_PROTOCOL)
     return 0

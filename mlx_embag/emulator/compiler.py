@@ -24,6 +24,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .settings import env_flag
+
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
 SHIM_INCLUDE = SHIM_DIR / "include"
 
@@ -140,10 +142,6 @@ def kernel_flags(math_mode: str, sanitize: bool) -> list[str]:
     return flags
 
 
-def _force_ucontext() -> bool:
-    return os.environ.get("MLX_EMBAG_EMULATOR_UCONTEXT", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def runtime_flags(sanitize: bool) -> list[str]:
     """The clang flags for the runtime library (which may use libc).
 
@@ -156,7 +154,7 @@ def runtime_flags(sanitize: bool) -> list[str]:
     ]
     if sanitize:
         flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
-    if _force_ucontext():
+    if env_flag("MLX_EMBAG_EMULATOR_UCONTEXT"):
         flags += ["-DEMU_FORCE_UCONTEXT=1"]
     return flags
 

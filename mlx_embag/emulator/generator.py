@@ -1,8 +1,8 @@
 """The source text MLX 0.32 generates for ``mx.fast.metal_kernel``, byte for byte.
 
 A kernel that would not compile on a Mac must not compile here either, so
-MLX's quirks are kept (see ``../shared/metal_kernel_internals.md`` §1.2-1.5):
-substring detection in ``source`` only, a fixed attribute order, the
+the quirks of MLX 0.32.4's signature writer are kept: substring detection in
+``source`` only, a fixed attribute order (:data:`ATTRIBUTES`), the
 ``constant`` address space for inputs under 8 elements, and the early ``) {``
 after the first output when shape/strides/ndim parameters exist, there are two
 or more outputs and no attribute is used.
@@ -22,32 +22,10 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from .translate import ATTRIBUTES
+
 #: Inputs with fewer elements than this live in the ``constant`` address space.
 MAX_CONSTANT_ARRAY_SIZE = 8
-
-#: MLX's ``metal_attributes`` list: detection and emission order.
-ATTRIBUTES = (
-    ("dispatch_quadgroups_per_threadgroup", "uint"),
-    ("dispatch_simdgroups_per_threadgroup", "uint"),
-    ("dispatch_threads_per_threadgroup", "uint3"),
-    ("grid_origin", "uint3"),
-    ("grid_size", "uint3"),
-    ("quadgroup_index_in_threadgroup", "uint"),
-    ("quadgroups_per_threadgroup", "uint"),
-    ("simdgroup_index_in_threadgroup", "uint"),
-    ("simdgroups_per_threadgroup", "uint"),
-    ("thread_execution_width", "uint"),
-    ("thread_index_in_quadgroup", "uint"),
-    ("thread_index_in_simdgroup", "uint"),
-    ("thread_index_in_threadgroup", "uint"),
-    ("thread_position_in_grid", "uint3"),
-    ("thread_position_in_threadgroup", "uint3"),
-    ("threadgroup_position_in_grid", "uint3"),
-    ("threadgroups_per_grid", "uint3"),
-    ("threads_per_grid", "uint3"),
-    ("threads_per_simdgroup", "uint"),
-    ("threads_per_threadgroup", "uint3"),
-)
 
 _TYPE_NAMES = {
     mx.float32: "float", mx.float16: "float16_t", mx.bfloat16: "bfloat16_t", mx.float64: "double",

@@ -77,11 +77,52 @@ def _host(a: mx.array, display_name: str) -> np.ndarray:
         ) from None
 
 
-def _output_buffer(shape, dtype, init_value) -> np.ndarray:
+def input_buffers(hosts, shape_infos) -> list[np.ndarray]:
+    """The buffers MLX binds for the inputs, in binding order.
+
+    Each input (a 0-d one as one element) is followed by the ``_shape``
+    (int32), ``_strides`` (int64, in elements) and ``_ndim`` (int32) buffers
+    its source asks for (:func:`.generator.detect_shape_info`).
+
+    Args:
+        hosts: one C-contiguous NumPy array per input.
+        shape_infos: per input, whether the source uses its shape, strides, ndim.
+
+    Example:
+        >>> import numpy as np
+        >>> [b.tolist() for b in input_buffers([np.zeros((2, 3)), np.float32(5)], [(True, True, True)] * 2)]
+        [[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [2, 3], [3, 1], [2], [5.0]]
+    """
+    buffers = []
+    for host, (has_shape, has_strides, has_ndim) in zip(hosts, shape_infos):
+        host = np.asarray(host)
+        if host.ndim == 0:
+            buffers.append(host.reshape(1))
+            continue
+        buffers.append(host)
+        if has_shape:
+            buffers.append(np.array(host.shape, np.int32))
+        if has_strides:
+            buffers.append(np.array([s // max(host.itemsize, 1) for s in host.strides], np.int64))
+        if has_ndim:
+            buffers.append(np.array([host.ndim], np.int32))
+    return buffers
+
+
+def output_buffer(shape, dtype, init_value=None) -> np.ndarray:
+    """A NumPy buffer for one output of MLX dtype ``dtype`` (bfloat16 as uint16 bits).
+
+    Without ``init_value`` it holds garbage as a reused GPU buffer might: all
+    bits set (NaN for floats, -1 for ints); else ``init_value`` cast as MLX casts.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> output_buffer((3,), mx.int32).tolist(), output_buffer((2,), mx.bfloat16, 1.0).tolist()
+        ([-1, -1, -1], [16256, 16256])
+    """
     proto = np.array(mx.zeros((0,), dtype).view(mx.uint16) if dtype == mx.bfloat16 else mx.zeros((0,), dtype))
     count = int(np.prod(shape, dtype=np.int64))
     if init_value is None:
-        # Garbage as a reused GPU buffer might hold: all bits set (NaN for floats, -1 for ints).
         return np.full(count * proto.itemsize, 0xFF, np.uint8).view(proto.dtype).reshape(shape)
     filled = mx.full(tuple(shape), mx.array(init_value, dtype=mx.float32)).astype(dtype)
     if dtype == mx.bfloat16:
@@ -90,8 +131,8 @@ def _output_buffer(shape, dtype, init_value) -> np.ndarray:
 
 
 class _TransformNotImplemented(ValueError, RuntimeError):
-    """Metal raises ``ValueError`` (C++ ``std::invalid_argument``); earlier emulator versions raised
-    ``RuntimeError``, so either ``except`` clause catches it."""
+    """Metal raises ``ValueError`` (C++ ``std::invalid_argument``); every other failure of an emulated
+    kernel is a ``RuntimeError``, so an ``except`` clause written for either catches it."""
 
 
 def _not_implemented(transform: str, display_name: str) -> _TransformNotImplemented:
@@ -197,19 +238,9 @@ class MetalKernel:
         if verbose:
             print(f"Generated source code for `{self.name}`:\n```\n{text}\n```", flush=True)
 
-        buffers = []
-        for a, (has_shape, has_strides, has_ndim) in zip(arrays, self._shape_infos):
-            host = _host(a, self.name)
-            buffers.append(host.reshape(1) if a.ndim == 0 else host)
-            if a.ndim > 0:
-                # Contiguous copies always (ensure_row_contiguous=False cannot share MLX's buffer here).
-                if has_shape:
-                    buffers.append(np.array(a.shape, np.int32))
-                if has_strides:
-                    buffers.append(np.array([s // max(host.itemsize, 1) for s in host.strides], np.int64))
-                if has_ndim:
-                    buffers.append(np.array([a.ndim], np.int32))
-        outs = [_output_buffer(s, dt, init_value) for s, dt in zip(output_shapes, output_dtypes)]
+        # Contiguous copies always (ensure_row_contiguous=False cannot share MLX's buffer here).
+        buffers = input_buffers([_host(a, self.name) for a in arrays], self._shape_infos)
+        outs = [output_buffer(s, dt, init_value) for s, dt in zip(output_shapes, output_dtypes)]
         cfg = settings.current()
         from . import runtime
 

@@ -28,7 +28,16 @@ _override: Settings | None = None
 DEFAULT_SEED = 0
 
 
-def _env_flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` says yes (``1``, ``true``, ``yes`` or ``on``).
+
+    Example:
+        >>> import os
+        >>> os.environ["MLX_EMBAG_EXAMPLE_FLAG"] = " Yes"
+        >>> env_flag("MLX_EMBAG_EXAMPLE_FLAG"), env_flag("MLX_EMBAG_UNSET_FLAG")
+        (True, False)
+        >>> del os.environ["MLX_EMBAG_EXAMPLE_FLAG"]
+    """
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -56,7 +65,7 @@ def current() -> Settings:
     """
     if _override is not None:
         return _override
-    return Settings(_env_flag("MLX_EMBAG_EMULATE_METAL"), _env_seed(), _env_flag("MLX_EMBAG_EMULATOR_SANITIZE"))
+    return Settings(env_flag("MLX_EMBAG_EMULATE_METAL"), _env_seed(), env_flag("MLX_EMBAG_EMULATOR_SANITIZE"))
 
 
 def enable(seed: int | None = None, sanitize: bool = False) -> None:
@@ -75,7 +84,7 @@ def enable(seed: int | None = None, sanitize: bool = False) -> None:
     if seed is not None and not isinstance(seed, int):
         raise TypeError(f"enable: seed must be an int or None, got {type(seed).__name__}")
     _override = Settings(True, _env_seed() if seed is None else seed,
-                         bool(sanitize) or _env_flag("MLX_EMBAG_EMULATOR_SANITIZE"))
+                         bool(sanitize) or env_flag("MLX_EMBAG_EMULATOR_SANITIZE"))
 
 
 def disable() -> None:

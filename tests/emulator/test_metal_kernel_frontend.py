@@ -1,12 +1,10 @@
 """The emulator's ``metal_kernel`` end to end: MLX's call semantics, values checked with NumPy."""
 
-import os
-
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from emulator_util import mlx_generated_source
+from emulator.harness import mlx_generated_source
 from mlx_embag import emulator
 from mlx_embag.emulator import metal_kernel, settings
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emulator_util import run_kernel
+from emulator.harness import run_kernel
 
 SHIFT_READ = """
   uint i = thread_position_in_grid.x;
@@ -91,7 +91,7 @@ def test_address_space_errors_survive_sanitizer_mode():
 
 
 def test_endless_kernel_is_stopped_under_the_sanitizer_too():
-    from emulator_util import generate
+    from emulator.harness import generate
     from mlx_embag.emulator import runtime
 
     src = ("  device atomic_uint* flag = (device atomic_uint*)out;\n"

@@ -1,7 +1,7 @@
 """The emulator's generator against MLX's own: byte-identical source for random signatures.
 
 MLX generates the source only while tracing (inside ``mx.export_function``)
-and prints it with ``verbose=True``; ``emulator_util.mlx_generated_source``
+and prints it with ``verbose=True``; ``emulator.harness.mlx_generated_source``
 captures that text, which is the oracle here.
 """
 
@@ -10,7 +10,7 @@ import random
 import mlx.core as mx
 import pytest
 
-from emulator_util import mlx_generated_source
+from emulator.harness import mlx_generated_source
 from mlx_embag.emulator import generator
 from mlx_embag.emulator.generator import ATTRIBUTES, InputInfo
 
