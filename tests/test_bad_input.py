@@ -155,3 +155,34 @@ def test_unknown_backend():
     with pytest.raises(ValueError) as info:
         EB(X1, W, OFF, backend="cuda")
     assert "backend" in str(info.value)
+
+
+@pytest.mark.parametrize("backend", ["reference", "metal"])
+def test_unchecked_uint64_offsets_past_2_63_poison(backend):
+    """Read as int64, 2**63 + 5 wrapped to a negative offset, so the next bag (starting
+    below it) looked valid. Every bag from that offset on is invalid."""
+    from test_metal_ops import emulated
+
+    off = mx.array(np.array([0, 2, 2**63 + 5, 3], dtype=np.uint64))
+    with emulated(seed=2) if backend == "metal" else warnings.catch_warnings():
+        out = np.array(EB(X1, W, off, mode="sum", backend=backend))
+    assert np.isnan(out[1:]).all() and not np.isnan(out[0]).any(), out
+
+
+def test_checked_0d_input_names_it_without_brackets():
+    with pytest.raises(IndexError, match=r"^input = 9 is out of range"):
+        meb.embedding(mx.array(9), W, check_indices=True, **R)
+
+
+def test_sparse_warning_points_at_the_caller(monkeypatch):
+    import mlx_embag.functional as F
+
+    for call in (lambda: meb.EmbeddingBag(4, 3, mode="sum", sparse=True)(X2),
+                 lambda: meb.Embedding(4, 3, sparse=True)(X1),
+                 lambda: EB(X1, W, OFF, mode="sum", sparse=True, **R)):
+        monkeypatch.setattr(F, "_warned", set())
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            call()
+        (warning,) = [r for r in rec if "sparse" in str(r.message)]
+        assert warning.filename == __file__, warning.filename

@@ -167,5 +167,8 @@ def test_forward_mode_raises_rather_than_guessing(two_d):
     # The README says mx.jvp is unsupported; it must fail loudly, never return a wrong tangent.
     w = mx.ones((4, 3))
     x, off = (mx.array([[0, 1], [2, 2]]), None) if two_d else (mx.array([0, 1, 2]), mx.array([0, 1]))
-    with pytest.raises(ValueError):
-        mx.jvp(lambda w: meb.embedding_bag(x, w, off, mode="sum", backend="reference"), [w], [mx.ones_like(w)])
+    for mode in ("sum", "max"):
+        with pytest.raises(ValueError, match="mx.jvp .forward mode. is not supported"):
+            mx.jvp(lambda w: meb.embedding_bag(x, w, off, mode=mode, backend="reference"), [w], [mx.ones_like(w)])
+    with pytest.raises(ValueError, match="mx.jvp .forward mode. is not supported"):
+        mx.jvp(lambda w: meb.embedding(x, w, backend="reference"), [w], [mx.ones_like(w)])

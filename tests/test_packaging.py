@@ -46,3 +46,13 @@ def test_readme_python_examples_run():
         # A fresh process each: the emulator example switches global state on.
         proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=ROOT)
         assert proc.returncode == 0, f"README example failed:\n{block}\n{proc.stderr}"
+
+
+def test_examples_extra_brings_the_emulator_compiler_off_a_mac():
+    """After the README's first command, examples/compare_backends.py must be able to
+    run the Metal kernels in the emulator on Linux: the extra brings ziglang's clang."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (zig,) = [req for req in extras["examples"] if req.startswith("ziglang")]
+    assert "platform_system != 'Darwin'" in zig
