@@ -1,10 +1,11 @@
 """The argument checks of the functional entry points and the modules.
 
 Each check names the argument it refuses and, where there are choices, lists
-them; it returns the argument in the form the library keeps (an ``mx.array``,
-a ``padding_idx`` within ``[0, V)``, floats for the norm options). The
-functional entry points and the ``nn.Module`` classes both import from here,
-so a module refuses a bad option with the message a functional call gives.
+them; a check that normalises returns the argument in the form the library
+keeps (an ``mx.array``, a ``padding_idx`` within ``[0, V)``, floats for the
+norm options). The functional entry points and the ``nn.Module`` classes both
+import from here, so a module refuses a bad option with the message a
+functional call gives, and refuses it when it is built.
 
 Example:
     >>> from mlx_embag._validate import check_padding_idx

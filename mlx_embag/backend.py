@@ -22,7 +22,7 @@ import threading
 import mlx.core as mx
 
 from . import _settings
-# BACKENDS stays importable from here, the module its choices belong to.
+# Re-exported: users look for the valid backend names in this module.
 from ._validate import BACKENDS, check_backend, check_optional_bool  # noqa: F401
 
 _local = threading.local()
