@@ -12,7 +12,7 @@ Default data needs no download: the docstrings of Python's own standard library
 docstrings). ``--data FILE.csv`` (columns ``text,label``) trains on your data.
 The train/test split is a hash of each text, so it is the same on every run.
 
-    python examples/train_text.py                  # stdlib docstrings, ~15 s on a 2-core CPU
+    python examples/train_text.py                  # stdlib docstrings, ~25 s on a 2-core CPU
     python examples/train_text.py --data mine.csv --epochs 10
 
 The last line printed is ``test_accuracy=<acc> baseline=<majority-class accuracy>``.

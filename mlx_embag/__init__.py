@@ -13,4 +13,5 @@ from .functional import embedding, embedding_bag
 from .layers import Embedding, EmbeddingBag
 
 __all__ = ["embedding_bag", "embedding", "EmbeddingBag", "Embedding", "use_backend", "backend"]
+# The one place the version is written: pyproject.toml reads it ([tool.hatch.version]).
 __version__ = "0.1.0"

@@ -17,28 +17,15 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 
 import mlx.core as mx
 
-BACKENDS = ("auto", "metal", "reference")
+from . import _settings
+# Re-exported: users look for the valid backend names in this module.
+from ._validate import BACKENDS, check_backend, check_optional_bool  # noqa: F401
 
 _local = threading.local()
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _check_name(name, arg="backend"):
-    if name is None:
-        return None
-    if not isinstance(name, str) or name not in BACKENDS:
-        raise ValueError(
-            f"{arg} must be one of {', '.join(map(repr, BACKENDS))} or None, got {name!r}."
-        )
-    return name
 
 
 def default_backend() -> str:
@@ -59,9 +46,9 @@ def default_backend() -> str:
     stack = getattr(_local, "stack", None)
     if stack:
         return stack[-1]
-    env = os.environ.get("MLX_EMBAG_BACKEND", "").strip().lower()
+    env = _settings.env_backend()
     if env:
-        return _check_name(env, "MLX_EMBAG_BACKEND")
+        return check_backend(env, _settings.BACKEND)
     return "auto"
 
 
@@ -79,7 +66,7 @@ def use_backend(name: str):
         ...     meb.embedding_bag(mx.array([[0, 1]]), w).tolist()
         [[1.0, 1.0]]
     """
-    _check_name(name)
+    check_backend(name)
     stack = getattr(_local, "stack", None)
     if stack is None:
         stack = _local.stack = []
@@ -151,7 +138,7 @@ def resolve_backend(backend, unsupported=None) -> str:
         ('metal', 'reference')
         >>> emulator.reset()
     """
-    name = _check_name(backend) or default_backend()
+    name = check_backend(backend) or default_backend()
     if name == "reference":
         return "reference"
     if name == "metal":
@@ -178,11 +165,8 @@ def resolve_check_indices(value) -> bool:
             ...
         TypeError: check_indices must be a bool or None, got int.
     """
-    if value is None:
-        return _env_flag("MLX_EMBAG_CHECK_INDICES")
-    if not isinstance(value, bool):
-        raise TypeError(f"check_indices must be a bool or None, got {type(value).__name__}.")
-    return value
+    value = check_optional_bool(value, "check_indices")
+    return _settings.env_check_indices() if value is None else value
 
 
 def resolve_deterministic(value) -> bool:
@@ -197,8 +181,5 @@ def resolve_deterministic(value) -> bool:
             ...
         TypeError: deterministic must be a bool or None, got str.
     """
-    if value is None:
-        return _env_flag("MLX_EMBAG_DETERMINISTIC")
-    if not isinstance(value, bool):
-        raise TypeError(f"deterministic must be a bool or None, got {type(value).__name__}.")
-    return value
+    value = check_optional_bool(value, "deterministic")
+    return _settings.env_deterministic() if value is None else value

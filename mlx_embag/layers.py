@@ -10,33 +10,35 @@ into ``weight``; inside ``mx.compile`` that needs the module's state declared:
 
 from __future__ import annotations
 
-import numbers
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from . import backend as _backend
 from . import functional as F
+from ._validate import (
+    check_bag_options,
+    check_bool,
+    check_call_options,
+    check_embedding_options,
+    check_padding_idx,
+    check_size,
+    check_table_dtype,
+    check_table_shape,
+    check_weight,
+)
 from ._write_back import renormed_for_call
 
 
-def _check_size(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}.")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}.")
-    return int(value)
-
-
 def _init_weight(num_embeddings, embedding_dim, padding_idx, _weight, dtype):
-    num_embeddings = _check_size(num_embeddings, "num_embeddings")
-    embedding_dim = _check_size(embedding_dim, "embedding_dim")
-    if dtype not in (mx.float32, mx.float16, mx.bfloat16):
-        raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}.")
-    padding_idx = F._check_padding_idx(padding_idx, num_embeddings)
+    num_embeddings = check_size(num_embeddings, "num_embeddings")
+    embedding_dim = check_size(embedding_dim, "embedding_dim")
+    check_table_dtype(dtype)
+    padding_idx = check_padding_idx(padding_idx, num_embeddings)
     if _weight is not None:
-        _weight = F._check_weight(_weight)
+        _weight = check_weight(_weight)
         if _weight.shape != (num_embeddings, embedding_dim):
             raise ValueError(
                 f"_weight must have shape ({num_embeddings}, {embedding_dim}), got {_weight.shape}."
@@ -49,24 +51,100 @@ def _init_weight(num_embeddings, embedding_dim, padding_idx, _weight, dtype):
     return weight, padding_idx
 
 
-def _check_call_options(backend, check_indices, deterministic):
-    """Refuse a bad ``backend``/``check_indices``/``deterministic`` when the module is built,
-    not at its first call."""
-    _backend._check_name(backend)
-    if check_indices is not None:
-        _backend.resolve_check_indices(check_indices)
-    if deterministic is not None:
-        _backend.resolve_deterministic(deterministic)
+@dataclass(frozen=True)
+class _Options:
+    """A module's options, the one place ``__init__``, ``__call__`` and ``_extra_repr`` read.
+
+    A frozen dataclass rather than a dict: ``nn.Module`` would keep a dict as a
+    child, and ``parameters()`` must hold ``weight`` alone. The defaults are
+    PyTorch's; ``_extra_repr`` shows what differs from them (``mode`` always,
+    ``check_indices``/``deterministic`` never). ``Embedding`` takes neither
+    ``mode`` nor ``include_last_offset``: each class lists the names it takes.
+    """
+
+    mode: str = field(default="mean", metadata={"always_shown": True})
+    padding_idx: Optional[int] = None  # normalised into [0, V)
+    max_norm: Optional[float] = None
+    norm_type: float = 2.0
+    scale_grad_by_freq: bool = False
+    sparse: bool = False
+    include_last_offset: bool = False
+    backend: Optional[str] = None
+    check_indices: Optional[bool] = field(default=None, repr=False)
+    deterministic: Optional[bool] = field(default=None, repr=False)
+
+    def shown(self, names):
+        """``name=value`` for each of ``names`` that ``_extra_repr`` shows, in that order."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        return [
+            f"{name}={getattr(self, name)!r}"
+            for name in names
+            if fields[name].repr
+            and (fields[name].metadata.get("always_shown") or getattr(self, name) != fields[name].default)
+        ]
 
 
-def _check_pretrained(embeddings):
-    embeddings = F._as_array(embeddings, "embeddings")
-    if embeddings.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D (num_embeddings, embedding_dim), got shape {embeddings.shape}.")
-    return embeddings
+def _option(name):
+    """The attribute ``module.<name>``, read from (and written into) the module's options."""
+
+    def get(self):
+        return getattr(self._options, name)
+
+    def set(self, value):
+        self._options = dataclasses.replace(self._options, **{name: value})
+
+    return property(get, set, doc=f"The ``{name}`` option (see the class docstring).")
 
 
-class _RenormMixin:
+class _Table(nn.Module):
+    """What both modules do with their table and options.
+
+    ``__init__`` and ``from_pretrained`` keep PyTorch's signatures, spelled out;
+    they hand their ``locals()`` here, which reads the options by name, so the
+    list of options is written once, in ``_OPTIONS``, rather than again in
+    every method.
+    """
+
+    _OPTIONS = ()  # the option names the class takes, in its repr order
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in cls._OPTIONS:
+            setattr(cls, name, _option(name))
+
+    def _build(self, args):
+        """``__init__`` past the class's own option checks; ``args`` is its ``locals()``."""
+        self.weight, padding_idx = _init_weight(
+            args["num_embeddings"], args["embedding_dim"], args["padding_idx"], args["_weight"], args["dtype"]
+        )
+        self.num_embeddings, self.embedding_dim = self.weight.shape
+        check_call_options(args["backend"], args["check_indices"], args["deterministic"])
+        options = {name: args[name] for name in self._OPTIONS}
+        self._options = _Options(**{**options, "padding_idx": padding_idx})
+
+    @classmethod
+    def _pretrained(cls, args):
+        """``from_pretrained``; ``args`` is its ``locals()`` (options not named there come in ``kw``)."""
+        embeddings = check_table_shape(args["embeddings"], "embeddings")
+        freeze = check_bool(args["freeze"], "freeze")
+        options = {name: args[name] for name in cls._OPTIONS if name in args}
+        module = cls(*embeddings.shape, _weight=embeddings, **options, **args["kw"])
+        if freeze:
+            module.freeze()
+        return module
+
+    def _extra_repr(self):
+        return ", ".join([f"{self.num_embeddings}, {self.embedding_dim}", *self._options.shown(self._OPTIONS)])
+
+    def _lookup(self, fn, input, *args, **kwargs):
+        """``fn(input, table, *args, **kwargs)`` with the module's options."""
+        table = self._table_for_call(input)
+        # The table is already renormed here; the write-back keeps it once the call succeeds.
+        options = {name: getattr(self._options, name) for name in self._OPTIONS}
+        out = fn(input, table, *args, **kwargs, **{**options, "max_norm": None})
+        self._store(table)
+        return out
+
     def _table_for_call(self, input):
         """``weight``, or with ``max_norm`` the renormed table this call uses and stores."""
         if self.max_norm is None:
@@ -79,7 +157,7 @@ class _RenormMixin:
             self.weight = table
 
 
-class EmbeddingBag(_RenormMixin, nn.Module):
+class EmbeddingBag(_Table):
     """Sums, means or maxes of bags of embeddings, as ``torch.nn.EmbeddingBag``.
 
     Args:
@@ -105,6 +183,9 @@ class EmbeddingBag(_RenormMixin, nn.Module):
         (2, 3)
     """
 
+    _OPTIONS = ("mode", "max_norm", "norm_type", "scale_grad_by_freq", "sparse", "include_last_offset",
+                "padding_idx", "backend", "check_indices", "deterministic")
+
     def __init__(
         self,
         num_embeddings: int,
@@ -124,58 +205,11 @@ class EmbeddingBag(_RenormMixin, nn.Module):
         deterministic=None,
     ):
         super().__init__()
-        F._check_bag_options(mode, max_norm, norm_type, scale_grad_by_freq, sparse, include_last_offset)
-        self.weight, self.padding_idx = _init_weight(
-            num_embeddings, embedding_dim, padding_idx, _weight, dtype
-        )
-        self.num_embeddings, self.embedding_dim = self.weight.shape
-        self.max_norm = max_norm
-        self.norm_type = norm_type
-        self.scale_grad_by_freq = scale_grad_by_freq
-        self.mode = mode
-        self.sparse = sparse
-        self.include_last_offset = include_last_offset
-        _check_call_options(backend, check_indices, deterministic)
-        self.backend = backend
-        self.check_indices = check_indices
-        self.deterministic = deterministic
-
-    def _extra_repr(self):
-        s = f"{self.num_embeddings}, {self.embedding_dim}, mode={self.mode!r}"
-        for name, default in (
-            ("max_norm", None),
-            ("norm_type", 2.0),
-            ("scale_grad_by_freq", False),
-            ("sparse", False),
-            ("include_last_offset", False),
-            ("padding_idx", None),
-            ("backend", None),
-        ):
-            value = getattr(self, name)
-            if value != default:
-                s += f", {name}={value!r}"
-        return s
+        check_bag_options(mode, max_norm, norm_type, scale_grad_by_freq, sparse, include_last_offset)
+        self._build(locals())
 
     def __call__(self, input, offsets=None, per_sample_weights=None):
-        table = self._table_for_call(input)
-        out = F.embedding_bag(
-            input,
-            table,
-            offsets,
-            max_norm=None,
-            norm_type=self.norm_type,
-            scale_grad_by_freq=self.scale_grad_by_freq,
-            mode=self.mode,
-            sparse=self.sparse,
-            per_sample_weights=per_sample_weights,
-            include_last_offset=self.include_last_offset,
-            padding_idx=self.padding_idx,
-            backend=self.backend,
-            check_indices=self.check_indices,
-            deterministic=self.deterministic,
-        )
-        self._store(table)
-        return out
+        return self._lookup(F.embedding_bag, input, offsets, per_sample_weights=per_sample_weights)
 
     @classmethod
     def from_pretrained(
@@ -199,25 +233,10 @@ class EmbeddingBag(_RenormMixin, nn.Module):
             >>> bag(mx.array([[0, 2]])).tolist()
             [[1.0, 0.0, 1.0]]
         """
-        embeddings = _check_pretrained(embeddings)
-        bag = cls(
-            *embeddings.shape,
-            max_norm=max_norm,
-            norm_type=norm_type,
-            scale_grad_by_freq=scale_grad_by_freq,
-            mode=mode,
-            sparse=sparse,
-            _weight=embeddings,
-            include_last_offset=include_last_offset,
-            padding_idx=padding_idx,
-            **kw,
-        )
-        if F._check_bool(freeze, "freeze"):
-            bag.freeze()
-        return bag
+        return cls._pretrained(locals())
 
 
-class Embedding(_RenormMixin, nn.Module):
+class Embedding(_Table):
     """A lookup table, as ``torch.nn.Embedding`` (and MLX's ``nn.Embedding``).
 
     Args:
@@ -241,6 +260,9 @@ class Embedding(_RenormMixin, nn.Module):
         (1, 2, 4)
     """
 
+    _OPTIONS = ("padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse", "backend",
+                "check_indices", "deterministic")
+
     def __init__(
         self,
         num_embeddings: int,
@@ -259,53 +281,13 @@ class Embedding(_RenormMixin, nn.Module):
         deterministic=None,
     ):
         super().__init__()
-        F._check_embedding_options(max_norm, norm_type, scale_grad_by_freq, sparse)
-        self.weight, self.padding_idx = _init_weight(
-            num_embeddings, embedding_dim, padding_idx, _weight, dtype
-        )
-        self.num_embeddings, self.embedding_dim = self.weight.shape
-        self.max_norm = max_norm
-        self.norm_type = norm_type
-        self.scale_grad_by_freq = scale_grad_by_freq
-        self.sparse = sparse
-        _check_call_options(backend, check_indices, deterministic)
-        self.backend = backend
-        self.check_indices = check_indices
-        self.deterministic = deterministic
-        if F._check_bool(_freeze, "_freeze"):
+        check_embedding_options(max_norm, norm_type, scale_grad_by_freq, sparse)
+        self._build(locals())
+        if check_bool(_freeze, "_freeze"):
             self.freeze()
 
-    def _extra_repr(self):
-        s = f"{self.num_embeddings}, {self.embedding_dim}"
-        for name, default in (
-            ("padding_idx", None),
-            ("max_norm", None),
-            ("norm_type", 2.0),
-            ("scale_grad_by_freq", False),
-            ("sparse", False),
-            ("backend", None),
-        ):
-            value = getattr(self, name)
-            if value != default:
-                s += f", {name}={value!r}"
-        return s
-
     def __call__(self, input):
-        table = self._table_for_call(input)
-        out = F.embedding(
-            input,
-            table,
-            padding_idx=self.padding_idx,
-            max_norm=None,
-            norm_type=self.norm_type,
-            scale_grad_by_freq=self.scale_grad_by_freq,
-            sparse=self.sparse,
-            backend=self.backend,
-            check_indices=self.check_indices,
-            deterministic=self.deterministic,
-        )
-        self._store(table)
-        return out
+        return self._lookup(F.embedding, input)
 
     def as_linear(self, x):
         """``x @ weight.T``: the table as an output projection (weight tying).
@@ -353,15 +335,4 @@ class Embedding(_RenormMixin, nn.Module):
             >>> meb.Embedding.from_pretrained(mx.eye(3))(mx.array([1])).tolist()
             [[0.0, 1.0, 0.0]]
         """
-        embeddings = _check_pretrained(embeddings)
-        return cls(
-            *embeddings.shape,
-            padding_idx=padding_idx,
-            max_norm=max_norm,
-            norm_type=norm_type,
-            scale_grad_by_freq=scale_grad_by_freq,
-            sparse=sparse,
-            _weight=embeddings,
-            _freeze=F._check_bool(freeze, "freeze"),
-            **kw,
-        )
+        return cls._pretrained(locals())

@@ -128,8 +128,8 @@ def test_unchecked_bad_values_poison_instead_of_raising():
 
 
 def test_sparse_warns_once_and_gives_dense_gradient(monkeypatch):
-    import mlx_embag.functional as F
-    monkeypatch.setattr(F, "_warned", set())
+    import mlx_embag._validate as checks
+    monkeypatch.setattr(checks, "_warned", set())
 
     def f(w):
         return EB(X1, w, OFF, mode="sum", sparse=True, **R).sum()

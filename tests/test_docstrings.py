@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 import mlx_embag
-from mlx_embag import backend, emulator, functional, kernels, layers, reference
+from mlx_embag import _settings, _validate, backend, emulator, functional, kernels, layers, reference
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
 from mlx_embag.emulator import translate as emulator_translate
@@ -21,7 +21,7 @@ BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, ti
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
 MODULES = [mlx_embag, backend, functional, kernels, layers, reference, emulator, emulator_kernel,
-           emulator_settings, emulator_translate, bench, *BENCH_MODULES]
+           emulator_settings, emulator_translate, bench, *BENCH_MODULES, _settings, _validate]
 
 # Modules every public function and class of which must carry a `>>>` example.
 PUBLIC_MODULES = [mlx_embag, backend, functional, layers, reference, emulator, *BENCH_MODULES]

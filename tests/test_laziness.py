@@ -102,8 +102,8 @@ def test_compiled_embedding_matches_oracle():
 
 
 def test_check_indices_under_compile_warns_and_poisons(monkeypatch):
-    import mlx_embag.functional as F
-    monkeypatch.setattr(F, "_warned", set())  # the warning is once per process
+    import mlx_embag._validate as checks
+    monkeypatch.setattr(checks, "_warned", set())  # the warning is once per process
     W = mx.array(np.arange(12, dtype=np.float32).reshape(4, 3))
     x, off = mx.array([0, 1, 7, 2]), mx.array([0, 2])
 

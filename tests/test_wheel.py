@@ -42,6 +42,13 @@ def test_wheel_contains_every_metal_source(wheel):
     assert not any(n.startswith("metal/") for n in names), "metal/ must not be a top-level package"
 
 
+def test_wheel_version_is_the_package_version(wheel):
+    """pyproject.toml takes its version from mlx_embag.__version__, the one place it is written."""
+    import mlx_embag
+
+    assert wheel.name.startswith(f"mlx_embag-{mlx_embag.__version__}-"), wheel.name
+
+
 def test_installed_copy_finds_its_kernels(wheel, tmp_path):
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
