@@ -18,7 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import mlx.core as mx
+
 MODES = ("sum", "mean", "max")
+FLOAT_TABLES = (mx.float32, mx.float16, mx.bfloat16)  # the table dtypes every path takes
 
 
 @dataclass(frozen=True)
