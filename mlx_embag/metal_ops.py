@@ -53,14 +53,29 @@ def _limit_reason(weight, n, num_bags):
 
 
 def unsupported_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
-    """Why the kernels cannot run this ``embedding_bag`` call, or None (host-free)."""
+    """Why the kernels cannot run this ``embedding_bag`` call, or None (host-free).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag._spec import BagSpec
+        >>> spec = BagSpec("sum", 1, None, False, None, None, 2.0, False, False)
+        >>> unsupported_bag(mx.zeros((4, 2), mx.float64), mx.array([0]), mx.array([0]), None, spec)
+        'the kernels take float32, float16 or bfloat16 tables, got mlx.core.float64.'
+    """
     if per_sample_weights is not None and not mx.issubdtype(per_sample_weights.dtype, mx.floating):
         return f"per_sample_weights must be floating point, got {per_sample_weights.dtype}."
     return _limit_reason(weight, indices.size, spec.num_bags)
 
 
 def unsupported_embedding(weight, indices, spec: EmbSpec):
-    """Why the kernels cannot run this ``embedding`` call, or None (host-free)."""
+    """Why the kernels cannot run this ``embedding`` call, or None (host-free).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag._spec import EmbSpec
+        >>> unsupported_embedding(mx.zeros((4, 2)), mx.array([3]), EmbSpec(None, None, 2.0, False, False)) is None
+        True
+    """
     return _limit_reason(weight, indices.size, indices.size)
 
 
@@ -79,7 +94,17 @@ def _index_array(x):
 
 
 def position_scales(weight, indices, max_norm, norm_type):
-    """Each position's ``max_norm`` factor, from the same kernel as the forward's (float32 (N,))."""
+    """Each position's ``max_norm`` factor, from the same kernel as the forward's (float32 (N,)).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag import emulator
+        >>> emulator.enable()
+        >>> s = position_scales(mx.array([[3.0, 4.0], [0.3, 0.4]]), mx.array([0, 1]), 1.0, 2.0)
+        >>> [round(v, 4) for v in s.tolist()]
+        [0.2, 1.0]
+        >>> emulator.reset()
+    """
     idx = _index_array(indices.reshape(-1))
     return launchers.row_scale(weight, idx, float(max_norm), float(norm_type))
 
@@ -185,7 +210,18 @@ def _options(spec: BagSpec) -> BagSpec:
 
 
 def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
-    """Metal ``embedding_bag`` on a normalised call (see ``_spec.py``); ``(B, D)``."""
+    """Metal ``embedding_bag`` on a normalised call (see ``_spec.py``); ``(B, D)``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag import emulator
+        >>> emulator.enable()
+        >>> spec = BagSpec("sum", 2, None, False, None, None, 2.0, False, False)
+        >>> w = mx.arange(8, dtype=mx.float32).reshape(4, 2)
+        >>> embedding_bag(w, mx.array([0, 1, 3]), mx.array([0, 2]), None, spec).tolist()
+        [[2.0, 4.0], [6.0, 7.0]]
+        >>> emulator.reset()
+    """
     _assert_supported(unsupported_bag(weight, indices, offsets, per_sample_weights, spec))
     D = weight.shape[1]
     B = spec.num_bags
@@ -205,6 +241,14 @@ def embedding(weight, indices, spec: EmbSpec):
 
     Each position is a bag of one: the forward ignores ``padding_idx`` (the
     stored row comes back, as ``F.embedding``), the backward masks it.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag import emulator
+        >>> emulator.enable()
+        >>> embedding(mx.eye(3), mx.array([[2], [0]]), EmbSpec(0, None, 2.0, False, False)).tolist()
+        [[[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]]]
+        >>> emulator.reset()
     """
     _assert_supported(unsupported_embedding(weight, indices, spec))
     D = weight.shape[1]

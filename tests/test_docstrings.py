@@ -8,7 +8,7 @@ import pytest
 
 import mlx_embag
 from mlx_embag import (_embag_common, _scatter, backend, emulator, functional, kernels, launchers, layers,
-                       reference)
+                       metal_ops, reference)
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
 from mlx_embag.emulator import translate as emulator_translate
@@ -21,11 +21,12 @@ from mlx_embag.bench import (cli, contenders, hardware, report, results, runner,
 BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, timing, workloads]
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
-MODULES = [mlx_embag, backend, functional, kernels, launchers, _embag_common, layers, reference, _scatter,
-           emulator, emulator_kernel, emulator_settings, emulator_translate, bench, *BENCH_MODULES]
+MODULES = [mlx_embag, backend, functional, kernels, launchers, _embag_common, metal_ops, layers, reference,
+           _scatter, emulator, emulator_kernel, emulator_settings, emulator_translate, bench, *BENCH_MODULES]
 
 # Modules every public function and class of which must carry a `>>>` example.
-PUBLIC_MODULES = [mlx_embag, backend, functional, layers, reference, emulator, *BENCH_MODULES]
+PUBLIC_MODULES = [mlx_embag, backend, functional, layers, reference, _scatter, _embag_common, emulator,
+                  *BENCH_MODULES]
 
 
 def _public_names(module):
