@@ -35,7 +35,7 @@ SPLIT_POSITIONS = 16
 MAX_SPLITS = 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: identity, not element-wise, comparison
 class Bags:
     """One call's bags as the bag kernels read them.
 
