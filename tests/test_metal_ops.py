@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import mlx_embag as meb
-from mlx_embag import metal_ops, reference
+from mlx_embag import launchers, metal_ops, reference
 from mlx_embag._spec import BagSpec, EmbSpec
 
 TOL = {mx.float32: 2e-5, mx.float16: 4e-3, mx.bfloat16: 3e-2}
@@ -205,10 +205,10 @@ def test_long_bags_split_across_threads(mode, split, monkeypatch):
     """Bags of hundreds of positions: split over the threads of one threadgroup, or over
     several threadgroups with the second reduction step (bag_combine); ties included."""
     if split:
-        monkeypatch.setattr(metal_ops, "SPLIT_POSITIONS", 2)
-        assert metal_ops._splits(400, 2, (1, 64, 1)) > 1
+        monkeypatch.setattr(launchers, "SPLIT_POSITIONS", 2)
+        assert launchers.splits(400, 2, (1, 64, 1)) > 1
     else:
-        monkeypatch.setattr(metal_ops, "FILL_THREADS", 1)
+        monkeypatch.setattr(launchers, "FILL_THREADS", 1)
     rng = np.random.default_rng(7)
     for _ in range(4):
         w, ind, off, psw, spec, desc = random_case(rng, mode=mode, long_bags=True, dtype=mx.float32)

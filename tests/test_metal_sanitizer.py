@@ -25,7 +25,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_embag import metal_ops, reference
+from mlx_embag import launchers, metal_ops, reference
 from mlx_embag._spec import BagSpec, EmbSpec
 from test_metal_ops import emulated
 
@@ -62,7 +62,7 @@ CASES = [
 
 def _check_bag_case(case, V, D, split, monkeypatch):
     if split:  # every bag over several threadgroups, then bag_combine
-        monkeypatch.setattr(metal_ops, "SPLIT_POSITIONS", 1)
+        monkeypatch.setattr(launchers, "SPLIT_POSITIONS", 1)
     mode, idt, ind, off, ilo, with_psw, max_norm, sgf, det = case
     rng = np.random.default_rng(0)
     ind = mx.array(np.array(ind, dtype=np.int64)).astype(idt)
