@@ -11,6 +11,7 @@ import numpy as np
 
 def _renorm(weight, input_flat, max_norm, norm_type):
     """Rows referenced by an in-range index, rescaled as PyTorch (in place, no grad)."""
+    double = np.asarray(weight).dtype == np.float64
     w = np.array(weight, dtype=np.float64, copy=True)
     if max_norm is None:
         return w
@@ -24,8 +25,16 @@ def _renorm(weight, input_flat, max_norm, norm_type):
                 n = np.min(np.abs(row)) if row.size else 0.0
             else:
                 n = np.sum(np.abs(row) ** norm_type) ** (1.0 / norm_type) if row.size else 0.0
+            if double:
+                if n > max_norm:
+                    w[r] = row * (max_norm / (n + 1e-7))
+                continue
+            # PyTorch's float arithmetic: the norm is a float read as a double, the
+            # scale is computed in double and rounded to float, the row stored as float.
+            n = float(np.float32(n))
             if n > max_norm:
-                w[r] = row * (max_norm / (n + 1e-7))
+                scale = np.float32(max_norm / (n + 1e-7))
+                w[r] = (row.astype(np.float32) * scale).astype(np.float32)
     return w
 
 
