@@ -35,6 +35,21 @@ def _norm_pad(padding_idx, V):
     return padding_idx + V if padding_idx < 0 else padding_idx
 
 
+def oracle_bags(offsets, n, include_last_offset=False):
+    """[(start, end, structurally_valid)] per bag of 1-D input of length n: the poison
+    rule before it looks at the indices (offsets[0] == 0, 0 <= start <= end <= n, and no
+    start below an earlier offset). Offsets are Python integers, so uint64 never wraps."""
+    off = [int(o) for o in np.asarray(offsets).reshape(-1).tolist()]
+    B = len(off) - 1 if include_last_offset else len(off)
+    out = []
+    for b in range(B):
+        s = off[b]
+        e = off[b + 1] if b + 1 < len(off) else n
+        ok = off[0] == 0 and 0 <= s <= e <= n and all(s >= off[k] for k in range(b))
+        out.append((s, e, ok))
+    return out
+
+
 def oracle_embedding_bag(input, weight, offsets=None, mode="mean", per_sample_weights=None,
                          include_last_offset=False, padding_idx=None, max_norm=None,
                          norm_type=2.0, scale_grad_by_freq=False, cotangent=None):
@@ -53,24 +68,15 @@ def oracle_embedding_bag(input, weight, offsets=None, mode="mean", per_sample_we
     else:
         flat = inp
         N = flat.size
-        off = np.asarray(offsets).astype(np.int64)
         psw_flat = psw
-        if include_last_offset:
-            B = off.size - 1
-            ends = [int(off[b + 1]) for b in range(B)]
-        else:
-            B = off.size
-            ends = [int(off[b + 1]) if b + 1 < B else N for b in range(B)]
         bags, valid = [], []
-        for b in range(B):
-            s, e = int(off[b]), ends[b]
-            ok = off.size > 0 and int(off[0]) == 0 and 0 <= s <= e <= N
-            ok = ok and all(s >= int(off[k]) for k in range(b))
+        for s, e, ok in oracle_bags(offsets, N, include_last_offset):
             if ok:
                 seg = flat[s:e]
                 ok = bool(np.all((seg >= 0) & (seg < V)))
             bags.append((s, e))
             valid.append(ok)
+        B = len(bags)
     W = _renorm(W0, flat, max_norm, norm_type)
     out = np.zeros((B, D))
     g = np.ones((B, D)) if cotangent is None else np.asarray(cotangent, np.float64).reshape(B, D)
@@ -131,16 +137,3 @@ def oracle_embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2
         dW /= np.maximum(cnt, 1.0)[:, None]
     return out.reshape(inp.shape + (D,)), dW, None
 
-
-def assert_close(actual, expected, rtol, atol, name="value"):
-    """allclose with NaN==NaN; on failure prints the first mismatching indices."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, f"{name}: shape {a.shape} != expected {e.shape}"
-    ok = np.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
-    if not ok.all():
-        bad = np.argwhere(~ok)[:5]
-        lines = [f"  at {tuple(int(x) for x in i)}: got {a[tuple(i)]!r}, expected {e[tuple(i)]!r}"
-                 for i in bad]
-        raise AssertionError(f"{name}: {int((~ok).sum())} of {ok.size} mismatch "
-                             f"(rtol={rtol}, atol={atol}); first:\n" + "\n".join(lines))

@@ -161,7 +161,7 @@ def test_unknown_backend():
 def test_unchecked_uint64_offsets_past_2_63_poison(backend):
     """Read as int64, 2**63 + 5 wrapped to a negative offset, so the next bag (starting
     below it) looked valid. Every bag from that offset on is invalid."""
-    from test_metal_ops import emulated
+    from support import emulated
 
     off = mx.array(np.array([0, 2, 2**63 + 5, 3], dtype=np.uint64))
     with emulated(seed=2) if backend == "metal" else warnings.catch_warnings():

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import mlx_embag as meb
-from oracle import assert_close, oracle_embedding, oracle_embedding_bag
+from oracle import oracle_embedding, oracle_embedding_bag
+from support import assert_close
 
 CASES = [
     dict(mode="sum"),

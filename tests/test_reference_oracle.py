@@ -6,79 +6,8 @@ import numpy as np
 import pytest
 
 import mlx_embag as meb
-from oracle import assert_close, oracle_embedding, oracle_embedding_bag
-
-TOL = {mx.float32: (1e-5, 1e-5), mx.float16: (1e-2, 1e-2), mx.bfloat16: (5e-2, 5e-2)}
-NP_OF = {mx.float32: np.float32, mx.float16: np.float16}
-
-
-def to_np(a):
-    return np.array(a.astype(mx.float32)) if a.dtype == mx.bfloat16 else np.array(a)
-
-
-def random_bag_config(rng, allow_invalid=False):
-    """A small random configuration; bag lengths drawn from 0 so empty bags occur."""
-    V = int(rng.integers(1, 12))
-    D = int(rng.choice([1, 3, 5, 8, 17]))
-    mode = str(rng.choice(["sum", "mean", "max"]))
-    two_d = rng.random() < 0.3
-    cfg = dict(mode=mode, include_last_offset=False, padding_idx=None, max_norm=None,
-               norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
-    if two_d:
-        B, L = int(rng.integers(1, 5)), int(rng.integers(0, 5))
-        inp = rng.integers(0, V, size=(B, L))
-        offsets = None
-    else:
-        B = int(rng.integers(1, 6))
-        lens = rng.integers(0, 5, size=B)
-        N = int(lens.sum())
-        inp = rng.integers(0, V, size=N)
-        offsets = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        if rng.random() < 0.4:
-            cfg["include_last_offset"] = True
-            offsets = np.concatenate([offsets, [N]])
-    if rng.random() < 0.3:
-        cfg["padding_idx"] = int(rng.integers(-V, V))
-    if rng.random() < 0.3:
-        cfg["max_norm"] = float(rng.uniform(0.5, 3.0))
-        cfg["norm_type"] = float(rng.choice([1.0, 2.0, 3.0, math.inf]))
-    if mode != "max" and rng.random() < 0.3:
-        cfg["scale_grad_by_freq"] = True
-    if mode == "sum" and rng.random() < 0.5:
-        cfg["per_sample_weights"] = rng.standard_normal(inp.shape).astype(np.float32)
-    if allow_invalid and inp.size and rng.random() < 0.5:
-        flat = inp.reshape(-1)
-        flat[int(rng.integers(0, flat.size))] = int(rng.choice([-1, V, V + 7]))
-    idt = rng.choice([np.int32, np.int64])
-    inp = inp.astype(idt)
-    if offsets is not None:
-        offsets = np.asarray(offsets).astype(idt)
-    W = rng.standard_normal((V, D)).astype(np.float32) * 1.5
-    return inp, offsets, W, cfg
-
-
-def run_meb(inp, offsets, W, cfg, dtype=mx.float32, cot=None, backend="reference"):
-    """Forward, weight gradient and per_sample_weights gradient from mlx_embag via mx.vjp."""
-    psw = cfg.get("per_sample_weights")
-    w = mx.array(W).astype(dtype)
-    x = mx.array(inp)
-    off = None if offsets is None else mx.array(offsets)
-    kw = {k: cfg[k] for k in ("mode", "include_last_offset", "padding_idx", "max_norm",
-                              "norm_type", "scale_grad_by_freq")}
-
-    if psw is None:
-        def f(w):
-            return meb.embedding_bag(x, w, off, backend=backend, **kw)
-        prim = [w]
-    else:
-        def f(w, p):
-            return meb.embedding_bag(x, w, off, per_sample_weights=p, backend=backend, **kw)
-        prim = [w, mx.array(psw).astype(dtype)]
-    out = f(*prim)
-    c = mx.ones(out.shape, dtype) if cot is None else mx.array(cot).astype(dtype)
-    _, grads = mx.vjp(f, prim, [c])
-    mx.eval(out, grads)
-    return to_np(out), to_np(grads[0]), (None if psw is None else to_np(grads[1]))
+from oracle import oracle_embedding, oracle_embedding_bag
+from support import TOL, assert_close, random_bag_config, run_meb, to_np
 
 
 def check_against_oracle(inp, offsets, W, cfg, dtype, rng):

@@ -18,8 +18,8 @@ import torch  # noqa: E402  (pinned in the test extra: missing must fail, not sk
 import torch.nn.functional as F  # noqa: E402
 
 import mlx_embag as meb  # noqa: E402
-from oracle import assert_close, oracle_embedding_bag  # noqa: E402
-from test_reference_oracle import TOL, random_bag_config, run_meb, to_np  # noqa: E402
+from oracle import oracle_embedding_bag  # noqa: E402
+from support import TOL, assert_close, random_bag_config, run_meb, to_np  # noqa: E402
 
 
 def run_torch(inp, offsets, W, cfg, cot):

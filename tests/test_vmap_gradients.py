@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import mlx_embag as meb
-from test_metal_ops import emulated
+from support import emulated
 
 K, V, D = 3, 9, 4
 RNG = np.random.default_rng(8)
