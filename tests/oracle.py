@@ -50,6 +50,16 @@ def oracle_bags(offsets, n, include_last_offset=False):
     return out
 
 
+def oracle_owners(bags, n):
+    """Per position of ``oracle_bags``' input: the structurally valid bag holding it, else -1
+    (valid bags never overlap, so there is at most one)."""
+    own = np.full(n, -1)
+    for b, (s, e, ok) in enumerate(bags):
+        if ok:
+            own[s:e] = b
+    return own
+
+
 def oracle_embedding_bag(input, weight, offsets=None, mode="mean", per_sample_weights=None,
                          include_last_offset=False, padding_idx=None, max_norm=None,
                          norm_type=2.0, scale_grad_by_freq=False, cotangent=None):

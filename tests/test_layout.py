@@ -6,14 +6,20 @@ The paths' outputs under the poison rule are checked end to end elsewhere
 ops that both paths build on, malformed and uint64 offsets included.
 """
 
+import warnings
+
 import mlx.core as mx
 import numpy as np
 import pytest
 
+import mlx_embag as meb
 from mlx_embag import _layout
 from mlx_embag._spec import BagSpec
-from oracle import oracle_bags
+from oracle import oracle_bags, oracle_owners
+from support import emulated
 
+W = mx.array(np.arange(12, dtype=np.float32).reshape(4, 3))
+X1 = mx.array([0, 1, 2, 3])
 INDEX_DTYPES = (mx.int8, mx.uint8, mx.int16, mx.int32, mx.uint32, mx.int64, mx.uint64)
 
 
@@ -25,15 +31,6 @@ def random_offsets(rng, ilo):
     if rng.random() < 0.4:
         cuts[rng.integers(len(cuts))] = rng.integers(-2, n + 3)
     return cuts.astype(np.int64), n
-
-
-def oracle_owners(bags, n):
-    """Per position: the structurally valid bag holding it, else -1 (valid bags never overlap)."""
-    own = np.full(n, -1)
-    for b, (s, e, ok) in enumerate(bags):
-        if ok:
-            own[s:e] = b
-    return own
 
 
 def spec_for(num_bags, ilo, bag_size=None):
@@ -147,3 +144,13 @@ def test_two_d_input_is_one_bag_per_row(shape):
     np.testing.assert_array_equal(np.array(ends), np.arange(B) * L + L)
     np.testing.assert_array_equal(np.array(lay.owner), np.repeat(np.arange(B), L))
     np.testing.assert_array_equal(np.array(lay.bag_valid), [B * L == 0 or b < B - 1 for b in range(B)])
+
+
+@pytest.mark.parametrize("backend", ["reference", "metal"])
+def test_unchecked_uint64_offsets_past_2_63_poison(backend):
+    """Read as int64, 2**63 + 5 wrapped to a negative offset, so the next bag (starting
+    below it) looked valid. Every bag from that offset on is invalid."""
+    off = mx.array(np.array([0, 2, 2**63 + 5, 3], dtype=np.uint64))
+    with emulated(seed=2) if backend == "metal" else warnings.catch_warnings():
+        out = np.array(meb.embedding_bag(X1, W, off, mode="sum", backend=backend))
+    assert np.isnan(out[1:]).all() and not np.isnan(out[0]).any(), out
