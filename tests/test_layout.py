@@ -2,7 +2,7 @@
 reading of the same offsets (tests/oracle.py: ``oracle_bags``), function by function.
 
 The paths' outputs under the poison rule are checked end to end elsewhere
-(test_reference_oracle.py, test_metal_ops.py); these tests pin the lazy integer
+(test_reference.py, test_metal_ops.py); these tests pin the lazy integer
 ops that both paths build on, malformed and uint64 offsets included.
 """
 

@@ -6,7 +6,7 @@ Excluded from the random parity sweep, with the reason:
 - trailing indices after the last offset with include_last_offset and mean/max:
   PyTorch CPU counts them into the last bag; pinned separately, the oracle governs.
   (The sweep uses offsets[-1] == N, which PyTorch gets right.)
-- out-of-range indices: PyTorch raises, we apply the poison rule (test_reference_oracle).
+- out-of-range indices: PyTorch raises, we apply the poison rule (test_reference.py, test_layout.py).
 """
 import math
 
