@@ -2,7 +2,9 @@
 
 ``oracle_embedding_bag`` and ``oracle_embedding`` return ``(out, dweight, dpsw)``
 for a given output cotangent (ones when None).  ``dpsw`` is None without
-per_sample_weights.  Nothing here imports mlx or torch.
+per_sample_weights.  ``oracle_bags`` and ``oracle_owners`` are the bag layout
+the first one reads offsets by, exposed for the layout tests.  Nothing here
+imports mlx or torch; tolerances and ``assert_close`` are in tests/support.py.
 """
 import math
 
