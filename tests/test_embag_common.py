@@ -18,7 +18,7 @@ import pytest
 from mlx_embag import _embag_common as common
 from mlx_embag import kernels
 from mlx_embag._sources import HEADER, metal_dir, read_source
-from test_metal_ops import emulated
+from support import emulated
 
 METAL = {p.stem: p.read_text() for p in sorted(metal_dir().glob("*.metal"))}
 PY = {p.name: p.read_text() for p in sorted(Path(common.__file__).parent.glob("*.py"))}

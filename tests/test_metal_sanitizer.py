@@ -27,13 +27,10 @@ import pytest
 
 from mlx_embag import launchers, metal_ops, reference
 from mlx_embag._spec import BagSpec, EmbSpec
-from test_metal_ops import emulated
 
 
-@pytest.fixture(autouse=True, scope="module")
-def sanitized():
-    with emulated(seed=5, sanitize=True):
-        yield
+METAL_SEED, METAL_SANITIZE = 5, True
+pytestmark = pytest.mark.usefixtures("metal")
 
 
 V, D = 6, 5
