@@ -78,7 +78,7 @@ def renormed_for_call(module, input):
 
     @written.vmap
     def written_vmap(inputs, axes):
-        (w, r), (_, ar) = inputs, axes
+        (_, r), (_, ar) = inputs, axes
         m = ref()
         if m is not None:
             _restore(m, previous, written_id[0])
