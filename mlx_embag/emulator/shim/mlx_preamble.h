@@ -1,9 +1,8 @@
-// mlx_preamble.h: what MLX's generated Metal preamble (metal::utils(): bf16.h,
-// bf16_math.h, complex.h, defines.h, logging.h, utils.h of mlx 0.32) makes
-// available to a custom kernel, re-stated for the emulator's shim. The logic
-// of elem_to_loc & co. is copied from mlx/backend/metal/kernels/utils.h; the
-// rest is re-implemented where MLX's version needs Metal compiler intrinsics
-// or address-space overloads a host compiler cannot take.
+// mlx_preamble.h: the names MLX 0.32's generated Metal preamble makes available
+// to a custom kernel (its bf16, complex, defines, logging and utils headers),
+// written for the emulator's shim: the same names and signatures, computing the
+// same values (numeric helpers such as log1p and hypot follow MLX's formulas
+// step for step, so a kernel gets the same bits here as on a Mac).
 #ifndef MLX_EMBAG_MLX_PREAMBLE_H
 #define MLX_EMBAG_MLX_PREAMBLE_H
 
@@ -113,148 +112,107 @@ template <typename T> struct Limits<complex_t<T>> {
 
 #define MLX_MTL_PRAGMA_UNROLL _Pragma("clang loop unroll(full)")
 
+// ----- strided indexing: where the n-th element of a strided array lives.
+// Each helper peels an element's row-major multi-index off from the last axis
+// and weighs every digit by its axis' stride, in IdxT arithmetic, as MLX's do.
+
 template <typename IdxT = int64_t>
 METAL_FUNC IdxT elem_to_loc(IdxT elem, constant const int* shape, constant const int64_t* strides,
                             int ndim) {
-  IdxT loc = 0;
-  for (int i = ndim - 1; i >= 0 && elem > 0; --i) {
-    loc += (elem % shape[i]) * IdxT(strides[i]);
-    elem /= shape[i];
+  IdxT offset = 0;
+  for (int axis = ndim - 1; axis >= 0 && elem > 0; --axis) {
+    offset += (elem % shape[axis]) * IdxT(strides[axis]);
+    elem /= shape[axis];
   }
-  return loc;
+  return offset;
+}
+
+// A grid position: x runs along the last axis, y the one before it, z over all
+// the leading axes together.
+template <typename IdxT>
+METAL_FUNC IdxT __emu_grid_loc(uint3 elem, constant const int* shape, constant const int64_t* strides,
+                               int ndim) {
+  IdxT offset = elem.x * IdxT(strides[ndim - 1]) + elem.y * IdxT(strides[ndim - 2]);
+  for (int axis = ndim - 3; axis >= 0; --axis) {
+    offset += (elem.z % shape[axis]) * IdxT(strides[axis]);
+    elem.z /= shape[axis];
+  }
+  return offset;
 }
 
 template <typename IdxT = int64_t>
 METAL_FUNC IdxT elem_to_loc(uint3 elem, constant const int* shape, constant const int64_t* strides,
                             int ndim) {
-  IdxT loc = elem.x * IdxT(strides[ndim - 1]) + elem.y * IdxT(strides[ndim - 2]);
-  for (int d = ndim - 3; d >= 0; --d) {
-    loc += (elem.z % shape[d]) * IdxT(strides[d]);
-    elem.z /= shape[d];
-  }
-  return loc;
+  return __emu_grid_loc<IdxT>(elem, shape, strides, ndim);
 }
 
+// Fixed ranks: strides only, innermost axis last.
 template <typename IdxT = int64_t>
 METAL_FUNC IdxT elem_to_loc_1(uint elem, constant const int64_t& stride) {
   return elem * IdxT(stride);
 }
 template <typename IdxT = int64_t>
 METAL_FUNC IdxT elem_to_loc_2(uint2 elem, constant const int64_t* strides) {
-  return elem.x * IdxT(strides[1]) + elem.y * IdxT(strides[0]);
+  return elem_to_loc_1<IdxT>(elem.y, strides[0]) + elem_to_loc_1<IdxT>(elem.x, strides[1]);
 }
 template <typename IdxT = int64_t>
 METAL_FUNC IdxT elem_to_loc_3(uint3 elem, constant const int64_t* strides) {
-  return elem.x * IdxT(strides[2]) + elem.y * IdxT(strides[1]) + elem.z * IdxT(strides[0]);
+  return elem_to_loc_1<IdxT>(elem.z, strides[0]) + elem_to_loc_2<IdxT>(elem.xy, strides + 1);
 }
 
+// The same grid position in two or three arrays of one shape and their own strides.
 template <typename IdxT = int64_t>
 METAL_FUNC vec<IdxT, 2> elem_to_loc_2_nd(uint3 elem, constant const int* shape,
                                          constant const int64_t* a_strides,
                                          constant const int64_t* b_strides, int ndim) {
-  vec<IdxT, 2> loc = {
-      IdxT(elem.x * IdxT(a_strides[ndim - 1]) + IdxT(elem.y) * IdxT(a_strides[ndim - 2])),
-      IdxT(elem.x * IdxT(b_strides[ndim - 1]) + elem.y * IdxT(b_strides[ndim - 2]))};
-  for (int d = ndim - 3; d >= 0; --d) {
-    uint l = elem.z % shape[d];
-    loc.x += l * IdxT(a_strides[d]);
-    loc.y += l * IdxT(b_strides[d]);
-    elem.z /= shape[d];
-  }
+  vec<IdxT, 2> loc = {__emu_grid_loc<IdxT>(elem, shape, a_strides, ndim),
+                      __emu_grid_loc<IdxT>(elem, shape, b_strides, ndim)};
   return loc;
 }
-
 template <typename IdxT = int64_t>
 METAL_FUNC vec<IdxT, 3> elem_to_loc_3_nd(uint3 elem, constant const int* shape,
                                          constant const int64_t* a_strides,
                                          constant const int64_t* b_strides,
                                          constant const int64_t* c_strides, int ndim) {
-  vec<IdxT, 3> loc = {IdxT(elem.x * IdxT(a_strides[ndim - 1])) + IdxT(elem.y * IdxT(a_strides[ndim - 2])),
-                      IdxT(elem.x * IdxT(b_strides[ndim - 1])) + IdxT(elem.y * IdxT(b_strides[ndim - 2])),
-                      IdxT(elem.x * IdxT(c_strides[ndim - 1])) + IdxT(elem.y * IdxT(c_strides[ndim - 2]))};
-  for (int d = ndim - 3; d >= 0; --d) {
-    uint l = elem.z % shape[d];
-    loc.x += l * IdxT(a_strides[d]);
-    loc.y += l * IdxT(b_strides[d]);
-    loc.z += l * IdxT(c_strides[d]);
-    elem.z /= shape[d];
-  }
+  vec<IdxT, 3> loc = {__emu_grid_loc<IdxT>(elem, shape, a_strides, ndim),
+                      __emu_grid_loc<IdxT>(elem, shape, b_strides, ndim),
+                      __emu_grid_loc<IdxT>(elem, shape, c_strides, ndim)};
   return loc;
 }
 
+// An iterator over the elements of the leading `dim` axes (row-major), for
+// kernels that walk an array a step or n steps at a time. Its position is a
+// count of steps; location() is where that element lives. As MLX's, it lets
+// the outermost axis run on past its extent (steps / inner elements, never
+// wrapped), except DIM = 1 over several axes, which wraps like elem_to_loc;
+// General = false (DIM = 1) walks one axis by its stride alone.
 template <int DIM, typename OffsetT = size_t, bool General = true> struct LoopedElemToLoc {
   int dim;
-  LoopedElemToLoc<DIM - 1, OffsetT, General> inner_looper;
+  int64_t steps{0};
   OffsetT offset{0};
-  int index{0};
-
-  LoopedElemToLoc(int dim) : dim(dim), inner_looper(dim - 1) {}
-
-  void next(const constant int* shape, const constant int64_t* strides) {
-    if (dim == 0) return;
-    index++;
-    offset += OffsetT(strides[dim - 1]);
-    if (index >= shape[dim - 1]) {
-      index = 0;
-      inner_looper.next(shape, strides);
-      offset = inner_looper.offset;
-    }
-  }
-
-  void next(int n, const constant int* shape, const constant int64_t* strides) {
-    if (dim == 0) return;
-    index += n;
-    offset += n * OffsetT(strides[dim - 1]);
-    if (index >= shape[dim - 1]) {
-      int extra = index - shape[dim - 1];
-      if (extra >= shape[dim - 1]) {
-        inner_looper.next(1 + extra / shape[dim - 1], shape, strides);
-        extra = extra % shape[dim - 1];
-      } else {
-        inner_looper.next(shape, strides);
-      }
-      index = 0;
-      offset = inner_looper.offset;
-      if (extra > 0) next(extra, shape, strides);
-    }
-  }
-
-  OffsetT location() { return offset; }
-};
-
-template <typename OffsetT> struct LoopedElemToLoc<1, OffsetT, true> {
-  int dim;
-  OffsetT offset{0};
-  uint index{0};
 
   LoopedElemToLoc(int dim) : dim(dim) {}
 
-  void next(const constant int* shape, const constant int64_t* strides) {
-    index++;
-    if (dim > 1) offset = elem_to_loc<OffsetT>(index, shape, strides, dim);
-    else offset += OffsetT(strides[0]);
-  }
+  void next(const constant int* shape, const constant int64_t* strides) { next(1, shape, strides); }
 
   void next(int n, const constant int* shape, const constant int64_t* strides) {
-    index += n;
-    if (dim > 1) offset = elem_to_loc<OffsetT>(index, shape, strides, dim);
-    else offset = index * OffsetT(strides[0]);
+    if (dim <= 0) return;
+    steps += n;
+    if (DIM == 1) {
+      offset = (General && dim > 1) ? OffsetT(elem_to_loc<int64_t>(steps, shape, strides, dim))
+                                    : OffsetT(steps * strides[0]);
+      return;
+    }
+    int64_t inner = 1;
+    for (int axis = 1; axis < dim; ++axis) inner *= shape[axis];
+    offset = OffsetT((steps / inner) * strides[0] +
+                     elem_to_loc<int64_t>(steps % inner, shape + 1, strides + 1, dim - 1));
   }
 
   OffsetT location() { return offset; }
 };
 
-template <typename OffsetT> struct LoopedElemToLoc<1, OffsetT, false> {
-  OffsetT offset{0};
-  LoopedElemToLoc(int) {}
-  void next(const constant int*, const constant int64_t* strides) { offset += OffsetT(strides[0]); }
-  void next(int n, const constant int*, const constant int64_t* strides) {
-    offset += n * OffsetT(strides[0]);
-  }
-  OffsetT location() { return offset; }
-};
-
-/** Compute ceil((float)N/(float)M) */
+// ceil(N / M) for positive integers.
 template <typename T, typename U> inline T ceildiv(T N, U M) { return (N + M - 1) / M; }
 
 inline float log1p(float x) {
