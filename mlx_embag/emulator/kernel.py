@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 import mlx.core as mx
@@ -130,6 +132,27 @@ def output_buffer(shape, dtype, init_value=None) -> np.ndarray:
     return np.array(filled).reshape(shape).copy()
 
 
+def _check_launch_dims(grid, threadgroup) -> None:
+    """MLX binds ``grid`` and ``threadgroup`` as ``tuple[int, int, int]`` of C ``int``: anything else,
+    or an entry past 2**31 - 1, is nanobind's ``TypeError`` (never a silently wrapped size).
+
+    Example:
+        >>> _check_launch_dims((2**31 - 1, 1, 1), (1, 1, 1))
+        >>> _check_launch_dims((2**32 + 5, 1, 1), (1, 1, 1))
+        Traceback (most recent call last):
+            ...
+        TypeError: [metal_kernel] grid must be a tuple of 3 ints in [-2**31, 2**31 - 1] (a C int), got (4294967301, 1, 1).
+    """
+    for what, dims in (("grid", grid), ("threadgroup", threadgroup)):
+        try:
+            ints = [operator.index(d) for d in dims]
+        except TypeError:
+            ints = []
+        if len(ints) != 3 or not all(-(2**31) <= d < 2**31 for d in ints):
+            raise TypeError(f"[metal_kernel] {what} must be a tuple of 3 ints in [-2**31, 2**31 - 1] "
+                            f"(a C int), got {tuple(dims) if isinstance(dims, (tuple, list)) else dims!r}.")
+
+
 class _TransformNotImplemented(ValueError, RuntimeError):
     """Metal raises ``ValueError`` (C++ ``std::invalid_argument``); every other failure of an emulated
     kernel is a ``RuntimeError``, so an ``except`` clause written for either catches it."""
@@ -205,6 +228,7 @@ class MetalKernel:
                 raise ValueError(f"[metal_kernel] Expected `{arg}` to have size {len(want)} but got size {len(given)}.")
         if _is_cpu_stream(stream):
             raise ValueError("[metal_kernel] Only supports the GPU.")
+        _check_launch_dims(grid, threadgroup)
         arrays = [_to_array(x) for x in inputs]
         run = lambda *xs: self._run(list(xs), output_shapes, output_dtypes, grid, threadgroup, template,
                                     init_value, verbose, seed, sanitize)

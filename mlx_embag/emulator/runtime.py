@@ -170,7 +170,7 @@ def launch(*, display_name: str, kernel_name: str, kernel_source: str, buffers: 
     threadgroup = tuple(int(t) for t in threadgroup)
     if len(grid) != 3 or len(threadgroup) != 3:
         raise _fail(display_name, "grid and threadgroup must have 3 entries each", ValueError)
-    if min(grid) < 0 or min(threadgroup) < 1:
+    if min(grid) < 0 or min(threadgroup) < 1 or max(grid + threadgroup) >= 2**31:
         raise _fail(display_name, f"invalid grid {grid} / threadgroup {threadgroup}", ValueError)
     n_tg = threadgroup[0] * threadgroup[1] * threadgroup[2]
     if n_tg > MAX_THREADS_PER_THREADGROUP:

@@ -112,8 +112,10 @@ def parse_signature(kernel_name: str, kernel_source: str) -> tuple[ParsedKernel,
     """
     lines = kernel_source.split("\n")
     head = f"[[kernel]] void {kernel_name}("
+    # MLX glues `header` to this line, so a header not ending in a newline (an
+    # indented triple-quoted string ends in blanks) leaves text in front of it.
     try:
-        sig = next(i for i, line in enumerate(lines) if line.startswith(head))
+        sig = next(i for i, line in enumerate(lines) if head in line)
     except StopIteration:
         raise ValueError(f"no `{head}` line in the kernel source") from None
     params = []
