@@ -6,6 +6,7 @@
 // or address-space overloads a host compiler cannot take.
 #ifndef MLX_EMBAG_MLX_PREAMBLE_H
 #define MLX_EMBAG_MLX_PREAMBLE_H
+#pragma clang system_header
 
 // ---------------------------------------------------------------- defines.h
 #define MTL_CONST constant

@@ -2,6 +2,7 @@
 // constructors), as_type and numeric_limits. Part of metal_shim.h.
 #ifndef MLX_EMBAG_SHIM_TYPES_H
 #define MLX_EMBAG_SHIM_TYPES_H
+#pragma clang system_header
 
 // ---------------------------------------------------------------- scalars
 typedef signed char int8_t;
