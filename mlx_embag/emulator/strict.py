@@ -152,8 +152,8 @@ def program_scope_errors(kernel_source: str, signature_line: int) -> list[str]:
             words = [w for w, _ in stmt]
             scope = bool(words) and words[0] in _SCOPE_OPENERS and "=" not in words
             depth_stack.append("scope" if scope else "skip")
-            if not scope and words and "=" not in words and "(" in words:
-                stmt = []  # a function body ends the declaration
+            if scope or (words and "=" not in words and "(" in words):
+                stmt = []  # a namespace opens a scope; a function body ends the declaration
             continue
         if tok == "}":
             if depth_stack:

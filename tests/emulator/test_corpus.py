@@ -56,3 +56,120 @@ def test_grid_entry_past_int32_is_a_type_error_not_a_wrap():
     with pytest.raises(TypeError, match="threadgroup"):
         k(grid=(8, 1, 1), **{**call, "threadgroup": (2**31, 1, 1)})
     assert k(grid=(np.int64(8), 1, 1), **call)[0].tolist() == [0.0] * 8  # MLX takes __index__ ints
+
+
+# ---------------------------------------------------------------- 4. float -> bfloat only explicitly
+_BF_VALID = {
+    "static_cast": "out[i] = static_cast<bfloat>(x[i] * 2.0f);",
+    "functional": "out[i] = bfloat(x[i] * 2.0f);",
+    "template_T": "out[i] = T(x[i] * 2.0f);",
+    "ternary_cast": "out[i] = x[i] > 2.0f ? bfloat(x[i] * 2.0f) : bfloat(-INFINITY);",
+    "bfloat_to_float": "bfloat b = bfloat(x[i]); float f = b; out[i] = bfloat(f * 2.0f);",
+}
+_BF_INVALID = {
+    "ternary": "out[i] = x[i] > 2.0f ? x[i] : -INFINITY;",
+    "init": "bfloat16_t b = x[i] * 2.0f; out[i] = b;",
+    "assign": "out[i] = x[i];",
+    "compound": "bfloat b = bfloat(0.0f); b += x[i]; out[i] = b;",
+    "argument": "out[i] = keep(x[i]);",
+    "return": "out[i] = back(x[i]);",
+}
+_BF_HEADER = "inline bfloat keep(bfloat v) { return v; }\ninline bfloat back(float v) { return v * 2.0f; }\n"
+
+
+@pytest.mark.parametrize("what", sorted(_BF_VALID))
+def test_explicit_bfloat_conversions_run(what):
+    out = _run(f"bf_ok_{what}", "  uint i = thread_position_in_grid.x; " + _BF_VALID[what], out_type="bfloat16_t",
+               template=[("T", "bfloat16_t")])
+    got = (out.astype(np.uint32) << 16).view(np.float32)
+    want = np.where(_X > 2, 2 * _X, -np.inf) if what == "ternary_cast" else 2 * _X
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("what", sorted(_BF_INVALID))
+def test_implicit_float_to_bfloat_is_rejected(what):
+    _rejected(f"bf_bad_{what}", "  uint i = thread_position_in_grid.x; " + _BF_INVALID[what],
+              _BF_HEADER if what in ("argument", "return") else "", out_type="bfloat16_t",
+              pattern=r"implicit conversion to bfloat is not allowed in Metal.*'(const )?float' to '(bfloat|bfloat16_t)'")
+
+
+# ---------------------------------------------------------------- 5. #pragma unroll 0
+_UNROLL_SRC = "  uint i = thread_position_in_grid.x; float s = 0.0f;\n#pragma unroll {n}\n" \
+              "  for (int k = 0; k < 4; ++k) s += x[i];\n  out[i] = s;"
+
+
+@pytest.mark.parametrize("count,template", [("4", None), ("1", None), ("N", [("N", 2)]), ("(N + 1)", [("N", 0)])])
+def test_pragma_unroll_with_a_positive_count_runs(count, template):
+    out = _run("unroll_ok", _UNROLL_SRC.format(n=count), template=template)
+    np.testing.assert_array_equal(out, 4 * _X)
+    out = _run("unroll_bare", _UNROLL_SRC.format(n="").replace("unroll ", "unroll"))
+    np.testing.assert_array_equal(out, 4 * _X)
+
+
+@pytest.mark.parametrize("count,template", [("0", None), ("N", [("N", 0)]), ("(N - 2)", [("N", 2)])])
+def test_pragma_unroll_0_is_rejected(count, template):
+    _rejected("unroll_zero", _UNROLL_SRC.format(n=count), template=template, pattern=r"#pragma unroll 0")
+
+
+# ---------------------------------------------------------------- 6. address spaces
+_AS_HEADER = "struct P { float a; int b; };\nstruct F { float a; };\ninline float first(const constant float* p) { return p[0]; }\n" \
+             "inline float first_dev(const device float* p) { return p[0]; }\n"
+_AS_VALID = {
+    # Structs copy in and out of device and threadgroup memory as values.
+    "struct_copy": ("device F* p = (device F*)out; F v; v.a = x[i] + 1.0f; p[i] = v; "
+                    "threadgroup F s[8]; s[i] = p[i]; threadgroup_barrier(mem_flags::mem_threadgroup); "
+                    "F d = s[i]; p[i] = d;"),
+    "constant_program_scope": "out[i] = x[i] + K[1] - 1.0f;",
+    "same_space_cast": "device uint* u = (device uint*)out; u[i] = as_type<uint>(x[i] + 1.0f);",
+    "const_away_same_space": "((device float*)(x))[0] + 0.0f; out[i] = first_dev(x) + x[i] + 1.0f;",
+    "constant_param": "out[i] = first(c) + x[i];",
+}
+_AS_INVALID = {
+    "cast_constant_to_device": ("out[i] = ((device float*)c)[0];", "cast cannot move a pointer to another address"),
+    "cast_device_to_constant": ("out[i] = first((constant float*)x);", "cast cannot move a pointer"),
+    "cast_threadgroup_to_device": ("threadgroup float s[8]; s[i] = 1; out[i] = *(device float*)&s[i];",
+                                   "cast cannot move a pointer"),
+    "write_through_constant": ("((constant float*)c)[0] = 1.0f; out[i] = 0;", "not assignable"),
+    "write_constant_param": ("c[0] = 1.0f; out[i] = 0;", "not assignable"),
+    "device_to_constant_param": ("out[i] = first(x);", "address space 'device'.*address space 'constant'"),
+    "struct_into_constant": ("constant P* q = (constant P*)c; P v; q[0] = v; out[i] = 0;", "error"),
+    "threadgroup_to_thread": ("threadgroup float s[8]; float* t = s; out[i] = t[0];", "threadgroup"),
+}
+_AS_PROGRAM_SCOPE = {
+    "threadgroup_array": "threadgroup float buf[32];\n",
+    "device_scalar": "device int counter;\n",
+    "plain_global": "float scale = 2.0f;\n",
+    "static_global": "static int hits[4];\n",
+    "in_namespace": "namespace util { float bias = 1.0f; }\n",
+}
+
+
+def _as_run(name, body, header=""):
+    c = np.array([1.0, 2.0], np.float32)  # under 8 elements: MLX passes it in constant memory
+    (out,) = run_kernel(name, [("x", _X), ("c", c)], [("out", (8,), "float")],
+                        "  uint i = thread_position_in_grid.x; " + body, header=_AS_HEADER + header,
+                        grid=(8, 1, 1), threadgroup=(8, 1, 1))
+    return out
+
+
+@pytest.mark.parametrize("what", sorted(_AS_VALID))
+def test_valid_address_space_use_runs(what):
+    header = "constant float K[2] = {1.0f, 2.0f};\nconstexpr constant int unused = 3;\n"
+    out = _as_run(f"as_ok_{what}", _AS_VALID[what], header)
+    if what == "same_space_cast":
+        out = out.view(np.float32)
+    np.testing.assert_array_equal(out, _X + 1.0)
+
+
+@pytest.mark.parametrize("what", sorted(_AS_INVALID))
+def test_address_space_violations_are_rejected_in_metal_words(what):
+    body, pattern = _AS_INVALID[what]
+    with pytest.raises(RuntimeError, match=r"(?s)compilation failed.*" + pattern) as info:
+        _as_run(f"as_bad_{what}", body)
+    assert "address_space(" not in str(info.value) and "address space '1'" not in str(info.value)
+
+
+@pytest.mark.parametrize("what", sorted(_AS_PROGRAM_SCOPE))
+def test_program_scope_variables_outside_constant_are_rejected(what):
+    with pytest.raises(RuntimeError, match="program scope variable must reside in constant address space"):
+        _as_run(f"as_scope_{what}", "out[i] = 0;", _AS_PROGRAM_SCOPE[what])
