@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 
 from . import compiler
-from .translate import _TOKEN
+from ._tokens import TOKEN as _TOKEN, significant
 
 STRICT_FLAGS = ["-fsyntax-only", "-DEMU_STRICT=1", "-Wimplicit-float-conversion", "-Wno-duplicate-decl-specifier",
                 "-ferror-limit=0"]
@@ -38,13 +38,6 @@ _SPACES = ("device", "constant", "threadgroup", "thread")
 _SPACE_NAMES = {"1": "device", "2": "constant", "3": "threadgroup"}
 _KERNEL_START = '#line 1 "kernel.metal"\n'
 _ENTRY_START = '#line 1 "<emulator entry point>"\n'
-
-
-def _significant(toks, i):
-    """Index of the first token at or after ``i`` that is not blank or a comment."""
-    while i < len(toks) and (toks[i].isspace() or toks[i].startswith(("//", "/*"))):
-        i += 1
-    return i
 
 
 def _group_end(toks, i):
@@ -64,31 +57,31 @@ def _group_end(toks, i):
 def _operand_end(toks, i):
     """The end of the cast-expression starting at ``toks[i]`` (prefix operators, a
     primary, postfix operators), or -1 when it is not one this pass follows."""
-    i = _significant(toks, i)
+    i = significant(toks, i)
     while i < len(toks) and toks[i] in "&*-+!~":
-        i = _significant(toks, i + 1)
+        i = significant(toks, i + 1)
     if i >= len(toks):
         return -1
     if toks[i] == "(":
         i = _group_end(toks, i)
-        nxt = _significant(toks, i)
+        nxt = significant(toks, i)
         if nxt < len(toks) and (toks[nxt] == "(" or toks[nxt][:1].isalnum() or toks[nxt][:1] == "_"):
             return _operand_end(toks, nxt)  # that group was itself a cast
     elif toks[i][:1].isalnum() or toks[i][:1] in "_.":
         i += 1
-        while _significant(toks, i) + 1 < len(toks) and toks[_significant(toks, i)] == ":" \
-                and toks[_significant(toks, i) + 1] == ":":
-            i = _significant(toks, _significant(toks, i) + 2) + 1
+        while significant(toks, i) + 1 < len(toks) and toks[significant(toks, i)] == ":" \
+                and toks[significant(toks, i) + 1] == ":":
+            i = significant(toks, significant(toks, i) + 2) + 1
     else:
         return -1
     while True:
-        j = _significant(toks, i)
+        j = significant(toks, i)
         if j < len(toks) and toks[j] in "([":
             i = _group_end(toks, j)
         elif j < len(toks) and toks[j] == ".":
-            i = _significant(toks, j + 1) + 1
+            i = significant(toks, j + 1) + 1
         elif j + 1 < len(toks) and toks[j] == "-" and toks[j + 1] == ">":
-            i = _significant(toks, j + 2) + 1
+            i = significant(toks, j + 2) + 1
         else:
             return i
 

@@ -26,6 +26,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ._tokens import TOKEN
+from .vectors import vector_constructors
+
 #: MLX's ``metal_attributes`` list (name, MSL type): the order in which the
 #: generator detects and emits them.
 ATTRIBUTES = (
@@ -211,7 +214,7 @@ def translation_unit(kernel_name: str, kernel_source: str) -> tuple[str, ParsedK
     tail = lines[body_end:]
     if inst >= 0:
         tail[0] = strip_attributes(tail[0])
-    text = half_literals("\n".join(lines[:body_start] + [body] + tail))
+    text = vector_constructors(half_literals("\n".join(lines[:body_start] + [body] + tail)))
     tu = (
         '#include "metal_shim.h"\n'
         '#line 1 "kernel.metal"\n'
@@ -223,11 +226,7 @@ def translation_unit(kernel_name: str, kernel_source: str) -> tuple[str, ParsedK
 
 # ---------------------------------------------------------------- source rewriting
 _ATTRIBUTE = re.compile(r"\[\[\s*(?:kernel|host_name\([^)]*\)|buffer\(\d+\)|\w+)\s*\]\]")
-_TOKEN = re.compile(
-    r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|\.?\d(?:[eEpP][+-]|[\w.])*"
-    r"|[A-Za-z_]\w*|\s+|.",
-    re.S,
-)
+_TOKEN = TOKEN
 
 
 def strip_attributes(line: str) -> str:

@@ -11,7 +11,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from emulator.harness import run_kernel
+from emulator.harness import mx_dtype, run_kernel
 from mlx_embag.emulator import metal_kernel
 
 _X = np.arange(8, dtype=np.float32)
@@ -173,3 +173,45 @@ def test_address_space_violations_are_rejected_in_metal_words(what):
 def test_program_scope_variables_outside_constant_are_rejected(what):
     with pytest.raises(RuntimeError, match="program scope variable must reside in constant address space"):
         _as_run(f"as_scope_{what}", "out[i] = 0;", _AS_PROGRAM_SCOPE[what])
+
+
+# ---------------------------------------------------------------- 3. vectors through vec<T, N> and aliases
+_VEC_SRC = """
+  using V2 = vec<T, 2>;
+  using V3 = metal::vec<T, 3>;
+  typedef vec<T, 4> V4;
+  using W4 = V4;
+  float4 f = float4(x[0], x[1], x[2], x[3]);
+  V4 a = V4(f);                                  // converting
+  V4 b = W4(T(f.x), T(f.y), T(f.z), T(f.w));     // element-wise
+  V4 c = V4(V2(f.xy), T(f.z), T(f.w));           // concatenating
+  V3 d = vec<T, 3>(f.xyz);
+  V2 e = V2(T(f.w));                             // splat
+  V4 g = V4(float4(a) * 2.0f);                   // back and forth
+  for (int k = 0; k < 4; ++k) {
+    out[k] = float(a[k]); out[4 + k] = float(b[k]); out[8 + k] = float(c[k]); out[16 + k] = float(g[k]);
+  }
+  for (int k = 0; k < 3; ++k) out[12 + k] = float(d[k]);
+  out[15] = float(e.x + e.y);
+"""
+_VEC_TYPES = ["float", "float16_t", "bfloat16_t", "int8_t", "uint8_t", "int16_t", "uint16_t", "int32_t",
+              "uint32_t", "int64_t", "uint64_t"]
+
+
+@pytest.mark.parametrize("t", _VEC_TYPES)
+def test_every_vector_type_constructs_and_converts_through_aliases(t):
+    x = np.array([1.5, 2.0, 0.0, 3.0], np.float32)
+    out = _run(f"vec_alias_{t}", _VEC_SRC, x=np.resize(x, 8), n=20, template=[("T", t)], grid=(1, 1, 1),
+               threadgroup=(1, 1, 1))
+    conv = np.array(mx.array(x).astype(mx_dtype(t)).astype(mx.float32))
+    twice = np.array(mx.array(conv * 2).astype(mx_dtype(t)).astype(mx.float32))
+    want = np.concatenate([conv, conv, conv, conv[:3], [2 * conv[3]], twice])
+    np.testing.assert_array_equal(out, want)
+
+
+def test_bool_vectors_convert_by_truth():
+    src = ("  bool4 b = bool4(float4(0.5f, 0.0f, -2.0f, 0.0f));\n"
+           "  for (int k = 0; k < 4; ++k) out[k] = b[k] ? 1.0f : 0.0f;\n"
+           "  bool2 c = bool2(int2(3, 0)); out[4] = c.x; out[5] = c.y; out[6] = bool3(2)[2]; out[7] = x[0];")
+    out = _run("bool_vec", src, grid=(1, 1, 1), threadgroup=(1, 1, 1))
+    np.testing.assert_array_equal(out, [1, 0, 1, 0, 1, 0, 1, 0])
