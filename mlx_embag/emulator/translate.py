@@ -67,7 +67,7 @@ _ATTR_PARAM = re.compile(
 )
 # Any of these names means the kernel synchronises: its threads then run as
 # fibers. (Plain calls are much faster, so this only errs towards fibers.)
-_SYNC_WORDS = re.compile(r"barrier|simd_|quad_|schedule_row_tile")
+_SYNC_WORDS = re.compile(r"barrier|simd_|simdgroup_|quad_|schedule_row_tile")
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@
 #include "shim_math.h"
 #include "shim_atomic.h"
 #include "shim_simd.h"
+#include "shim_simdgroup_matrix.h"
 #include "shim_strict.h"
 
 using namespace metal;
