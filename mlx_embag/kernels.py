@@ -100,7 +100,13 @@ def device_input(x: mx.array) -> mx.array:
 
 
 class KernelUnavailable(RuntimeError):
-    """A kernel specialisation failed to build or run; ``backend="auto"`` takes the reference path."""
+    """A kernel specialisation failed to build or run; ``backend="auto"`` takes the reference path.
+
+    Example:
+        >>> from mlx_embag import kernels
+        >>> issubclass(kernels.KernelUnavailable, RuntimeError)
+        True
+    """
 
 
 _auto = threading.local()

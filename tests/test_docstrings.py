@@ -11,6 +11,10 @@ from mlx_embag import _settings, _validate, backend, emulator, functional, kerne
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
 from mlx_embag.emulator import translate as emulator_translate
+from mlx_embag.emulator import strict as emulator_strict
+from mlx_embag.emulator import vectors as emulator_vectors
+from mlx_embag.emulator import _tokens as emulator_tokens
+from mlx_embag import _fallback
 from mlx_embag import bench
 from mlx_embag.bench import (cli, contenders, hardware, report, results, runner, targets,
                              timing, workloads)
@@ -21,7 +25,8 @@ BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, ti
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
 MODULES = [mlx_embag, backend, functional, kernels, layers, reference, emulator, emulator_kernel,
-           emulator_settings, emulator_translate, bench, *BENCH_MODULES, _settings, _validate]
+           emulator_settings, emulator_translate, emulator_strict, emulator_vectors, emulator_tokens,
+           _fallback, bench, *BENCH_MODULES, _settings, _validate]
 
 # Modules every public function and class of which must carry a `>>>` example.
 PUBLIC_MODULES = [mlx_embag, backend, functional, layers, reference, emulator, *BENCH_MODULES]

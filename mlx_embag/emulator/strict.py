@@ -36,6 +36,8 @@ STRICT_FLAGS = ["-fsyntax-only", "-DEMU_STRICT=1", "-Wimplicit-float-conversion"
                 "-ferror-limit=0"]
 _SPACES = ("device", "constant", "threadgroup", "thread")
 _SPACE_NAMES = {"1": "device", "2": "constant", "3": "threadgroup"}
+# Words after which `(` opens an expression, not a call's arguments.
+_BEFORE_EXPRESSION = {"return", "else", "do", "case", "throw", "co_return", "co_yield"}
 _KERNEL_START = '#line 1 "kernel.metal"\n'
 _ENTRY_START = '#line 1 "<emulator entry point>"\n'
 
@@ -96,8 +98,9 @@ def rewrite_casts(text: str) -> str:
             end = _group_end(toks, i)
             inner = [t for t in toks[i + 1:end - 1] if not t.isspace()]
             prev = next((t for t in reversed(out) if not t.isspace()), "")
+            callee = (prev[:1].isalnum() or prev[:1] == "_") and prev not in _BEFORE_EXPRESSION
             is_cast = (inner and inner[-1] == "*" and any(w in _SPACES for w in inner)
-                       and "(" not in inner and not (prev[:1].isalnum() or prev[:1] == "_" or prev in ")]"))
+                       and "(" not in inner and not callee and prev not in (")", "]"))
             if is_cast:
                 stop = _operand_end(toks, end)
                 operand = "".join(toks[end:stop]) if stop > 0 else ""
@@ -126,13 +129,21 @@ _NOT_VARIABLES = {"typedef", "using", "template", "struct", "class", "enum", "un
 
 def program_scope_errors(kernel_source: str, signature_line: int) -> list[str]:
     """Clang-style errors for program-scope variables outside ``constant`` in the text
-    before the kernel's signature (the ``header``), where Metal allows only those."""
+    before the kernel's signature (the ``header``), where Metal allows only those.
+
+    Example:
+        >>> text = "constant float k = 1;\\nthreadgroup float buf[32];\\n[[kernel]] void f(\\n"
+        >>> program_scope_errors(text, 2)
+        ['kernel.metal:2:1: error: program scope variable must reside in constant address space (Metal)']
+    """
     head = "\n".join(kernel_source.split("\n")[:signature_line + 1])
     cut = head.rfind("[[kernel]]")
-    toks = _TOKEN.findall(head[:cut] if cut >= 0 else head)
+    head = head[:cut] if cut >= 0 else head
+    head = re.sub(r"^[ \t]*#[^\n]*", "", head, flags=re.M)  # preprocessor lines declare nothing
+    toks = _TOKEN.findall(head)
     errors, stmt, line, depth_stack = [], [], 1, []
     for tok in toks:
-        if tok.startswith("#") or tok.startswith(("//", "/*")) or tok.isspace():
+        if tok.startswith(("//", "/*")) or tok.isspace():
             line += tok.count("\n")
             continue
         if depth_stack and depth_stack[-1] == "skip":
@@ -210,7 +221,13 @@ def metal_words(text: str) -> str:
 
 
 def verdict(returncode: int, diagnostics: str) -> list[str]:
-    """The errors Metal would report, from the strict pass's clang output."""
+    """The errors Metal would report, from the strict pass's clang output.
+
+    Example:
+        >>> verdict(0, "kernel.metal:3:7: warning: implicit conversion loses floating-point precision: "
+        ...         "'float' to '__bf16' [-Wimplicit-float-conversion]")  # doctest: +ELLIPSIS
+        ["kernel.metal:3:7: error: implicit conversion to bfloat is not allowed in Metal ...'float' to 'bfloat'..."]
+    """
     groups = _groups(diagnostics)
     if returncode and not any(kind != "warning" for kind, _, _ in groups):
         return [diagnostics.strip() or f"clang exited with {returncode}"]
@@ -235,6 +252,17 @@ def strict_unit(tu: str) -> str:
 
 def check(tu: str, kernel_source: str, signature_line: int, flags: list[str]) -> None:
     """Run the strict pass on translation unit ``tu`` (built with ``flags``).
+
+    Example:
+        >>> from mlx_embag.emulator import compiler, translate
+        >>> text = ("[[kernel]] void k(\\n  const constant float* c [[buffer(0)]],\\n"
+        ...         "  device float* out [[buffer(1)]]) {\\n  c[0] = 1.0f;\\n}\\n")
+        >>> tu, parsed, _ = translate.translation_unit("k", text)
+        >>> try:
+        ...     check(tu, text, parsed.lines_before_signature, compiler.kernel_flags("safe", False))
+        ... except compiler.CompileError as e:
+        ...     print(str(e).splitlines()[0])
+        kernel.metal:4:8: error: read-only variable is not assignable
 
     Raises:
         compiler.CompileError: with the errors Metal would report.

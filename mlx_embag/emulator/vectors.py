@@ -24,7 +24,12 @@ _TYPEDEF = re.compile(r"\btypedef\s+(?:::)?(?:metal\s*::\s*)?(vec\s*<[^;]*>|\w+)
 
 
 def vector_aliases(text: str) -> set[str]:
-    """Names the text declares as aliases of vector types (aliases of aliases included)."""
+    """Names the text declares as aliases of vector types (aliases of aliases included).
+
+    Example:
+        >>> sorted(vector_aliases("using A = vec<T, 2>; typedef A B; using C = float4; using D = int;"))
+        ['A', 'B', 'C']
+    """
     names: set[str] = set()
     while True:
         found = set(names)

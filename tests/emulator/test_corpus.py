@@ -215,3 +215,13 @@ def test_bool_vectors_convert_by_truth():
            "  bool2 c = bool2(int2(3, 0)); out[4] = c.x; out[5] = c.y; out[6] = bool3(2)[2]; out[7] = x[0];")
     out = _run("bool_vec", src, grid=(1, 1, 1), threadgroup=(1, 1, 1))
     np.testing.assert_array_equal(out, [1, 0, 1, 0, 1, 0, 1, 0])
+
+
+def test_casts_after_return_and_preprocessor_lines_in_headers():
+    header = ("#define SCALE 1.0f\n#include <metal_stdlib>\nusing namespace metal;\n"
+              "inline const device float* same(const device float* p) { return (const device float*)p; }\n"
+              "inline device float* moved(const constant float* p) { return (device float*)p; }\n")
+    out = _as_run("as_return_ok", "out[i] = same(x)[i] + SCALE;", header.split("inline device")[0])
+    np.testing.assert_array_equal(out, _X + 1.0)
+    with pytest.raises(RuntimeError, match="cast cannot move a pointer"):
+        _as_run("as_return_bad", "out[i] = moved(c)[0];", header)
