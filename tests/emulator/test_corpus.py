@@ -112,7 +112,7 @@ def test_pragma_unroll_0_is_rejected(count, template):
 
 
 # ---------------------------------------------------------------- 6. address spaces
-_AS_HEADER = "struct P { float a; int b; };\nstruct F { float a; };\ninline float first(const constant float* p) { return p[0]; }\n" \
+_AS_HEADER = "struct P { float a; int b; };\nstruct F { float a; };\ninline float by_value(F f) { return f.a; }\ninline float first(const constant float* p) { return p[0]; }\n" \
              "inline float first_dev(const device float* p) { return p[0]; }\n"
 _AS_VALID = {
     # Structs copy in and out of device and threadgroup memory as values.
@@ -120,6 +120,9 @@ _AS_VALID = {
                     "threadgroup F s[8]; s[i] = p[i]; threadgroup_barrier(mem_flags::mem_threadgroup); "
                     "F d = s[i]; p[i] = d;"),
     "constant_program_scope": "out[i] = x[i] + K[1] - 1.0f;",
+    "struct_copy_forms": ("const device F* f = (const device F*)x; F a(f[i]); F b{f[i]}; auto e = f[i]; F d; d = f[i]; "
+                          "out[i] = by_value(f[i]) + a.a + b.a + e.a + d.a - 4.0f * x[i] + 1.0f;"),
+    "constant_struct_array": "out[i] = x[i] + CF[1].a - CF[0].a;",
     "same_space_cast": "device uint* u = (device uint*)out; u[i] = as_type<uint>(x[i] + 1.0f);",
     "const_away_same_space": "((device float*)(x))[0] + 0.0f; out[i] = first_dev(x) + x[i] + 1.0f;",
     "constant_param": "out[i] = first(c) + x[i];",
@@ -133,6 +136,7 @@ _AS_INVALID = {
     "write_constant_param": ("c[0] = 1.0f; out[i] = 0;", "not assignable"),
     "device_to_constant_param": ("out[i] = first(x);", "address space 'device'.*address space 'constant'"),
     "struct_into_constant": ("constant P* q = (constant P*)c; P v; q[0] = v; out[i] = 0;", "error"),
+    "struct_to_float": ("const device F* f = (const device F*)x; float v = f[i]; out[i] = v;", "error"),
     "threadgroup_to_thread": ("threadgroup float s[8]; float* t = s; out[i] = t[0];", "threadgroup"),
 }
 _AS_PROGRAM_SCOPE = {
@@ -154,7 +158,8 @@ def _as_run(name, body, header=""):
 
 @pytest.mark.parametrize("what", sorted(_AS_VALID))
 def test_valid_address_space_use_runs(what):
-    header = "constant float K[2] = {1.0f, 2.0f};\nconstexpr constant int unused = 3;\n"
+    header = ("constant float K[2] = {1.0f, 2.0f};\nconstexpr constant int unused = 3;\n"
+              "constant F CF[2] = {{1.0f}, {2.0f}};\n")
     out = _as_run(f"as_ok_{what}", _AS_VALID[what], header)
     if what == "same_space_cast":
         out = out.view(np.float32)
