@@ -79,3 +79,27 @@ def test_working_kernels_do_not_warn(simulated_mac):
             mx.eval(mx.grad(lambda w: _bag(w, mode=mode).sum())(w))
         mx.eval(meb.embedding(mx.array([[1, 2]]), w, max_norm=1.0))
         mx.eval(meb.EmbeddingBag(16, 8, max_norm=1.0)(mx.array([[1, 2]])))
+
+
+def test_every_kernel_probe_is_clean_under_the_sanitizer(simulated_mac):
+    """The probes run each kernel on zero inputs: no kernel may read or write out of bounds then."""
+    simulated_mac.setattr(mx.fast, "metal_kernel", lambda **kw: _Sanitized(**kw))
+    w = mx.random.normal((64, 8))
+    idx = mx.random.randint(0, 64, (4096,))
+    off = mx.array([0, 5, 9])
+    psw = mx.random.uniform(shape=idx.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for mode in ("sum", "max"):
+            for det in (False, True):
+                f = lambda w, p: meb.embedding_bag(idx, w, off, mode=mode, max_norm=1.0, deterministic=det,
+                                                   per_sample_weights=p if mode == "sum" else None).sum()
+                mx.eval(mx.grad(f, argnums=(0, 1))(w, psw))
+        mx.eval(meb.embedding_bag(idx.reshape(1, -1), w, mode="max"))
+    probed = {key[0] for key, failure in kernels._probed.items() if failure is None}
+    assert probed == set(kernels.KERNELS)
+
+
+class _Sanitized(emulator.MetalKernel):
+    def __call__(self, **kw):
+        return super().__call__(sanitize=True, **kw)
