@@ -114,7 +114,7 @@ def rewrite_casts(text: str) -> str:
     return "".join(out)
 
 
-_UNROLL = re.compile(r"^(\s*#\s*pragma\s+unroll)\b[ \t]*(\S[^\n]*?)\s*$", re.M)
+_UNROLL = re.compile(r"^([ \t]*#[ \t]*pragma[ \t]+unroll)\b[ \t]*(\S[^\n]*?)[ \t]*$", re.M)
 
 
 def rewrite_unroll(text: str) -> str:

@@ -230,3 +230,12 @@ def test_casts_after_return_and_preprocessor_lines_in_headers():
     np.testing.assert_array_equal(out, _X + 1.0)
     with pytest.raises(RuntimeError, match="cast cannot move a pointer"):
         _as_run("as_return_bad", "out[i] = moved(c)[0];", header)
+
+
+def test_strict_rewrites_keep_line_numbers():
+    from mlx_embag.emulator.strict import rewrite_casts, rewrite_unroll
+
+    text = "a;\n  #pragma unroll 4  \n\nfor (;;) {}\n#pragma unroll\nq = (device float*)\n  p[1];\n"
+    for rewritten in (rewrite_unroll(text), rewrite_casts(text)):
+        assert rewritten.count("\n") == text.count("\n")
+    assert "__emu_as_cast<device float*>(\n  p[1])" in rewrite_casts(text)
