@@ -103,3 +103,16 @@ def test_every_kernel_probe_is_clean_under_the_sanitizer(simulated_mac):
 class _Sanitized(emulator.MetalKernel):
     def __call__(self, **kw):
         return super().__call__(sanitize=True, **kw)
+
+
+def test_max_norm_write_back_falls_back_too(simulated_mac):
+    _break(simulated_mac, "row_scale")
+    mx.random.seed(0)
+    bag = meb.EmbeddingBag(16, 4, max_norm=0.5, mode="sum")
+    ref = meb.EmbeddingBag(16, 4, max_norm=0.5, mode="sum", backend="reference")
+    ref.weight = mx.array(bag.weight)
+    idx = mx.array([[1, 2, 3]])
+    with pytest.warns(RuntimeWarning, match="row_scale"):
+        out = bag(idx)
+    np.testing.assert_allclose(np.array(out), np.array(ref(idx)), rtol=1e-6)
+    np.testing.assert_allclose(np.array(bag.weight), np.array(ref.weight), rtol=1e-6)
