@@ -1,33 +1,33 @@
 // embedding_bag / embedding backward to the weight, atomic variant (sum and mean).
 //
-// Grid (ceil(D / CPT), TY, B); threadgroup (TX, TY, 1), the forward's layout:
+// Grid (ceil(D / CPT), TY, B); threadgroup (TX, TY, TZ), the forward's layout
+// (TZ > 1 packs several short bags into one threadgroup; no threadgroup memory here):
 // thread (x, y) owns CPT columns of bag b: it adds the bag's output gradient, times each position's
 // coefficient, into CPT consecutive columns of the position's row, for
 // positions start+y, start+y+TY, ... Float32 atomic adds into a
 // zero-initialised (V, D) gradient (no half/bfloat atomics: the caller casts).
-// Poisoned bags (meta < 0) send nothing; padding positions send nothing.
+// Poisoned bags send nothing; padding positions send nothing.
 // Bytes per gradient element written: 4 (atomic read-modify-write) per
 // contribution, plus 4 read from the bag's gradient and the position's
 // index / psw / frequency once per column block.
 //
 // Inputs: cot (B, D) float32, already divided by the count in mean mode;
 // indices (N) int32 or int64; offsets (NOFF) int64; meta (B) int32 from the forward;
-// psw (N) table dtype (flag 2); freq (V) float32 occurrences per row (flag 8);
-// params int64 [N, V, D, NOFF, padding or -1, flags, B, 0].
+// psw (N) table dtype (FLAG_PSW); freq (V) float32 occurrences per row (FLAG_FREQ);
+// params int64, slots P_N .. P_B (embag_common.h).
 // Output: grad (V, D) atomic float32.
 constexpr int CPT = VEC ? 4 : 1;
-const int64_t N = params[0], D = params[2], NOFF = params[3];
-const int64_t pad = params[4], flags = params[5];
+const int64_t D = params[P_D];
+const int64_t pad = params[P_PAD], flags = params[P_FLAGS];
 const uint b = thread_position_in_grid.z;
 const uint TY = threads_per_threadgroup.y;
 const int64_t c0 = int64_t(thread_position_in_grid.x) * CPT;
-if (meta[b] >= 0 && c0 < D) {
-  const int64_t start = offsets[b];
-  const int64_t end = (int64_t(b) + 1 < NOFF) ? int64_t(offsets[b + 1]) : N;
+if (!poisoned(meta[b]) && c0 < D) {
+  const BagRange bag = bag_bounds(offsets, params, b);
   float g[CPT];
   for (int k = 0; k < CPT; ++k) g[k] = (c0 + k < D) ? cot[int64_t(b) * D + c0 + k] : 0.0f;
-  const bool has_psw = (flags & 2) != 0, has_freq = (flags & 8) != 0;
-  for (int64_t i = start + thread_position_in_grid.y; i < end; i += TY) {
+  const bool has_psw = (flags & FLAG_PSW) != 0, has_freq = (flags & FLAG_FREQ) != 0;
+  for (int64_t i = bag.start + thread_position_in_grid.y; i < bag.end; i += TY) {
     const int64_t r = int64_t(indices[i]);
     if (r == pad) continue;
     float coef = has_psw ? float(psw[i]) : 1.0f;

@@ -1,17 +1,18 @@
 // embedding_bag forward, second reduction step for bags split over S threadgroups.
 //
-// Grid (D, B, 1); threadgroup (TX, TY, 1). One thread owns one (bag, column):
+// Grid (D, B, 1); threadgroup (TX, 1, 1), TX = min(next power of two >= D, TG_MAX).
+// One thread owns one (bag, column):
 // it reads the S float32 partials of bag_fwd in chunk order and sums them
-// (sum / mean, then divides by the total count for mean) or keeps the first
+// (sum / mean, then divides by the total count with FLAG_MEAN) or keeps the first
 // strictly greater value (max: chunks are in position order, so the earliest
 // position still wins ties; NaN beats every number, as in bag_fwd). A chunk
-// that saw a poisoned bag (meta -1) makes the result NaN with meta -1. Bytes per output element: S * (4 + 4 + 4) read,
-// sizeof(T) + 4 written.
+// that saw a poisoned bag (meta POISONED) makes the result NaN with meta POISONED.
+// Bytes per output element: S * (4 + 4 + 4) read, sizeof(T) + 4 written.
 //
 // Inputs: part (B * S, D) float32; pargmax (B * S, D) int32 (max mode);
-// pmeta (B * S) int32; params int64 [N, V, D, NOFF, padding, flags, B, S].
+// pmeta (B * S) int32; params int64, slots P_N .. P_S (embag_common.h).
 // Outputs: out (B, D) T; argmax (B, D) int32 (max mode); meta (B) int32.
-const int64_t D = params[2], flags = params[5], S = params[7];
+const int64_t D = params[P_D], flags = params[P_FLAGS], S = params[P_S];
 const int64_t c = int64_t(thread_position_in_grid.x);
 const int64_t b = int64_t(thread_position_in_grid.y);
 float acc = 0.0f;
@@ -21,7 +22,7 @@ bool bad = false;
 for (int64_t s = 0; s < S; ++s) {
   const int64_t z = b * S + s;
   const int m = pmeta[z];
-  if (m < 0) {
+  if (poisoned(m)) {
     bad = true;
     continue;
   }
@@ -44,8 +45,8 @@ if (bad) {
 } else if (MAXMODE) {
   res = arg >= 0 ? acc : 0.0f;
 } else {
-  res = ((flags & 1) != 0) ? acc / float(max(cnt, 1)) : acc;
+  res = ((flags & FLAG_MEAN) != 0) ? acc / float(max(cnt, 1)) : acc;
 }
 out[b * D + c] = T(res);
 if (MAXMODE) argmax[b * D + c] = arg;
-if (c == 0) meta[b] = bad ? -1 : cnt;
+if (c == 0) meta[b] = bad ? int(POISONED) : cnt;

@@ -1,41 +1,40 @@
 // embedding_bag forward: sum / mean / max of the gathered rows of each bag.
 //
-// Grid (ceil(D / CPT), TY, B * S); threadgroup (TX, TY, TZ), TZ > 1 only when
+// Grid (ceil(D / CPT), TY, B * S); threadgroup (TX, TY, TZ). TZ > 1 only when
 // TX * TY < 32 (short bags, small D). Grid z = b * S + s: bag b, split s
-// (S = params[7], 1 unless a few long bags would leave the GPU idle), the s-th
+// (S = params[P_S], 1 unless a few long bags would leave the GPU idle), the s-th
 // of S contiguous chunks of the bag.
 // Thread x of it owns CPT consecutive columns (CPT = 4 with VEC, a 4-element
 // vector load, else 1); the TY threads along y split the chunk's positions
 // (thread y takes cs+y, cs+y+TY, ...) and are combined in a fixed order through
-// threadgroup memory. With S > 1 the results are float32 partials (O = float)
-// that bag_combine reduces in chunk order (the second reduction step that lets
-// a few huge bags fill the GPU). Consecutive threads of a SIMD-group read
-// consecutive columns of the same row. Bag bounds come straight from offsets
+// threadgroup memory, sized for TG_MAX threads. With S > 1 the results are float32
+// partials (O = float) that bag_combine reduces in chunk order (the second reduction
+// step that lets a few huge bags fill the GPU). Consecutive threads of a SIMD-group
+// read consecutive columns of the same row. Bag bounds come straight from offsets
 // (no offset-to-bag array); rows are addressed in 64 bits.
 // Bytes per output element: about (mean bag length) * sizeof(T) read from the
 // table, plus indices / scale / psw once per position per column block, and
 // sizeof(O) written (plus 4 for the arg-max row in max mode).
 //
 // Inputs: weight (V, D) T; indices (N) int32 or int64; offsets (NOFF) int64; prevmax (B)
-// int64 = max(offsets[0..b-1]); psw (N) T (flag 2); scale (N) float32 max_norm
-// factors (flag 4); params int64 [N, V, D, NOFF, padding or -1, flags, B, S].
-// Flags: 1 mean. Outputs: out (B * S, D) O; argmax (B * S, D) int32 row per
-// column (-1: none) in max mode; meta (B * S) int32 = non-padding count, or -1
-// when the bag is poisoned (invalid offsets or an index outside [0, V)).
+// int64 = max(offsets[0..b-1]); psw (N) T (FLAG_PSW); scale (N) float32 max_norm
+// factors (FLAG_SCALE); params int64, slots P_N .. P_S (embag_common.h).
+// Outputs: out (B * S, D) O (divided by the count with FLAG_MEAN); argmax (B * S, D)
+// int32 row per column (-1: none) in max mode; meta (B * S) int32 = non-padding count,
+// or POISONED when the bag is poisoned (invalid offsets or an index outside [0, V)).
 // Max mode ranks NaN above every number, as max/argmax do (a NaN anywhere in
 // a bag's column makes it NaN; its earliest NaN position is the arg-max):
 // "v beats m" is v > m || (isnan(v) && !isnan(m)).
 constexpr int CPT = VEC ? 4 : 1;
-constexpr int TG_MAX = 256;
 threadgroup float red_val[TG_MAX * 4];
 threadgroup int red_pos[TG_MAX * 4];
 threadgroup int red_cnt[TG_MAX];
 threadgroup int red_bad[TG_MAX];
 
-const int64_t N = params[0], V = params[1], D = params[2], NOFF = params[3];
-const int64_t pad = params[4], flags = params[5];
+const int64_t N = params[P_N], V = params[P_V], D = params[P_D];
+const int64_t pad = params[P_PAD], flags = params[P_FLAGS];
 const uint z = thread_position_in_grid.z;
-const int64_t S = params[7] > 1 ? params[7] : 1;
+const int64_t S = params[P_S] > 1 ? params[P_S] : 1;
 const uint b = uint(int64_t(z) / S);
 const uint lx = thread_position_in_threadgroup.x, ly = thread_position_in_threadgroup.y;
 const uint TY = threads_per_threadgroup.y;
@@ -43,9 +42,9 @@ const uint TY = threads_per_threadgroup.y;
 const uint slot = (thread_position_in_threadgroup.z * TY + ly) * dispatch_threads_per_threadgroup.x + lx;
 const int64_t c0 = int64_t(thread_position_in_grid.x) * CPT;
 
-const int64_t start = offsets[b];
-const int64_t end = (int64_t(b) + 1 < NOFF) ? int64_t(offsets[b + 1]) : N;
-bool bad = !(offsets[0] == 0 && start >= 0 && start <= end && end <= N && start >= prevmax[b]);
+const BagRange bag = bag_bounds(offsets, params, b);
+const int64_t start = bag.start, end = bag.end;
+bool bad = bag_range_poisoned(offsets, bag, prevmax[b], N);
 
 float acc[CPT];
 int pos[CPT];
@@ -54,7 +53,7 @@ for (int k = 0; k < CPT; ++k) {
   pos[k] = -1;
 }
 int cnt = 0;
-const bool has_psw = (flags & 2) != 0, has_scale = (flags & 4) != 0;
+const bool has_psw = (flags & FLAG_PSW) != 0, has_scale = (flags & FLAG_SCALE) != 0;
 if (!bad) {
   const int64_t chunk = (end - start + S - 1) / S;
   const int64_t cs = start + (int64_t(z) - int64_t(b) * S) * chunk;
@@ -129,8 +128,8 @@ if (TY > 1) {
 }
 
 if (ly == 0) {
-  if (thread_position_in_grid.x == 0) meta[z] = bad ? -1 : cnt;
-  const float div = ((flags & 1) != 0) ? float(max(cnt, 1)) : 1.0f;
+  if (thread_position_in_grid.x == 0) meta[z] = bad ? int(POISONED) : cnt;
+  const float div = ((flags & FLAG_MEAN) != 0) ? float(max(cnt, 1)) : 1.0f;
   for (int k = 0; k < CPT; ++k) {
     const int64_t c = c0 + k;
     if (c >= D) break;

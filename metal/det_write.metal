@@ -1,7 +1,8 @@
 // Deterministic backward, step 3: every row's gradient, written once, in a fixed order.
 //
-// Grid (DV, W, 1) as in step 2; thread (c, w) owns column c of window w; it walks the sorted entries of window w in
-// order and sums each run of equal keys. A run that started in an earlier
+// Grid (DV, W, 1); threadgroup (TX, TY, 1), as in step 2: thread (c, w) owns column c
+// of window w; it walks the sorted entries of window w in order and sums each run of
+// equal keys. A run that started in an earlier
 // window is skipped (its head writes it). A run that starts here and goes past
 // the window end adds part[w', c] of each following window it covers, in
 // window order. The head then writes grad[row, c] (plain store: exactly one
@@ -10,13 +11,14 @@
 // Bytes per entry as in step 2, plus 4 written per (row, column).
 //
 // Inputs: skey (M) int32 or int64; order (M) int32; srcrow (M) int32; coef (M) float32;
-// src (S, DV) float32; part (W, DV) float32; params int64 [M, R, DV, CH, ...].
+// src (S, DV) float32; part (W, DV) float32; params int64, slots P_M, P_R, P_DV, P_WINDOW
+// (embag_common.h).
 // Output: grad (R, DV) float32.
-const int64_t M = params[0], R = params[1], DV = params[2], CH = params[3];
+const int64_t M = params[P_M], R = params[P_R], DV = params[P_DV], WINDOW = params[P_WINDOW];
 const int64_t c = int64_t(thread_position_in_grid.x);
 const int64_t w = int64_t(thread_position_in_grid.y);
-const int64_t j0 = w * CH;
-const int64_t j1 = (j0 + CH < M) ? j0 + CH : M;
+const int64_t j0 = w * WINDOW;
+const int64_t j1 = (j0 + WINDOW < M) ? j0 + WINDOW : M;
 int64_t j = j0;
 if (j0 > 0 && skey[j0 - 1] == skey[j0]) {
   // Continuation of an earlier window's run: skip it.
@@ -33,7 +35,7 @@ while (j < j1) {
   if (j == j1) {
     // The run may continue into the next windows: add their partial sums.
     int64_t ww = w + 1;
-    while (ww * CH < M && int64_t(skey[ww * CH]) == row) {
+    while (ww * WINDOW < M && int64_t(skey[ww * WINDOW]) == row) {
       acc += part[ww * DV + c];
       ++ww;
     }

@@ -9,25 +9,24 @@
 // + 4) read, 4 written.
 //
 // Inputs: cot (B, D) float32; weight (V, D) T; indices (N) int32 or int64; offsets (NOFF)
-// int64; meta (B) int32; scale (N) float32 (flag 4); params int64
-// [N, V, D, NOFF, padding or -1, flags, B, 0]. Output: dpsw (N) float32.
-const int64_t N = params[0], D = params[2], NOFF = params[3];
-const int64_t pad = params[4], flags = params[5];
+// int64; meta (B) int32; scale (N) float32 (FLAG_SCALE); params int64, slots P_N .. P_B
+// (embag_common.h). Output: dpsw (N) float32.
+const int64_t D = params[P_D];
+const int64_t pad = params[P_PAD], flags = params[P_FLAGS];
 const uint b = thread_position_in_grid.z;
 const uint lane = thread_position_in_grid.x;
 const uint TY = threads_per_threadgroup.y;
-if (meta[b] >= 0) {
-  const int64_t start = offsets[b];
-  const int64_t end = (int64_t(b) + 1 < NOFF) ? int64_t(offsets[b + 1]) : N;
+if (!poisoned(meta[b])) {
+  const BagRange bag = bag_bounds(offsets, params, b);
   const device float* g = cot + int64_t(b) * D;
-  for (int64_t i = start + thread_position_in_grid.y; i < end; i += TY) {
+  for (int64_t i = bag.start + thread_position_in_grid.y; i < bag.end; i += TY) {
     const int64_t r = int64_t(indices[i]);
     if (r == pad) continue;
-    const float s = ((flags & 4) != 0) ? scale[i] : 1.0f;
+    const float s = ((flags & FLAG_SCALE) != 0) ? scale[i] : 1.0f;
     const device T* row = weight + r * D;
     float acc = 0.0f;
     for (int64_t c = lane; c < D; c += 32) {
-      const float v = ((flags & 4) != 0) ? float(T(float(row[c]) * s)) : float(row[c]);
+      const float v = ((flags & FLAG_SCALE) != 0) ? float(T(float(row[c]) * s)) : float(row[c]);
       acc += v * g[c];
     }
     const float dot = simd_sum(acc);

@@ -13,12 +13,13 @@
 // bits) and the division runs in double-float arithmetic with explicit fma
 // (exact residuals whatever the compiler contracts), rounded to float once.
 //
-// Inputs: weight (V, D) T; indices (N) int32 or int64; params int64 [N, V, D, ...];
-// fparams float32 [max_norm hi, max_norm lo, 1e-7 hi, 1e-7 lo, norm_type, ...].
+// Inputs: weight (V, D) T; indices (N) int32 or int64; params int64, slots P_N, P_V, P_D;
+// fparams float32, slots F_MAX_NORM_HI .. F_NORM_TYPE (embag_common.h).
 // Output: scale (N) float32.
-const int64_t N = params[0], V = params[1], D = params[2];
-const float m_hi = fparams[0], m_lo = fparams[1], e_hi = fparams[2], e_lo = fparams[3];
-const float p = fparams[4];
+const int64_t N = params[P_N], V = params[P_V], D = params[P_D];
+const float m_hi = fparams[F_MAX_NORM_HI], m_lo = fparams[F_MAX_NORM_LO];
+const float e_hi = fparams[F_EPS_HI], e_lo = fparams[F_EPS_LO];
+const float p = fparams[F_NORM_TYPE];
 const int64_t i = int64_t(thread_position_in_grid.y);
 const uint lane = thread_position_in_grid.x;
 const int64_t r = i < N ? int64_t(indices[i]) : int64_t(-1);

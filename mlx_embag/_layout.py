@@ -43,6 +43,17 @@ def safe_indices(indices: mx.array, ok: mx.array, num_embeddings: int) -> mx.arr
     return mx.where(ok, indices, 0).astype(index_dtype(num_embeddings))
 
 
+def checked_indices(indices: mx.array, num_embeddings: int):
+    """``(ok, safe)``: which positions name a row, and the indices with every other one read as row 0."""
+    ok = in_range(indices, num_embeddings)
+    return ok, safe_indices(indices, ok, num_embeddings)
+
+
+def row_counts(safe: mx.array, ok: mx.array, num_embeddings: int) -> mx.array:
+    """float32 (V,): how many in-range positions name each row (``scale_grad_by_freq``'s divisor)."""
+    return mx.zeros((num_embeddings,), dtype=mx.float32).at[safe].add(ok.astype(mx.float32))
+
+
 def offsets_int64(offsets: mx.array, n: int) -> mx.array:
     """``offsets`` as int64, with every uint64 value past ``n`` read as ``n + 1``.
 
@@ -67,15 +78,22 @@ def bag_bounds(offsets, spec: BagSpec, n: int):
     return off, mx.concatenate([off[1:], mx.array([n], dtype=mx.int64)])
 
 
+def largest_earlier_offset(off: mx.array, num_bags: int) -> mx.array:
+    """Per bag ``b``: ``max(off[:b])``; bag 0 has no earlier offset and gets ``off[0]``, its own start.
+
+    A bag that starts below it would overlap an earlier bag (the poison rule).
+    """
+    if num_bags == 0:
+        return off[:0]
+    return mx.concatenate([off[:1], mx.cummax(off[:num_bags])[: num_bags - 1]])
+
+
 def structurally_valid(offsets, starts, ends, n: int) -> mx.array:
     """Per bag: is ``[start, end)`` a well-formed range that overlaps no earlier bag?"""
     ok = mx.logical_and(mx.logical_and(starts >= 0, starts <= ends), ends <= n)
     off = offsets_int64(offsets, n)
     ok = mx.logical_and(ok, off[0] == 0)
-    # max(offsets[:b]) for each b; bag 0 has no earlier offset.
-    prev = mx.cummax(off)[: starts.size - 1]
-    prev = mx.concatenate([starts[:1], prev]) if starts.size else prev
-    return mx.logical_and(ok, starts >= prev)
+    return mx.logical_and(ok, starts >= largest_earlier_offset(off, starts.size))
 
 
 def owners(starts, ends, struct_ok, n: int) -> mx.array:
@@ -217,10 +235,7 @@ class Layout:
 
     def frequencies(self):
         """float32 (N,): occurrences of each position's row among all N positions."""
-        counts = mx.zeros((self.V,), dtype=mx.float32).at[self.safe].add(
-            self.ok_index.astype(mx.float32)
-        )
-        return mx.take(counts, self.safe)
+        return mx.take(row_counts(self.safe, self.ok_index, self.V), self.safe)
 
 
 def renorm_scale(rows_f32: mx.array, max_norm: float, norm_type: float) -> mx.array:

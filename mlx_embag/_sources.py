@@ -10,6 +10,8 @@ import functools
 from pathlib import Path
 
 _PKG = Path(__file__).resolve().parent
+#: The header every kernel is built with (``kernels.get`` passes it as ``header=``).
+HEADER = "embag_common.h"
 
 
 def metal_dir() -> Path:
@@ -24,9 +26,14 @@ def metal_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def read_metal(name: str) -> str:
-    """The text of ``metal/<name>.metal`` (read once per process)."""
-    path = metal_dir() / f"{name}.metal"
+def read_source(filename: str) -> str:
+    """The text of ``metal/<filename>`` (read once per process)."""
+    path = metal_dir() / filename
     if not path.is_file():
         raise FileNotFoundError(f"mlx_embag: kernel source {path} is missing.")
     return path.read_text()
+
+
+def read_metal(name: str) -> str:
+    """The body of kernel ``name``: the text of ``metal/<name>.metal``."""
+    return read_source(f"{name}.metal")

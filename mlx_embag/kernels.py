@@ -1,7 +1,9 @@
 """The one place that builds Metal kernels: ``mx.fast.metal_kernel`` or the emulator's.
 
 Each kernel family lives in ``metal/<name>.metal`` (a kernel *body*; MLX writes
-the signature). :func:`call` runs one by name. The kernel object is built once
+the signature), built with the shared header ``metal/embag_common.h`` (slot and
+flag names, the bag-bounds and poison helpers). :func:`call` runs one by name;
+``mlx_embag.launchers`` holds one launcher per kernel. The kernel object is built once
 per (name, implementation) and reused: MLX then compiles one library per
 template / dtype combination and caches it.
 
@@ -13,7 +15,9 @@ Every input with fewer than 8 elements is flattened and padded to 8:
 MLX puts inputs under 8 elements in the ``constant`` address space, which
 would change the kernel's parameter types (and cost one more compiled
 specialisation) for tiny calls. The kernels read sizes from their ``params``
-input, never from the padded lengths.
+input, never from the padded lengths. This is the one place inputs are padded:
+an input a call's flags say the kernel never reads is :func:`absent`, and the
+``params`` builders write only the slots the header names.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import warnings
 import mlx.core as mx
 
 from . import backend, emulator
-from ._sources import read_metal
+from ._sources import HEADER, read_metal, read_source
 
 # name -> (input names, output names, atomic outputs)
 KERNELS = {
@@ -80,6 +84,7 @@ def get(name: str):
             input_names=list(inputs),
             output_names=list(outputs),
             source=read_metal(name),
+            header=read_source(HEADER),
             atomic_outputs=atomic,
         )
         _built[key] = k
@@ -89,6 +94,12 @@ def get(name: str):
 def device_input(x: mx.array) -> mx.array:
     """``x`` itself, or, under 8 elements, flattened and zero-padded to 8 (see the module docstring).
 
+    Example:
+        >>> from mlx_embag import kernels
+        >>> import mlx.core as mx
+        >>> kernels.device_input(mx.array([3, 4])).tolist()
+        [3, 4, 0, 0, 0, 0, 0, 0]
+
     Larger inputs keep their shape: the kernels index them flat, and MLX
     shapes are 32-bit, so a table of more than 2**31 elements cannot be
     flattened.
@@ -97,6 +108,20 @@ def device_input(x: mx.array) -> mx.array:
         return x
     x = x.reshape(-1)
     return mx.concatenate([x, mx.zeros((MIN_DEVICE_SIZE - x.size,), dtype=x.dtype)])
+
+
+def absent(dtype) -> mx.array:
+    """The stand-in for an input the kernel does not read in this call (its flag is off).
+
+    Its dtype still picks the specialisation, so pass the dtype the real input would have.
+
+    Example:
+        >>> from mlx_embag import kernels
+        >>> import mlx.core as mx
+        >>> kernels.absent(mx.float16).shape
+        (8,)
+    """
+    return device_input(mx.zeros((0,), dtype=dtype))
 
 
 class KernelUnavailable(RuntimeError):

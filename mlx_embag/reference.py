@@ -27,7 +27,8 @@ import functools
 
 import mlx.core as mx
 
-from ._layout import Layout, in_range, renorm_scale, safe_indices
+from ._layout import Layout, checked_indices, renorm_scale, row_counts
+from ._scatter import run_sums, scatter_add_axis, scatter_rows
 from ._spec import BagSpec, EmbSpec
 from ._transforms import loop_vmap, refuse_jvp
 
@@ -49,65 +50,11 @@ def _gather_rows(weight, safe, max_norm, norm_type):
     return rows.astype(_F32)
 
 
-def _scatter_add_axis(rows2d, values, num_rows):
-    """``out[rows2d[i, j], j] += values[i, j]`` into float32 zeros of ``num_rows`` rows.
-
-    This is MLX's ``scatter_add_axis`` (the VJP of ``take_along_axis``), which
-    MLX does not export directly. For one element per (bag, column), as in max
-    mode, it is several times faster on the CPU than element-wise ``.at[r, c]``.
-    """
-    zeros = mx.zeros((num_rows, values.shape[-1]), dtype=_F32)
-    return mx.vjp(lambda z: mx.take_along_axis(z, rows2d, axis=0), [zeros], [values])[1][0]
-
-
-def scatter_rows(values, rows, coef, num_embeddings, deterministic):
-    """``dW[rows[i]] += coef[i] * values[i]`` as a dense float32 (V, D) gradient.
-
-    ``deterministic`` sorts positions by row and sums each row's run with
-    ``mx.segmented_mm`` (one fixed-order reduction per run) instead of relying
-    on a scatter-add, whose GPU kernel adds atomically in an unspecified order.
-
-    Example:
-        >>> import mlx.core as mx
-        >>> scatter_rows(mx.ones((3, 2)), mx.array([2, 0, 2]), None, 3, True).tolist()
-        [[1.0, 1.0], [0.0, 0.0], [2.0, 2.0]]
-    """
-    d = values.shape[-1]
-    if not deterministic or rows.size == 0:
-        g = values if coef is None else values * coef[..., None]
-        return mx.zeros((num_embeddings, d), dtype=_F32).at[rows].add(g)
-    coef = None if coef is None else coef.reshape(-1)
-    srt, sums = run_sums(rows.reshape(-1), values.reshape(-1, d), coef)
-    return mx.zeros((num_embeddings, d), dtype=_F32).at[srt].add(sums)
-
-
-def run_sums(rows, values, coef):
-    """Keys sorted, and each run of equal keys summed in a fixed order.
-
-    Returns ``(sorted keys, sums)``: the sum of a run sits at the run's first
-    position and every other position holds an exact ``+0.0``, so scattering
-    the sums with any order of additions gives the same bits.
-
-    Example:
-        >>> import mlx.core as mx
-        >>> keys, sums = run_sums(mx.array([5, 1, 5]), mx.array([[1.0], [2.0], [4.0]]), None)
-        >>> keys.tolist(), sums.reshape(-1).tolist()
-        ([1, 5, 5], [2.0, 5.0, 0.0])
-    """
-    n, d = rows.size, values.shape[-1]
-    order = mx.argsort(rows)
-    srt = mx.take(rows, order)
-    pos = mx.arange(n, dtype=mx.int32)
-    differs = srt[1:] != srt[:-1]
-    last = mx.concatenate([differs, mx.array([True])])
-    first = mx.concatenate([mx.array([True]), differs])
-    run_end = mx.cummin(mx.where(last, pos + 1, n), reverse=True)
-    # Each run's first position owns the whole run's sum; the others own an
-    # empty segment, so the caller's scatter only ever adds exact (+0.0) zeros.
-    segs = mx.stack([pos, mx.where(first, run_end, pos)], axis=1).astype(mx.uint32)
-    w = mx.ones((n,), dtype=_F32) if coef is None else mx.take(coef, order)
-    sums = mx.segmented_mm(w[None], mx.take(values, order, axis=0), segs).reshape(n, d) + 0.0
-    return srt, sums
+def _rows_at(weight, indices, max_norm, norm_type):
+    """``(ok, safe, rows)`` for flat ``indices``: the range check, the in-bounds indices and
+    the float32 rows (:func:`_gather_rows`) they read."""
+    ok, safe = checked_indices(indices.reshape(-1), weight.shape[0])
+    return ok, safe, _gather_rows(weight, safe, max_norm, norm_type)
 
 
 # --------------------------------------------------------------------------- bag
@@ -262,7 +209,7 @@ def _max_backward(rows, out, cot, lay: Layout):
         key = row.astype(mx.int64) * d + mx.arange(d, dtype=mx.int64)[None]
         srt, sums = run_sums(key.reshape(-1), cot.reshape(-1, 1), None)
         return mx.zeros((V, d), dtype=_F32).at[srt // d, srt % d].add(sums[:, 0])
-    return _scatter_add_axis(row, cot, V)
+    return scatter_add_axis(row, cot, V)
 
 
 @functools.lru_cache(maxsize=None)
@@ -374,9 +321,7 @@ def _embedding_function(spec: EmbSpec, num_embeddings: int):
 
     @mx.custom_function
     def emb(weight, indices):
-        flat = indices.reshape(-1)
-        ok = in_range(flat, V)
-        rows = _gather_rows(mx.stop_gradient(weight), safe_indices(flat, ok, V), spec.max_norm, spec.norm_type)
+        ok, _, rows = _rows_at(mx.stop_gradient(weight), indices, spec.max_norm, spec.norm_type)
         out = mx.where(ok[:, None], rows, _NAN).astype(weight.dtype)
         return out.reshape(*indices.shape, weight.shape[1])
 
@@ -384,13 +329,11 @@ def _embedding_function(spec: EmbSpec, num_embeddings: int):
     def emb_vjp(primals, cot, out):
         weight, indices = primals
         flat = indices.reshape(-1)
-        ok = in_range(flat, V)
-        safe = safe_indices(flat, ok, V)
+        ok, safe = checked_indices(flat, V)
         keep = ok if spec.padding_idx is None else mx.logical_and(ok, flat != spec.padding_idx)
         coef = keep.astype(_F32)
         if spec.scale_grad_by_freq:
-            counts = mx.zeros((V,), dtype=_F32).at[safe].add(ok.astype(_F32))
-            coef = coef / mx.maximum(mx.take(counts, safe), 1.0)
+            coef = coef / mx.maximum(mx.take(row_counts(safe, ok, V), safe), 1.0)
         g = cot.reshape(-1, weight.shape[1]).astype(_F32)
         dw = scatter_rows(g, safe, coef, V, spec.deterministic)
         return dw.astype(weight.dtype), mx.zeros_like(indices)
@@ -430,11 +373,8 @@ def renormed_weight(weight, indices, max_norm, norm_type, scale=None):
         >>> [round(v, 4) for v in renormed_weight(w, mx.array([0, 1]), 1.0, 2.0).reshape(-1).tolist()]
         [0.6, 0.8, 0.3, 0.4]
     """
-    flat = indices.reshape(-1)
     V = weight.shape[0]
-    ok = in_range(flat, V)
-    safe = safe_indices(flat, ok, V)
-    rows = mx.take(weight, safe, axis=0).astype(_F32)
+    ok, safe, rows = _rows_at(weight, indices, None, norm_type)
     if scale is None:
         scale = renorm_scale(rows, max_norm, norm_type)
     scale = mx.where(ok, scale, 1.0)

@@ -2,7 +2,9 @@
 
 ``oracle_embedding_bag`` and ``oracle_embedding`` return ``(out, dweight, dpsw)``
 for a given output cotangent (ones when None).  ``dpsw`` is None without
-per_sample_weights.  Nothing here imports mlx or torch.
+per_sample_weights.  ``oracle_bags`` and ``oracle_owners`` are the bag layout
+the first one reads offsets by, exposed for the layout tests.  Nothing here
+imports mlx or torch; tolerances and ``assert_close`` are in tests/support.py.
 """
 import math
 
@@ -11,6 +13,7 @@ import numpy as np
 
 def _renorm(weight, input_flat, max_norm, norm_type):
     """Rows referenced by an in-range index, rescaled as PyTorch (in place, no grad)."""
+    double = np.asarray(weight).dtype == np.float64
     w = np.array(weight, dtype=np.float64, copy=True)
     if max_norm is None:
         return w
@@ -24,8 +27,16 @@ def _renorm(weight, input_flat, max_norm, norm_type):
                 n = np.min(np.abs(row)) if row.size else 0.0
             else:
                 n = np.sum(np.abs(row) ** norm_type) ** (1.0 / norm_type) if row.size else 0.0
+            if double:
+                if n > max_norm:
+                    w[r] = row * (max_norm / (n + 1e-7))
+                continue
+            # PyTorch's float arithmetic: the norm is a float read as a double, the
+            # scale is computed in double and rounded to float, the row stored as float.
+            n = float(np.float32(n))
             if n > max_norm:
-                w[r] = row * (max_norm / (n + 1e-7))
+                scale = np.float32(max_norm / (n + 1e-7))
+                w[r] = (row.astype(np.float32) * scale).astype(np.float32)
     return w
 
 
@@ -33,6 +44,31 @@ def _norm_pad(padding_idx, V):
     if padding_idx is None:
         return None
     return padding_idx + V if padding_idx < 0 else padding_idx
+
+
+def oracle_bags(offsets, n, include_last_offset=False):
+    """[(start, end, structurally_valid)] per bag of 1-D input of length n: the poison
+    rule before it looks at the indices (offsets[0] == 0, 0 <= start <= end <= n, and no
+    start below an earlier offset). Offsets are Python integers, so uint64 never wraps."""
+    off = [int(o) for o in np.asarray(offsets).reshape(-1).tolist()]
+    B = len(off) - 1 if include_last_offset else len(off)
+    out = []
+    for b in range(B):
+        s = off[b]
+        e = off[b + 1] if b + 1 < len(off) else n
+        ok = off[0] == 0 and 0 <= s <= e <= n and all(s >= off[k] for k in range(b))
+        out.append((s, e, ok))
+    return out
+
+
+def oracle_owners(bags, n):
+    """Per position of ``oracle_bags``' input: the structurally valid bag holding it, else -1
+    (valid bags never overlap, so there is at most one)."""
+    own = np.full(n, -1)
+    for b, (s, e, ok) in enumerate(bags):
+        if ok:
+            own[s:e] = b
+    return own
 
 
 def oracle_embedding_bag(input, weight, offsets=None, mode="mean", per_sample_weights=None,
@@ -53,24 +89,15 @@ def oracle_embedding_bag(input, weight, offsets=None, mode="mean", per_sample_we
     else:
         flat = inp
         N = flat.size
-        off = np.asarray(offsets).astype(np.int64)
         psw_flat = psw
-        if include_last_offset:
-            B = off.size - 1
-            ends = [int(off[b + 1]) for b in range(B)]
-        else:
-            B = off.size
-            ends = [int(off[b + 1]) if b + 1 < B else N for b in range(B)]
         bags, valid = [], []
-        for b in range(B):
-            s, e = int(off[b]), ends[b]
-            ok = off.size > 0 and int(off[0]) == 0 and 0 <= s <= e <= N
-            ok = ok and all(s >= int(off[k]) for k in range(b))
+        for s, e, ok in oracle_bags(offsets, N, include_last_offset):
             if ok:
                 seg = flat[s:e]
                 ok = bool(np.all((seg >= 0) & (seg < V)))
             bags.append((s, e))
             valid.append(ok)
+        B = len(bags)
     W = _renorm(W0, flat, max_norm, norm_type)
     out = np.zeros((B, D))
     g = np.ones((B, D)) if cotangent is None else np.asarray(cotangent, np.float64).reshape(B, D)
@@ -131,16 +158,3 @@ def oracle_embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2
         dW /= np.maximum(cnt, 1.0)[:, None]
     return out.reshape(inp.shape + (D,)), dW, None
 
-
-def assert_close(actual, expected, rtol, atol, name="value"):
-    """allclose with NaN==NaN; on failure prints the first mismatching indices."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, f"{name}: shape {a.shape} != expected {e.shape}"
-    ok = np.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
-    if not ok.all():
-        bad = np.argwhere(~ok)[:5]
-        lines = [f"  at {tuple(int(x) for x in i)}: got {a[tuple(i)]!r}, expected {e[tuple(i)]!r}"
-                 for i in bad]
-        raise AssertionError(f"{name}: {int((~ok).sum())} of {ok.size} mismatch "
-                             f"(rtol={rtol}, atol={atol}); first:\n" + "\n".join(lines))

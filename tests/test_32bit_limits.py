@@ -12,7 +12,7 @@ import pytest
 import mlx_embag as meb
 from mlx_embag import metal_ops
 from mlx_embag._spec import BagSpec
-from test_metal_ops import emulated
+from support import emulated
 
 
 @pytest.fixture(autouse=True)

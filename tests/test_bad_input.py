@@ -111,15 +111,6 @@ def test_checked_uint64_offsets_are_not_wrapped():
         EB(X1, W, off, check_indices=True, **R)
 
 
-def test_check_indices_from_environment(monkeypatch):
-    monkeypatch.setenv("MLX_EMBAG_CHECK_INDICES", "1")
-    with pytest.raises(IndexError):
-        EB(mx.array([0, 8]), W, mx.array([0]), **R)
-    monkeypatch.setenv("MLX_EMBAG_CHECK_INDICES", "0")
-    out = EB(mx.array([0, 8]), W, mx.array([0]), **R)
-    assert np.isnan(np.array(out)).all()
-
-
 def test_unchecked_bad_values_poison_instead_of_raising():
     out = np.array(EB(mx.array([0, 1, 99, 2]), W, mx.array([0, 2]), mode="sum", **R))
     assert np.allclose(out[0], np.array(W)[0] + np.array(W)[1]) and np.isnan(out[1]).all()
@@ -141,32 +132,6 @@ def test_sparse_warns_once_and_gives_dense_gradient(monkeypatch):
     msgs = [str(r.message) for r in rec if "sparse" in str(r.message)]
     assert len(msgs) == 1, msgs
     assert g.shape == W.shape and np.allclose(np.array(g), 1.0)
-
-
-def test_metal_backend_unavailable_is_clear():
-    if mx.metal.is_available():
-        pytest.skip("Metal present on this machine: covered by the Metal tests")
-    with pytest.raises(RuntimeError) as info:
-        mx.eval(EB(X1, W, OFF, backend="metal"))
-    assert "metal" in str(info.value).lower()
-
-
-def test_unknown_backend():
-    with pytest.raises(ValueError) as info:
-        EB(X1, W, OFF, backend="cuda")
-    assert "backend" in str(info.value)
-
-
-@pytest.mark.parametrize("backend", ["reference", "metal"])
-def test_unchecked_uint64_offsets_past_2_63_poison(backend):
-    """Read as int64, 2**63 + 5 wrapped to a negative offset, so the next bag (starting
-    below it) looked valid. Every bag from that offset on is invalid."""
-    from test_metal_ops import emulated
-
-    off = mx.array(np.array([0, 2, 2**63 + 5, 3], dtype=np.uint64))
-    with emulated(seed=2) if backend == "metal" else warnings.catch_warnings():
-        out = np.array(EB(X1, W, off, mode="sum", backend=backend))
-    assert np.isnan(out[1:]).all() and not np.isnan(out[0]).any(), out
 
 
 def test_checked_0d_input_names_it_without_brackets():

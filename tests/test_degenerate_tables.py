@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mlx_embag as meb
-from test_metal_ops import emulated
+from support import emulated
 
 BACKENDS = ("reference", "metal")
 INPUTS = {  # (input, offsets, number of bags, which bags are empty)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import mlx_embag as meb
-from oracle import assert_close, oracle_embedding, oracle_embedding_bag
+from oracle import oracle_embedding, oracle_embedding_bag
+from support import assert_close
 
 CASES = [
     dict(mode="sum"),
@@ -114,52 +115,6 @@ def test_check_indices_under_compile_warns_and_poisons(monkeypatch):
         out = np.array(mx.compile(f)(W, x, off))
     assert any("check_indices" in str(r.message) for r in rec), [str(r.message) for r in rec]
     assert np.allclose(out[0], [3, 5, 7]) and np.isnan(out[1]).all()
-
-
-def test_vmap_over_tables():
-    rng = np.random.default_rng(8)
-    Ws = rng.standard_normal((3, 5, 4)).astype(np.float32)
-    inp, off = np.array([0, 4, 4, 1, 3]), np.array([0, 2, 2])
-
-    def f(w):
-        return meb.embedding_bag(mx.array(inp), w, mx.array(off), mode="max", backend="reference")
-    out = np.array(mx.vmap(f)(mx.array(Ws)))
-    for k in range(3):
-        assert_close(out[k], oracle_embedding_bag(inp, Ws[k], off, mode="max")[0], 1e-6, 1e-6,
-                     f"vmap table {k}")
-
-
-VMAP_CASES = [  # (mode, 2-D?, padding_idx)
-    ("sum", True, None), ("mean", True, 0), ("max", True, 0), ("max", True, None), ("max", False, None),
-    ("max", False, 2),
-]
-
-
-@pytest.mark.parametrize("mode,two_d,pad", VMAP_CASES)
-def test_vmap_over_indices_matches_a_loop(mode, two_d, pad):
-    # MLX 0.32's `unbatched & batched` drops the batch axis under vmap; the
-    # layout code must not use it (this gave one result for two, and counted padding).
-    W = mx.array(np.arange(12, dtype=np.float32).reshape(4, 3))
-    xs = np.array([[0, 1, 2, 3], [3, 3, 0, 0], [0, 0, 2, 1]])
-    off = None if two_d else mx.array([0, 2])
-
-    def f(x):
-        x = x.reshape(2, 2) if two_d else x
-        return meb.embedding_bag(x, W, off, mode=mode, padding_idx=pad, backend="reference")
-
-    got = np.array(mx.vmap(f)(mx.array(xs)))
-    for k, x in enumerate(xs):
-        want = oracle_embedding_bag(x.reshape(2, 2) if two_d else x, np.array(W),
-                                    None if two_d else np.array([0, 2]), mode=mode, padding_idx=pad)[0]
-        assert_close(got[k], want, 1e-6, 1e-6, f"vmap over indices, row {k}")
-
-
-def test_vmap_over_one_d_sum_raises_rather_than_guessing():
-    # mx.segmented_mm has no vmap rule in MLX 0.32: a loud error, never a wrong answer.
-    W = mx.ones((4, 3))
-    with pytest.raises(ValueError, match="SegmentedMM"):
-        mx.vmap(lambda x: meb.embedding_bag(x, W, mx.array([0, 2]), mode="sum", backend="reference"))(
-            mx.array([[0, 1, 2, 3], [3, 3, 0, 0]]))
 
 
 @pytest.mark.parametrize("two_d", [True, False])

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import mlx_embag as meb
-from test_metal_ops import emulated
+from support import emulated
 
 TRIALS, V, BAGS, L = 400, 32, 4, 5
 

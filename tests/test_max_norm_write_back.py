@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import mlx_embag as meb
-from test_metal_ops import emulated
+from support import emulated
 
 BACKENDS = ("reference", "metal")
 

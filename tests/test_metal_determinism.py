@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mlx_embag import metal_ops
-from test_metal_ops import emulated
+from support import emulated
 from mlx_embag._spec import BagSpec, EmbSpec
 
 SEEDS = (1, 2, 3, 99)

@@ -15,7 +15,8 @@ import mlx.core as mx
 import pytest
 
 from mlx_embag import kernels
-from mlx_embag._sources import metal_dir, read_metal
+from mlx_embag._sources import HEADER, metal_dir, read_metal, read_source
+from mlx_embag.emulator import generator
 
 NAMES = sorted(kernels.KERNELS)
 
@@ -42,7 +43,8 @@ def _generated_source(name, inputs, template, outputs):
     """MLX's generated source for ``name`` with these inputs (export tracing, verbose)."""
     in_names, out_names, atomic = kernels.KERNELS[name]
     k = mx.fast.metal_kernel(name=f"mlx_embag_{name}", input_names=list(in_names),
-                             output_names=list(out_names), source=read_metal(name), atomic_outputs=atomic)
+                             output_names=list(out_names), source=read_metal(name), header=read_source(HEADER),
+                             atomic_outputs=atomic)
 
     def f(*xs):
         return k(inputs=[kernels.device_input(x) for x in xs], template=template, grid=(32, 1, 1),
@@ -62,6 +64,12 @@ def _generated_source(name, inputs, template, outputs):
         return open(cap).read()
 
 
+def _signature(text):
+    """The generated ``[[kernel]]`` parameter list (the shared header comes before it)."""
+    start = text.index("[[kernel]]")
+    return text[start: text.index(") {", start)]
+
+
 def test_tiny_inputs_stay_in_device_memory():
     """Inputs under 8 elements are padded, so MLX never switches them to the constant address space."""
     w = mx.zeros((2, 3), dtype=mx.float16)
@@ -71,7 +79,7 @@ def test_tiny_inputs_stay_in_device_memory():
         "bag_fwd", [w, idx, small, small, mx.zeros((1,), mx.float16), mx.zeros((1,)), mx.zeros((8,), mx.int64)],
         [("T", mx.float16), ("O", mx.float16), ("VEC", False), ("MAXMODE", True)],
         [mx.float16, mx.int32, mx.int32])
-    sig = text[text.index("[[kernel]]"): text.index(") {")]
+    sig = _signature(text)
     assert "constant" not in sig.replace("const device", "")
     params = re.findall(r"\[\[buffer\((\d+)\)\]\]", sig)
     assert params == [str(i) for i in range(10)]  # 7 inputs, 3 outputs, no shape/stride buffers
@@ -109,7 +117,7 @@ def test_no_stray_parameters(name):
     text = _generated_source(name, [mx.zeros((8,))] * len(in_names),
                              [("T", mx.float32), ("O", mx.float32), ("VEC", True), ("MAXMODE", True)],
                              [mx.float32] * len(out_names))
-    sig = text[text.index("[[kernel]]"): text.index(") {")]
+    sig = _signature(text)
     assert len(re.findall(r"\[\[buffer\(", sig)) == len(in_names) + len(out_names)
     attrs = re.findall(r"\[\[(\w+)\]\]", sig)
     body = read_metal(name)
@@ -117,3 +125,34 @@ def test_no_stray_parameters(name):
     for a in attrs:
         if a != "kernel":
             assert a in code, f"{name}: parameter {a} only named in a comment"
+
+
+# The template arguments each kernel is built with (one specialisation of each).
+TEMPLATES = {
+    "bag_fwd": [("T", mx.float16), ("O", mx.float32), ("VEC", True), ("MAXMODE", False)],
+    "bag_combine": [("T", mx.bfloat16), ("MAXMODE", True)],
+    "row_scale": [("T", mx.float32)],
+    "bag_bwd": [("VEC", False)],
+    "psw_grad": [("T", mx.float16)],
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_emulator_generates_what_mlx_generates(name):
+    """Each kernel as the library builds it, shared header included: the emulator's source is MLX's,
+    byte for byte."""
+    from emulator.harness import mlx_generated_source
+
+    in_names, out_names, atomic = kernels.KERNELS[name]
+    make = dict(name=f"mlx_embag_{name}", input_names=list(in_names), output_names=list(out_names),
+                source=read_metal(name), header=read_source(HEADER), atomic_outputs=atomic)
+    inputs = [kernels.device_input(mx.zeros((3,), mx.int64)) for _ in in_names]
+    template = TEMPLATES.get(name, [])
+    call = dict(template=template, grid=(32, 1, 1), threadgroup=(32, 1, 1),
+                output_shapes=[(4,)] * len(out_names), output_dtypes=[mx.float32] * len(out_names))
+    infos = [generator.InputInfo(x.dtype, x.ndim, x.size) for x in inputs]
+    _, ours = generator.generate_source(make["name"], make["input_names"], make["output_names"], make["source"],
+                                        infos, call["output_dtypes"], template, make["header"], atomic)
+    text = mlx_generated_source(make, call, inputs)
+    assert text == ours
+    assert text.startswith(read_source(HEADER))

@@ -18,7 +18,7 @@ import pytest
 
 from mlx_embag import metal_ops
 from mlx_embag._spec import BagSpec
-from test_metal_ops import emulated
+from support import emulated
 
 V, D = 2**29 + 8, 4
 HIGH = [V - 1, 2**29, 2**29 - 1]

@@ -1,4 +1,4 @@
-"""The Metal backend against a small, independent NumPy oracle (forward and weight gradient).
+"""The Metal backend against the NumPy oracle (tests/oracle.py), forward and weight gradient.
 
 The full option matrix is compared with the reference path in
 test_metal_ops.py; this file checks the kernels directly against the written
@@ -13,60 +13,12 @@ import pytest
 
 from mlx_embag import metal_ops
 from mlx_embag._spec import BagSpec
-from test_metal_ops import emulated
+from oracle import oracle_embedding_bag
+from support import assert_close
 
 
-@pytest.fixture(autouse=True, scope="module")
-def metal_backend():
-    with emulated(seed=77):
-        yield
-
-
-def bags_of(ind, off, ilo, n):
-    """[(start, end, valid_structure)] per bag, by the poison rule's structural part."""
-    b = len(off) - int(ilo)
-    out = []
-    for k in range(b):
-        s = off[k]
-        e = off[k + 1] if k + 1 < len(off) else n
-        ok = off[0] == 0 and 0 <= s <= e <= n and all(s >= off[c] for c in range(k))
-        out.append((s, e, ok))
-    return out
-
-
-def oracle(w, ind, off, ilo, mode, pad, psw, max_norm, cot):
-    """(output, weight gradient) in float64, max_norm with the 2-norm."""
-    V, D = w.shape
-    rows = w.astype(np.float64).copy()
-    if max_norm is not None:
-        for r in set(int(i) for i in ind if 0 <= i < V):
-            nrm = np.linalg.norm(w[r].astype(np.float32))
-            if nrm > max_norm:
-                rows[r] = w[r] * (max_norm / (nrm + 1e-7))
-    out = np.zeros((len(off) - int(ilo), D))
-    grad = np.zeros((V, D))
-    for b, (s, e, ok) in enumerate(bags_of(ind, off, ilo, len(ind))):
-        pos = list(range(s, e)) if ok else []
-        if not ok or any(not 0 <= ind[p] < V for p in pos):
-            out[b] = np.nan
-            continue
-        pos = [p for p in pos if ind[p] != pad]
-        if not pos:
-            continue
-        if mode == "max":
-            vals = np.stack([rows[ind[p]] for p in pos])
-            first = vals.argmax(axis=0)  # numpy: the first maximum
-            out[b] = vals.max(axis=0)
-            for c in range(D):
-                grad[ind[pos[first[c]]], c] += cot[b, c]
-            continue
-        coef = np.array([1.0 if psw is None else psw[p] for p in pos])
-        if mode == "mean":
-            coef = coef / len(pos)
-        for p, k in zip(pos, coef):
-            out[b] += k * rows[ind[p]]
-            grad[ind[p]] += k * cot[b]
-    return out, grad
+METAL_SEED = 77
+pytestmark = pytest.mark.usefixtures("metal")
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -100,7 +52,9 @@ def test_against_numpy_oracle(seed):
 
         got = np.array(metal_ops.embedding_bag(mx.array(w), *args, p, spec))
         got_g = np.array(mx.grad(f)(mx.array(w)))
-        want, want_g = oracle(w, ind, off, ilo, mode, pad, psw, max_norm, cot)
+        want, want_g, _ = oracle_embedding_bag(ind, w, off, mode=mode, per_sample_weights=psw,
+                                               include_last_offset=ilo, padding_idx=pad,
+                                               max_norm=max_norm, cotangent=cot)
         msg = f"{spec} off={off.tolist()} ind={ind.tolist()}"
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True, err_msg=msg)
-        np.testing.assert_allclose(got_g, want_g, rtol=1e-5, atol=1e-5, err_msg=msg)
+        assert_close(got, want, 1e-5, 1e-5, "output " + msg)
+        assert_close(got_g, want_g, 1e-5, 1e-5, "weight gradient " + msg)

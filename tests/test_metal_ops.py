@@ -10,7 +10,6 @@ each specialisation once.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import mlx.core as mx
@@ -18,79 +17,13 @@ import numpy as np
 import pytest
 
 import mlx_embag as meb
-from mlx_embag import metal_ops, reference
+from mlx_embag import launchers, metal_ops, reference
 from mlx_embag._spec import BagSpec, EmbSpec
+from oracle import oracle_embedding_bag
+from support import DTYPES, PATHS_TOL, assert_close
 
-TOL = {mx.float32: 2e-5, mx.float16: 4e-3, mx.bfloat16: 3e-2}
-DTYPES = (mx.float32, mx.float16, mx.bfloat16)
-
-
-@contextlib.contextmanager
-def emulated(seed=None, sanitize=False):
-    """Run the enclosed Metal calls on a real GPU, else in the emulator (threadgroup order from seed).
-
-    Uses the emulator's front end (``mlx_embag.emulator.enable``); where the
-    front end is not installed it falls back to MLX's own source generator
-    plus the emulator runtime (``emulator.harness.OracleKernel``), so these
-    tests exercise the kernels either way.
-    """
-    if mx.metal.is_available():
-        yield
-        return
-    from mlx_embag import backend, emulator, kernels
-
-    if hasattr(emulator, "enable"):
-        prev = emulator.settings.current()
-        emulator.enable(seed=seed, sanitize=sanitize)
-        try:
-            yield
-        finally:
-            # Back to exactly what was in force (the environment's settings, or an override).
-            emulator.reset()
-            if prev != emulator.settings.current():
-                if prev.enabled:
-                    emulator.enable(seed=prev.seed, sanitize=prev.sanitize)
-                else:
-                    emulator.disable()
-        return
-    from emulator.harness import OracleKernel
-
-    def make(**kw):
-        k = OracleKernel(**kw)
-        return lambda **call: k(**call, seed=seed, sanitize=sanitize)
-
-    saved = kernels._factory, backend.metal_available
-    kernels._factory = lambda: (make, f"oracle-{seed}-{sanitize}")
-    backend.metal_available = lambda: True
-    try:
-        yield
-    finally:
-        kernels._factory, backend.metal_available = saved
-
-
-@pytest.fixture(autouse=True, scope="module")
-def metal_backend():
-    """The real Metal backend on a Mac, else the emulator with a shuffled threadgroup order."""
-    with emulated(seed=1234):
-        yield
-
-
-def to_np(x):
-    return np.array(x.astype(mx.float32))
-
-
-def assert_close(name, got, want, dtype, desc=""):
-    """Element-wise closeness (NaN == NaN) scaled by the data; prints the first mismatches."""
-    a, b = to_np(got), to_np(want)
-    assert a.shape == b.shape, f"{name}: shape {a.shape} != {b.shape} {desc}"
-    tol = TOL[dtype]
-    fin = np.isfinite(b)
-    scale = max(1.0, float(np.abs(b[fin]).max())) if fin.any() else 1.0
-    ok = np.isclose(a, b, rtol=tol, atol=tol * scale, equal_nan=True)
-    if not ok.all():
-        bad = np.argwhere(~ok)[:5]
-        pairs = [(tuple(i), float(a[tuple(i)]), float(b[tuple(i)])) for i in bad]
-        raise AssertionError(f"{name}: {int((~ok).sum())} mismatches, first {pairs}\n{desc}")
+METAL_SEED = 1234
+pytestmark = pytest.mark.usefixtures("metal")
 
 
 def value_and_grads(fn, weight, psw, cot):
@@ -114,18 +47,17 @@ def check_pair(metal_fn, ref_fn, weight, psw, rng, desc):
     want = value_and_grads(ref_fn, weight, psw, cot)
     dt = weight.dtype
     assert got[0].dtype == dt and got[1].dtype == dt
-    assert_close("output", got[0], want[0], dt, desc)
-    assert_close("weight gradient", got[1], want[1], dt, desc)
+    tol = dict(rtol=PATHS_TOL[dt][0], atol=PATHS_TOL[dt][1], scale_atol=True)
+    assert_close(got[0], want[0], name=f"output\n{desc}", **tol)
+    assert_close(got[1], want[1], name=f"weight gradient\n{desc}", **tol)
     if psw is not None:
         assert got[2].dtype == psw.dtype
-        assert_close("per_sample_weights gradient", got[2], want[2], dt, desc)
+        assert_close(got[2], want[2], name=f"per_sample_weights gradient\n{desc}", **tol)
     return got, cot
 
 
 def check_oracle(got, cot, weight, ind, off, psw, spec, desc):
     """The Metal results against the NumPy float64 oracle (tests/oracle.py), float32 tables."""
-    from oracle import oracle_embedding_bag
-
     inp = np.array(ind)
     if off is None:
         inp = inp.reshape(spec.num_bags, spec.bag_size)
@@ -136,11 +68,10 @@ def check_oracle(got, cot, weight, ind, off, psw, spec, desc):
         norm_type=spec.norm_type, scale_grad_by_freq=spec.scale_grad_by_freq, cotangent=np.array(cot))
     tol = 1e-4
     for name, a, b in (("output", got[0], out), ("weight gradient", got[1], dw)):
-        np.testing.assert_allclose(to_np(a), b, rtol=tol, atol=tol, equal_nan=True, err_msg=f"oracle {name}\n{desc}")
+        assert_close(a, b, tol, tol, f"oracle {name}\n{desc}")
     if psw is not None:
-        tol = TOL[psw.dtype]  # the gradient comes back in psw's dtype
-        np.testing.assert_allclose(to_np(got[2]), np.reshape(dp, -1), rtol=tol, atol=tol * 10,
-                                   err_msg=f"oracle psw gradient\n{desc}")
+        rtol, atol = PATHS_TOL[psw.dtype]  # the gradient comes back in psw's dtype
+        assert_close(got[2], np.reshape(dp, -1), rtol, atol * 10, f"oracle psw gradient\n{desc}")
 
 
 def random_case(rng, *, dtype=None, idx_dtype=None, d=None, mode=None, long_bags=False):
@@ -205,10 +136,10 @@ def test_long_bags_split_across_threads(mode, split, monkeypatch):
     """Bags of hundreds of positions: split over the threads of one threadgroup, or over
     several threadgroups with the second reduction step (bag_combine); ties included."""
     if split:
-        monkeypatch.setattr(metal_ops, "SPLIT_POSITIONS", 2)
-        assert metal_ops._splits(400, 2, (1, 64, 1)) > 1
+        monkeypatch.setattr(launchers, "SPLIT_POSITIONS", 2)
+        assert launchers.splits(400, 2, (1, 64, 1)) > 1
     else:
-        monkeypatch.setattr(metal_ops, "FILL_THREADS", 1)
+        monkeypatch.setattr(launchers, "FILL_THREADS", 1)
     rng = np.random.default_rng(7)
     for _ in range(4):
         w, ind, off, psw, spec, desc = random_case(rng, mode=mode, long_bags=True, dtype=mx.float32)
@@ -255,24 +186,6 @@ def test_known_values_and_poison_rule():
     g = mx.grad(lambda w_: mx.where(mx.isnan(o := metal_ops.embedding_bag(w_, ind, off, None, spec)),
                                     0.0, o).sum())(w)
     np.testing.assert_array_equal(np.array(g), [[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
-
-
-@pytest.mark.parametrize("deterministic", [False, True])
-def test_functional_backend_metal(deterministic):
-    """meb.embedding_bag / meb.embedding with backend='metal' run the kernels and match the reference."""
-    rng = np.random.default_rng(5)
-    w = mx.array(rng.standard_normal((11, 6)).astype(np.float32))
-    ind = mx.array(rng.integers(0, 11, size=(4, 5)))
-    for mode in ("sum", "mean", "max"):
-        kw = dict(mode=mode, padding_idx=2, deterministic=deterministic)
-        f = lambda w_, b: meb.embedding_bag(ind, w_, backend=b, **kw).sum()  # noqa: E731
-        np.testing.assert_allclose(np.array(meb.embedding_bag(ind, w, backend="metal", **kw)),
-                                   np.array(meb.embedding_bag(ind, w, backend="reference", **kw)),
-                                   rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(np.array(mx.grad(f)(w, "metal")), np.array(mx.grad(f)(w, "reference")),
-                                   rtol=1e-6, atol=1e-6)
-    e = lambda w_, b: meb.embedding(ind, w_, padding_idx=1, backend=b, deterministic=deterministic)  # noqa
-    np.testing.assert_array_equal(np.array(e(w, "metal")), np.array(e(w, "reference")))
 
 
 def test_supports():

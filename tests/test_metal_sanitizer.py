@@ -25,15 +25,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_embag import metal_ops, reference
+from mlx_embag import launchers, metal_ops, reference
 from mlx_embag._spec import BagSpec, EmbSpec
-from test_metal_ops import emulated
 
 
-@pytest.fixture(autouse=True, scope="module")
-def sanitized():
-    with emulated(seed=5, sanitize=True):
-        yield
+METAL_SEED, METAL_SANITIZE = 5, True
+pytestmark = pytest.mark.usefixtures("metal")
 
 
 V, D = 6, 5
@@ -62,7 +59,7 @@ CASES = [
 
 def _check_bag_case(case, V, D, split, monkeypatch):
     if split:  # every bag over several threadgroups, then bag_combine
-        monkeypatch.setattr(metal_ops, "SPLIT_POSITIONS", 1)
+        monkeypatch.setattr(launchers, "SPLIT_POSITIONS", 1)
     mode, idt, ind, off, ilo, with_psw, max_norm, sgf, det = case
     rng = np.random.default_rng(0)
     ind = mx.array(np.array(ind, dtype=np.int64)).astype(idt)

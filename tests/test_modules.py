@@ -6,7 +6,8 @@ import pytest
 from mlx.utils import tree_flatten
 
 import mlx_embag as meb
-from oracle import assert_close, oracle_embedding, oracle_embedding_bag
+from oracle import oracle_embedding, oracle_embedding_bag
+from support import assert_close
 
 import torch  # noqa: E402  (pinned in the test extra: missing must fail, not skip)
 

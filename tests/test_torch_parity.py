@@ -6,7 +6,7 @@ Excluded from the random parity sweep, with the reason:
 - trailing indices after the last offset with include_last_offset and mean/max:
   PyTorch CPU counts them into the last bag; pinned separately, the oracle governs.
   (The sweep uses offsets[-1] == N, which PyTorch gets right.)
-- out-of-range indices: PyTorch raises, we apply the poison rule (test_reference_oracle).
+- out-of-range indices: PyTorch raises, we apply the poison rule (test_reference.py, test_layout.py).
 """
 import math
 
@@ -18,8 +18,8 @@ import torch  # noqa: E402  (pinned in the test extra: missing must fail, not sk
 import torch.nn.functional as F  # noqa: E402
 
 import mlx_embag as meb  # noqa: E402
-from oracle import assert_close, oracle_embedding_bag  # noqa: E402
-from test_reference_oracle import TOL, random_bag_config, run_meb, to_np  # noqa: E402
+from oracle import oracle_embedding_bag  # noqa: E402
+from support import TOL, assert_close, random_bag_config, run_meb, to_np  # noqa: E402
 
 
 def run_torch(inp, offsets, W, cfg, cot):

@@ -36,6 +36,8 @@ def test_wheel_contains_every_metal_source(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     sources = sorted(p.name for p in (ROOT / "metal").glob("*.metal"))
     assert sources, "the checkout has no .metal files"
+    sources += [p.name for p in (ROOT / "metal").glob("*.h")]  # the header every kernel is built with
+    assert "embag_common.h" in sources
     missing = [s for s in sources if f"mlx_embag/_metal/{s}" not in names]
     assert not missing, f"not in the wheel as mlx_embag/_metal/...: {missing}"
     assert "mlx_embag/__init__.py" in names and "mlx_embag/_sources.py" in names
@@ -58,7 +60,7 @@ def test_installed_copy_finds_its_kernels(wheel, tmp_path):
         "d = s.metal_dir();"
         "print(pathlib.Path(mlx_embag.__file__).resolve().parent);"
         "print(d.resolve());"
-        "print(len(s.read_metal('bag_fwd')))"
+        "print(len(s.read_metal('bag_fwd')) + len(s.read_source(s.HEADER)))"
     )
     env = dict(os.environ, PYTHONPATH=str(site))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -67,7 +69,7 @@ def test_installed_copy_finds_its_kernels(wheel, tmp_path):
     pkg, mdir, n = r.stdout.split()
     assert Path(pkg) == (site / "mlx_embag").resolve(), "imported the checkout, not the installed copy"
     assert Path(mdir) == (site / "mlx_embag" / "_metal").resolve()
-    assert int(n) == len((ROOT / "metal" / "bag_fwd.metal").read_text())
+    assert int(n) == sum(len((ROOT / "metal" / f).read_text()) for f in ("bag_fwd.metal", "embag_common.h"))
 
 
 def test_checkout_finds_its_kernels():

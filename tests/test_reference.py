@@ -6,79 +6,8 @@ import numpy as np
 import pytest
 
 import mlx_embag as meb
-from oracle import assert_close, oracle_embedding, oracle_embedding_bag
-
-TOL = {mx.float32: (1e-5, 1e-5), mx.float16: (1e-2, 1e-2), mx.bfloat16: (5e-2, 5e-2)}
-NP_OF = {mx.float32: np.float32, mx.float16: np.float16}
-
-
-def to_np(a):
-    return np.array(a.astype(mx.float32)) if a.dtype == mx.bfloat16 else np.array(a)
-
-
-def random_bag_config(rng, allow_invalid=False):
-    """A small random configuration; bag lengths drawn from 0 so empty bags occur."""
-    V = int(rng.integers(1, 12))
-    D = int(rng.choice([1, 3, 5, 8, 17]))
-    mode = str(rng.choice(["sum", "mean", "max"]))
-    two_d = rng.random() < 0.3
-    cfg = dict(mode=mode, include_last_offset=False, padding_idx=None, max_norm=None,
-               norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
-    if two_d:
-        B, L = int(rng.integers(1, 5)), int(rng.integers(0, 5))
-        inp = rng.integers(0, V, size=(B, L))
-        offsets = None
-    else:
-        B = int(rng.integers(1, 6))
-        lens = rng.integers(0, 5, size=B)
-        N = int(lens.sum())
-        inp = rng.integers(0, V, size=N)
-        offsets = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        if rng.random() < 0.4:
-            cfg["include_last_offset"] = True
-            offsets = np.concatenate([offsets, [N]])
-    if rng.random() < 0.3:
-        cfg["padding_idx"] = int(rng.integers(-V, V))
-    if rng.random() < 0.3:
-        cfg["max_norm"] = float(rng.uniform(0.5, 3.0))
-        cfg["norm_type"] = float(rng.choice([1.0, 2.0, 3.0, math.inf]))
-    if mode != "max" and rng.random() < 0.3:
-        cfg["scale_grad_by_freq"] = True
-    if mode == "sum" and rng.random() < 0.5:
-        cfg["per_sample_weights"] = rng.standard_normal(inp.shape).astype(np.float32)
-    if allow_invalid and inp.size and rng.random() < 0.5:
-        flat = inp.reshape(-1)
-        flat[int(rng.integers(0, flat.size))] = int(rng.choice([-1, V, V + 7]))
-    idt = rng.choice([np.int32, np.int64])
-    inp = inp.astype(idt)
-    if offsets is not None:
-        offsets = np.asarray(offsets).astype(idt)
-    W = rng.standard_normal((V, D)).astype(np.float32) * 1.5
-    return inp, offsets, W, cfg
-
-
-def run_meb(inp, offsets, W, cfg, dtype=mx.float32, cot=None, backend="reference"):
-    """Forward, weight gradient and per_sample_weights gradient from mlx_embag via mx.vjp."""
-    psw = cfg.get("per_sample_weights")
-    w = mx.array(W).astype(dtype)
-    x = mx.array(inp)
-    off = None if offsets is None else mx.array(offsets)
-    kw = {k: cfg[k] for k in ("mode", "include_last_offset", "padding_idx", "max_norm",
-                              "norm_type", "scale_grad_by_freq")}
-
-    if psw is None:
-        def f(w):
-            return meb.embedding_bag(x, w, off, backend=backend, **kw)
-        prim = [w]
-    else:
-        def f(w, p):
-            return meb.embedding_bag(x, w, off, per_sample_weights=p, backend=backend, **kw)
-        prim = [w, mx.array(psw).astype(dtype)]
-    out = f(*prim)
-    c = mx.ones(out.shape, dtype) if cot is None else mx.array(cot).astype(dtype)
-    _, grads = mx.vjp(f, prim, [c])
-    mx.eval(out, grads)
-    return to_np(out), to_np(grads[0]), (None if psw is None else to_np(grads[1]))
+from oracle import oracle_embedding, oracle_embedding_bag
+from support import TOL, assert_close, random_bag_config, run_meb, to_np
 
 
 def check_against_oracle(inp, offsets, W, cfg, dtype, rng):
@@ -144,17 +73,6 @@ def test_poison_nan_and_no_gradient_explicit():
     assert np.allclose(dP, [W[0].sum(), W[1].sum(), 0, 0, 0])
 
 
-def test_empty_inputs():
-    W = np.ones((4, 3), np.float32)
-    for mode in ("sum", "mean", "max"):
-        out = meb.embedding_bag(mx.array(np.zeros(0, np.int32)), mx.array(W),
-                                mx.array([0, 0, 0]), mode=mode, backend="reference")
-        assert_close(np.array(out), np.zeros((3, 3)), 0, 0, f"empty 1-D {mode}")
-        out = meb.embedding_bag(mx.array(np.zeros((2, 0), np.int32)), mx.array(W), mode=mode,
-                                backend="reference")
-        assert_close(np.array(out), np.zeros((2, 3)), 0, 0, f"(B,0) {mode}")
-
-
 def test_max_tie_earliest_position():
     W = np.array([[1.0, 2.0], [1.0, 5.0], [0.0, 0.0]], np.float32)
     cfg = dict(mode="max", include_last_offset=False, padding_idx=None, max_norm=None,
@@ -204,34 +122,6 @@ def test_oracle_against_hand_values():
     assert np.allclose(out, [[0.6, 0.8]], atol=1e-6)
 
 
-@pytest.mark.parametrize("idt", [mx.uint8, mx.int8, mx.int16, mx.uint32, mx.int32, mx.int64])
-@pytest.mark.parametrize("odt", [mx.int32, mx.int64, mx.uint16])
-def test_any_integer_index_dtypes(idt, odt):
-    rng = np.random.default_rng(11)
-    W = rng.standard_normal((7, 33)).astype(np.float32)
-    inp, off = np.array([6, 0, 3, 3, 1, 5]), np.array([0, 2, 2, 5])
-    out = meb.embedding_bag(mx.array(inp).astype(idt), mx.array(W), mx.array(off).astype(odt),
-                            mode="mean", backend="reference")
-    assert out.dtype == mx.float32
-    assert_close(np.array(out), oracle_embedding_bag(inp, W, off, mode="mean")[0], 1e-5, 1e-5,
-                 f"indices {idt} offsets {odt}")
-
-
-@pytest.mark.parametrize("tdt", [mx.float32, mx.float16, mx.bfloat16])
-@pytest.mark.parametrize("pdt", [mx.float32, mx.float16, mx.bfloat16])
-def test_psw_any_float_dtype_cast_to_table(tdt, pdt):
-    rng = np.random.default_rng(12)
-    W = rng.standard_normal((5, 4)).astype(np.float32)
-    inp, off = np.array([0, 4, 2, 2]), np.array([0, 1])
-    psw = rng.standard_normal(4).astype(np.float32)
-    w, p = mx.array(W).astype(tdt), mx.array(psw).astype(pdt)
-    out = meb.embedding_bag(mx.array(inp), w, mx.array(off), mode="sum", per_sample_weights=p,
-                            backend="reference")
-    assert out.dtype == tdt, (out.dtype, tdt)
-    e = oracle_embedding_bag(inp, to_np(w), off, mode="sum", per_sample_weights=to_np(p.astype(tdt)))[0]
-    assert_close(to_np(out), e, *TOL[tdt], f"table {tdt} psw {pdt}")
-
-
 def test_long_bags_odd_width_accumulate_in_float32():
     rng = np.random.default_rng(13)
     W = rng.standard_normal((31, 4099)).astype(np.float32)
@@ -246,20 +136,6 @@ def test_long_bags_odd_width_accumulate_in_float32():
         e = to_np(mx.array(oracle_embedding_bag(inp, Wq, off, mode="sum")[0]).astype(dt))
         ulp = 2.0 ** -10 if dt == mx.float16 else 2.0 ** -7
         assert_close(to_np(out), e, ulp, 1e-4, f"long bags {dt}")
-
-
-def test_backend_selection_env_and_context(monkeypatch):
-    W, x, off = mx.ones((3, 2)), mx.array([0, 2]), mx.array([0])
-    monkeypatch.setenv("MLX_EMBAG_BACKEND", "reference")
-    assert np.allclose(np.array(meb.embedding_bag(x, W, off, mode="sum")), 2)
-    with meb.use_backend("reference"):
-        assert np.allclose(np.array(meb.embedding_bag(x, W, off, mode="sum")), 2)
-    if not mx.metal.is_available():
-        with meb.use_backend("metal"):
-            with pytest.raises(RuntimeError):
-                mx.eval(meb.embedding_bag(x, W, off, mode="sum"))
-        monkeypatch.setenv("MLX_EMBAG_BACKEND", "auto")
-        assert np.allclose(np.array(meb.embedding_bag(x, W, off, mode="sum")), 2)
 
 
 @pytest.mark.parametrize("offsets", [[0, 2, 6], [0, 3, 2], [1, 2, 5], [0, 2, 2], [0, 0, 5], [0, 5, 5]])
