@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from . import _fallback
+from . import _fallback, reference
 from . import backend as _backend
-from . import reference
 from ._spec import BagSpec, EmbSpec
 from ._validate import (
     check_bag_options,
@@ -65,13 +64,16 @@ def _renormed_table(input, weight, max_norm, norm_type, backend):
     input = check_indices_array(input)
     spec = EmbSpec(None, max_norm, norm_type, False, False)
     scale = None
-    if input.size and _backend.resolve_backend(
-        backend, lambda: _metal_ops().unsupported_embedding(weight, input, spec)
-    ) == "metal":
+    if (
+        input.size
+        and _backend.resolve_backend(backend, lambda: _metal_ops().unsupported_embedding(weight, input, spec))
+        == "metal"
+    ):
         scales = _metal_ops().position_scales
         if _backend.is_auto(backend):  # forward only: the write-back has no gradient
-            scales = lambda *a: _fallback.run("position_scales", _metal_ops().position_scales, lambda *_: None, a,
-                                              backward=False)
+            scales = lambda *a: _fallback.run(
+                "position_scales", _metal_ops().position_scales, lambda *_: None, a, backward=False
+            )
         scale = scales(weight, input, max_norm, norm_type)
     return reference.renormed_weight(weight, input, max_norm, norm_type, scale)
 

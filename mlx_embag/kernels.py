@@ -33,8 +33,11 @@ from ._sources import HEADER, read_metal, read_source
 
 # name -> (input names, output names, atomic outputs)
 KERNELS = {
-    "bag_fwd": (("weight", "indices", "offsets", "prevmax", "psw", "scale", "params"),
-                ("out", "argmax", "meta"), False),
+    "bag_fwd": (
+        ("weight", "indices", "offsets", "prevmax", "psw", "scale", "params"),
+        ("out", "argmax", "meta"),
+        False,
+    ),
     "bag_combine": (("part", "pargmax", "pmeta", "params"), ("out", "argmax", "meta"), False),
     "row_scale": (("weight", "indices", "params", "fparams"), ("scale",), False),
     "bag_bwd": (("cot", "indices", "offsets", "meta", "psw", "freq", "params"), ("grad",), True),
@@ -169,9 +172,13 @@ def _probe(name, key, template, inputs, output_dtypes):
     :func:`device_input` pads to, so the same library) and zero ``params``: no work."""
     try:
         outs = get(name)(
-            inputs=[mx.zeros((MIN_DEVICE_SIZE,), dtype=x.dtype) for x in inputs], template=list(template),
-            grid=(1, 1, 1), threadgroup=(1, 1, 1), output_shapes=[(MIN_DEVICE_SIZE,)] * len(output_dtypes),
-            output_dtypes=list(output_dtypes), init_value=0,
+            inputs=[mx.zeros((MIN_DEVICE_SIZE,), dtype=x.dtype) for x in inputs],
+            template=list(template),
+            grid=(1, 1, 1),
+            threadgroup=(1, 1, 1),
+            output_shapes=[(MIN_DEVICE_SIZE,)] * len(output_dtypes),
+            output_dtypes=list(output_dtypes),
+            init_value=0,
         )
         mx.eval(outs)
     except Exception as e:  # noqa: BLE001 - any failure of the kernel means the reference path
@@ -181,7 +188,8 @@ def _probe(name, key, template, inputs, output_dtypes):
         warnings.warn(
             f"mlx_embag: the Metal kernel {name} (template {list(template)}) failed to build or run; "
             f"backend='auto' uses the reference path for it in this process. The error was:\n{e}",
-            RuntimeWarning, stacklevel=4,
+            RuntimeWarning,
+            stacklevel=4,
         )
         return
     _probed[key] = None
@@ -193,7 +201,13 @@ def call(name, inputs, *, template, grid, threadgroup, output_shapes, output_dty
     Under :func:`auto_fallback` a specialisation that does not build raises :class:`KernelUnavailable`.
     """
     if probing():
-        key = (name, _factory()[1], repr(list(template)), tuple(x.dtype for x in inputs), tuple(output_dtypes))
+        key = (
+            name,
+            _factory()[1],
+            repr(list(template)),
+            tuple(x.dtype for x in inputs),
+            tuple(output_dtypes),
+        )
         if key not in _probed:
             _probe(name, key, template, inputs, output_dtypes)
         if _probed.get(key) is not None:

@@ -30,10 +30,16 @@ from __future__ import annotations
 import re
 
 from . import compiler
-from ._tokens import TOKEN as _TOKEN, significant
+from ._tokens import TOKEN as _TOKEN
+from ._tokens import significant
 
-STRICT_FLAGS = ["-fsyntax-only", "-DEMU_STRICT=1", "-Wimplicit-float-conversion", "-Wno-duplicate-decl-specifier",
-                "-ferror-limit=0"]
+STRICT_FLAGS = [
+    "-fsyntax-only",
+    "-DEMU_STRICT=1",
+    "-Wimplicit-float-conversion",
+    "-Wno-duplicate-decl-specifier",
+    "-ferror-limit=0",
+]
 _SPACES = ("device", "constant", "threadgroup", "thread")
 _SPACE_NAMES = {"1": "device", "2": "constant", "3": "threadgroup"}
 # Words after which `(` opens an expression, not a call's arguments.
@@ -71,8 +77,11 @@ def _operand_end(toks, i):
             return _operand_end(toks, nxt)  # that group was itself a cast
     elif toks[i][:1].isalnum() or toks[i][:1] in "_.":
         i += 1
-        while significant(toks, i) + 1 < len(toks) and toks[significant(toks, i)] == ":" \
-                and toks[significant(toks, i) + 1] == ":":
+        while (
+            significant(toks, i) + 1 < len(toks)
+            and toks[significant(toks, i)] == ":"
+            and toks[significant(toks, i) + 1] == ":"
+        ):
             i = significant(toks, significant(toks, i) + 2) + 1
     else:
         return -1
@@ -96,16 +105,22 @@ def rewrite_casts(text: str) -> str:
     while i < len(toks):
         if toks[i] == "(":
             end = _group_end(toks, i)
-            inner = [t for t in toks[i + 1:end - 1] if not t.isspace()]
+            inner = [t for t in toks[i + 1 : end - 1] if not t.isspace()]
             prev = next((t for t in reversed(out) if not t.isspace()), "")
             callee = (prev[:1].isalnum() or prev[:1] == "_") and prev not in _BEFORE_EXPRESSION
-            is_cast = (inner and inner[-1] == "*" and any(w in _SPACES for w in inner)
-                       and "(" not in inner and not callee and prev not in (")", "]"))
+            is_cast = (
+                inner
+                and inner[-1] == "*"
+                and any(w in _SPACES for w in inner)
+                and "(" not in inner
+                and not callee
+                and prev not in (")", "]")
+            )
             if is_cast:
                 stop = _operand_end(toks, end)
                 operand = "".join(toks[end:stop]) if stop > 0 else ""
                 if operand.strip() and not operand.strip().startswith("__emu_"):
-                    out.append(f"__emu_as_cast<{''.join(toks[i + 1:end - 1])}>(")
+                    out.append(f"__emu_as_cast<{''.join(toks[i + 1 : end - 1])}>(")
                     out.append(rewrite_casts(operand) + ")")
                     i = stop
                     continue
@@ -123,8 +138,20 @@ def rewrite_unroll(text: str) -> str:
 
 
 _SCOPE_OPENERS = {"namespace", "extern"}
-_NOT_VARIABLES = {"typedef", "using", "template", "struct", "class", "enum", "union", "namespace",
-                  "static_assert", "constant", "constexpr", "extern"}
+_NOT_VARIABLES = {
+    "typedef",
+    "using",
+    "template",
+    "struct",
+    "class",
+    "enum",
+    "union",
+    "namespace",
+    "static_assert",
+    "constant",
+    "constexpr",
+    "extern",
+}
 
 
 def program_scope_errors(kernel_source: str, signature_line: int) -> list[str]:
@@ -136,7 +163,7 @@ def program_scope_errors(kernel_source: str, signature_line: int) -> list[str]:
         >>> program_scope_errors(text, 2)
         ['kernel.metal:2:1: error: program scope variable must reside in constant address space (Metal)']
     """
-    head = "\n".join(kernel_source.split("\n")[:signature_line + 1])
+    head = "\n".join(kernel_source.split("\n")[: signature_line + 1])
     cut = head.rfind("[[kernel]]")
     head = head[:cut] if cut >= 0 else head
     head = re.sub(r"^[ \t]*#[^\n]*", "", head, flags=re.M)  # preprocessor lines declare nothing
@@ -171,8 +198,10 @@ def program_scope_errors(kernel_source: str, signature_line: int) -> list[str]:
                 first_eq = words.index("=") if "=" in words else len(words)
                 if first_eq < first_paren or first_paren == len(words):
                     where = stmt[0][1]
-                    errors.append(f"kernel.metal:{where}:1: error: program scope variable must reside in "
-                                  f"constant address space (Metal)")
+                    errors.append(
+                        f"kernel.metal:{where}:1: error: program scope variable must reside in "
+                        f"constant address space (Metal)"
+                    )
             stmt = []
             continue
         stmt.append((tok, line))
@@ -181,8 +210,10 @@ def program_scope_errors(kernel_source: str, signature_line: int) -> list[str]:
 
 
 _DIAG = re.compile(r"^(?P<loc>[^\s:][^:\n]*:\d+:\d+): (?P<kind>fatal error|error|warning|note): (?P<msg>.*)$")
-_IMPLICIT_SPECIAL = re.compile(r"candidate (?:constructor|function) \(the implicit (?:copy|move) "
-                               r"(?:constructor|assignment operator)\) not viable: (?P<why>.*)")
+_IMPLICIT_SPECIAL = re.compile(
+    r"candidate (?:constructor|function) \(the implicit (?:copy|move) "
+    r"(?:constructor|assignment operator)\) not viable: (?P<why>.*)"
+)
 
 
 def _groups(diagnostics: str):
@@ -202,8 +233,10 @@ def _groups(diagnostics: str):
 # A struct object (not a pointer) in an address space that clang cannot convert:
 # its aggregate initialisation after the refused copy. A real error of this
 # kind fails the build that runs (no address spaces) too.
-_OBJECT_CONVERSION = re.compile(r"error: no viable conversion from '(?:const )?(?:device|threadgroup|constant|"
-                                r"__attribute__\(\(address_space\(\d\)\)\)) [^'*&]*'")
+_OBJECT_CONVERSION = re.compile(
+    r"error: no viable conversion from '(?:const )?(?:device|threadgroup|constant|"
+    r"__attribute__\(\(address_space\(\d\)\)\)) [^'*&]*'"
+)
 
 
 def _struct_copy_only(lines) -> bool:
@@ -245,8 +278,12 @@ def verdict(returncode: int, diagnostics: str) -> list[str]:
     for kind, first, lines in groups:
         if kind == "warning":
             if "[-Wimplicit-float-conversion]" in first and re.search(r"to '[^']*(?:bfloat|__bf16)", first):
-                msg = first.replace("warning: ", "error: implicit conversion to bfloat is not allowed in Metal "
-                                    "(write bfloat(x) or static_cast<bfloat>(x)): ", 1)
+                msg = first.replace(
+                    "warning: ",
+                    "error: implicit conversion to bfloat is not allowed in Metal "
+                    "(write bfloat(x) or static_cast<bfloat>(x)): ",
+                    1,
+                )
                 kept.append("\n".join([msg] + lines[1:]))
         elif not _struct_copy_only(lines):
             kept.append("\n".join(lines))

@@ -15,9 +15,23 @@ from __future__ import annotations
 
 import re
 
-from ._tokens import TOKEN as _TOKEN, significant
+from ._tokens import TOKEN as _TOKEN
+from ._tokens import significant
 
-_SCALARS = ("float", "half", "bfloat", "int", "uint", "short", "ushort", "char", "uchar", "long", "ulong", "bool")
+_SCALARS = (
+    "float",
+    "half",
+    "bfloat",
+    "int",
+    "uint",
+    "short",
+    "ushort",
+    "char",
+    "uchar",
+    "long",
+    "ulong",
+    "bool",
+)
 VECTOR_NAMES = frozenset(f"{prefix}{s}{n}" for s in _SCALARS for n in (2, 3, 4) for prefix in ("", "packed_"))
 _ALIAS = re.compile(r"\busing\s+(\w+)\s*=\s*(?:::)?(?:metal\s*::\s*)?(vec\s*<|\w+\s*;)")
 _TYPEDEF = re.compile(r"\btypedef\s+(?:::)?(?:metal\s*::\s*)?(vec\s*<[^;]*>|\w+)\s+(\w+)\s*;")

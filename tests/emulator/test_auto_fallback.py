@@ -48,10 +48,10 @@ def test_auto_falls_back_and_warns_once_per_specialisation(simulated_mac):
     np.testing.assert_array_equal(np.array(got), np.array(want))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        np.testing.assert_array_equal(np.array(_bag(w)), np.array(want))   # same specialisation: silent
-        g = mx.grad(lambda w: _bag(w).sum())(w)                               # gradients too
+        np.testing.assert_array_equal(np.array(_bag(w)), np.array(want))  # same specialisation: silent
+        g = mx.grad(lambda w: _bag(w).sum())(w)  # gradients too
     np.testing.assert_array_equal(np.array(g), np.array(mx.grad(lambda w: _bag(w, "reference").sum())(w)))
-    with pytest.warns(RuntimeWarning, match="bag_fwd"):                      # another dtype: its own warning
+    with pytest.warns(RuntimeWarning, match="bag_fwd"):  # another dtype: its own warning
         _bag(w.astype(mx.float16))
 
 
@@ -92,8 +92,15 @@ def test_every_kernel_probe_is_clean_under_the_sanitizer(simulated_mac):
         warnings.simplefilter("error")
         for mode in ("sum", "max"):
             for det in (False, True):
-                f = lambda w, p: meb.embedding_bag(idx, w, off, mode=mode, max_norm=1.0, deterministic=det,
-                                                   per_sample_weights=p if mode == "sum" else None).sum()
+                f = lambda w, p: meb.embedding_bag(
+                    idx,
+                    w,
+                    off,
+                    mode=mode,
+                    max_norm=1.0,
+                    deterministic=det,
+                    per_sample_weights=p if mode == "sum" else None,
+                ).sum()
                 mx.eval(mx.grad(f, argnums=(0, 1))(w, psw))
         mx.eval(meb.embedding_bag(idx.reshape(1, -1), w, mode="max"))
     probed = {key[0] for key, failure in kernels._probed.items() if failure is None}

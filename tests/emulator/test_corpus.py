@@ -33,8 +33,12 @@ def _rejected(name, src, header="", pattern="", **kw):
 @pytest.mark.parametrize("tail", ["   ", "\t", "\n    ", "  \t  "])
 def test_header_ending_in_blanks_runs(tail):
     header = "\n    inline float twice(float v) { return 2.0f * v; }" + tail
-    out = _run("hdr_blank", "  uint i = thread_position_in_grid.x; out[i] = twice(x[i]);", header,
-               template=[("T", "float")])
+    out = _run(
+        "hdr_blank",
+        "  uint i = thread_position_in_grid.x; out[i] = twice(x[i]);",
+        header,
+        template=[("T", "float")],
+    )
     np.testing.assert_array_equal(out, 2 * _X)
     out = _run("hdr_blank_nt", "  uint i = thread_position_in_grid.x; out[i] = twice(x[i]);", header)
     np.testing.assert_array_equal(out, 2 * _X)
@@ -42,8 +46,12 @@ def test_header_ending_in_blanks_runs(tail):
 
 def test_header_glued_to_a_declaration_is_rejected():
     # Without a newline the header's last token runs into `[[kernel]]`: Metal rejects that too.
-    _rejected("hdr_glued", "  out[0] = x[0]; (void)thread_position_in_grid;", "inline float twice(float v) { return v; }"
-              " int stray", pattern="error")
+    _rejected(
+        "hdr_glued",
+        "  out[0] = x[0]; (void)thread_position_in_grid;",
+        "inline float twice(float v) { return v; } int stray",
+        pattern="error",
+    )
 
 
 # ---------------------------------------------------------------- launch limits
@@ -79,8 +87,12 @@ _BF_HEADER = "inline bfloat keep(bfloat v) { return v; }\ninline bfloat back(flo
 
 @pytest.mark.parametrize("what", sorted(_BF_VALID))
 def test_explicit_bfloat_conversions_run(what):
-    out = _run(f"bf_ok_{what}", "  uint i = thread_position_in_grid.x; " + _BF_VALID[what], out_type="bfloat16_t",
-               template=[("T", "bfloat16_t")])
+    out = _run(
+        f"bf_ok_{what}",
+        "  uint i = thread_position_in_grid.x; " + _BF_VALID[what],
+        out_type="bfloat16_t",
+        template=[("T", "bfloat16_t")],
+    )
     got = (out.astype(np.uint32) << 16).view(np.float32)
     want = np.where(_X > 2, 2 * _X, -np.inf) if what == "ternary_cast" else 2 * _X
     np.testing.assert_array_equal(got, want)
@@ -88,17 +100,25 @@ def test_explicit_bfloat_conversions_run(what):
 
 @pytest.mark.parametrize("what", sorted(_BF_INVALID))
 def test_implicit_float_to_bfloat_is_rejected(what):
-    _rejected(f"bf_bad_{what}", "  uint i = thread_position_in_grid.x; " + _BF_INVALID[what],
-              _BF_HEADER if what in ("argument", "return") else "", out_type="bfloat16_t",
-              pattern=r"implicit conversion to bfloat is not allowed in Metal.*'(const )?float' to '(bfloat|bfloat16_t)'")
+    _rejected(
+        f"bf_bad_{what}",
+        "  uint i = thread_position_in_grid.x; " + _BF_INVALID[what],
+        _BF_HEADER if what in ("argument", "return") else "",
+        out_type="bfloat16_t",
+        pattern=r"implicit conversion to bfloat is not allowed in Metal.*'(const )?float' to '(bfloat|bfloat16_t)'",
+    )
 
 
 # ---------------------------------------------------------------- 5. #pragma unroll 0
-_UNROLL_SRC = "  uint i = thread_position_in_grid.x; float s = 0.0f;\n#pragma unroll {n}\n" \
-              "  for (int k = 0; k < 4; ++k) s += x[i];\n  out[i] = s;"
+_UNROLL_SRC = (
+    "  uint i = thread_position_in_grid.x; float s = 0.0f;\n#pragma unroll {n}\n"
+    "  for (int k = 0; k < 4; ++k) s += x[i];\n  out[i] = s;"
+)
 
 
-@pytest.mark.parametrize("count,template", [("4", None), ("1", None), ("N", [("N", 2)]), ("(N + 1)", [("N", 0)])])
+@pytest.mark.parametrize(
+    "count,template", [("4", None), ("1", None), ("N", [("N", 2)]), ("(N + 1)", [("N", 0)])]
+)
 def test_pragma_unroll_with_a_positive_count_runs(count, template):
     out = _run("unroll_ok", _UNROLL_SRC.format(n=count), template=template)
     np.testing.assert_array_equal(out, 4 * _X)
@@ -112,26 +132,37 @@ def test_pragma_unroll_0_is_rejected(count, template):
 
 
 # ---------------------------------------------------------------- 6. address spaces
-_AS_HEADER = "struct P { float a; int b; };\nstruct F { float a; };\ninline float by_value(F f) { return f.a; }\ninline float first(const constant float* p) { return p[0]; }\n" \
-             "inline float first_dev(const device float* p) { return p[0]; }\n"
+_AS_HEADER = (
+    "struct P { float a; int b; };\nstruct F { float a; };\ninline float by_value(F f) { return f.a; }\ninline float first(const constant float* p) { return p[0]; }\n"
+    "inline float first_dev(const device float* p) { return p[0]; }\n"
+)
 _AS_VALID = {
     # Structs copy in and out of device and threadgroup memory as values.
-    "struct_copy": ("device F* p = (device F*)out; F v; v.a = x[i] + 1.0f; p[i] = v; "
-                    "threadgroup F s[8]; s[i] = p[i]; threadgroup_barrier(mem_flags::mem_threadgroup); "
-                    "F d = s[i]; p[i] = d;"),
+    "struct_copy": (
+        "device F* p = (device F*)out; F v; v.a = x[i] + 1.0f; p[i] = v; "
+        "threadgroup F s[8]; s[i] = p[i]; threadgroup_barrier(mem_flags::mem_threadgroup); "
+        "F d = s[i]; p[i] = d;"
+    ),
     "constant_program_scope": "out[i] = x[i] + K[1] - 1.0f;",
-    "struct_copy_forms": ("const device F* f = (const device F*)x; F a(f[i]); F b{f[i]}; auto e = f[i]; F d; d = f[i]; "
-                          "out[i] = by_value(f[i]) + a.a + b.a + e.a + d.a - 4.0f * x[i] + 1.0f;"),
+    "struct_copy_forms": (
+        "const device F* f = (const device F*)x; F a(f[i]); F b{f[i]}; auto e = f[i]; F d; d = f[i]; "
+        "out[i] = by_value(f[i]) + a.a + b.a + e.a + d.a - 4.0f * x[i] + 1.0f;"
+    ),
     "constant_struct_array": "out[i] = x[i] + CF[1].a - CF[0].a;",
     "same_space_cast": "device uint* u = (device uint*)out; u[i] = as_type<uint>(x[i] + 1.0f);",
     "const_away_same_space": "((device float*)(x))[0] + 0.0f; out[i] = first_dev(x) + x[i] + 1.0f;",
     "constant_param": "out[i] = first(c) + x[i];",
 }
 _AS_INVALID = {
-    "cast_constant_to_device": ("out[i] = ((device float*)c)[0];", "cast cannot move a pointer to another address"),
+    "cast_constant_to_device": (
+        "out[i] = ((device float*)c)[0];",
+        "cast cannot move a pointer to another address",
+    ),
     "cast_device_to_constant": ("out[i] = first((constant float*)x);", "cast cannot move a pointer"),
-    "cast_threadgroup_to_device": ("threadgroup float s[8]; s[i] = 1; out[i] = *(device float*)&s[i];",
-                                   "cast cannot move a pointer"),
+    "cast_threadgroup_to_device": (
+        "threadgroup float s[8]; s[i] = 1; out[i] = *(device float*)&s[i];",
+        "cast cannot move a pointer",
+    ),
     "write_through_constant": ("((constant float*)c)[0] = 1.0f; out[i] = 0;", "not assignable"),
     "write_constant_param": ("c[0] = 1.0f; out[i] = 0;", "not assignable"),
     "device_to_constant_param": ("out[i] = first(x);", "address space 'device'.*address space 'constant'"),
@@ -150,16 +181,24 @@ _AS_PROGRAM_SCOPE = {
 
 def _as_run(name, body, header=""):
     c = np.array([1.0, 2.0], np.float32)  # under 8 elements: MLX passes it in constant memory
-    (out,) = run_kernel(name, [("x", _X), ("c", c)], [("out", (8,), "float")],
-                        "  uint i = thread_position_in_grid.x; " + body, header=_AS_HEADER + header,
-                        grid=(8, 1, 1), threadgroup=(8, 1, 1))
+    (out,) = run_kernel(
+        name,
+        [("x", _X), ("c", c)],
+        [("out", (8,), "float")],
+        "  uint i = thread_position_in_grid.x; " + body,
+        header=_AS_HEADER + header,
+        grid=(8, 1, 1),
+        threadgroup=(8, 1, 1),
+    )
     return out
 
 
 @pytest.mark.parametrize("what", sorted(_AS_VALID))
 def test_valid_address_space_use_runs(what):
-    header = ("constant float K[2] = {1.0f, 2.0f};\nconstexpr constant int unused = 3;\n"
-              "constant F CF[2] = {{1.0f}, {2.0f}};\n")
+    header = (
+        "constant float K[2] = {1.0f, 2.0f};\nconstexpr constant int unused = 3;\n"
+        "constant F CF[2] = {{1.0f}, {2.0f}};\n"
+    )
     out = _as_run(f"as_ok_{what}", _AS_VALID[what], header)
     if what == "same_space_cast":
         out = out.view(np.float32)
@@ -199,15 +238,33 @@ _VEC_SRC = """
   for (int k = 0; k < 3; ++k) out[12 + k] = float(d[k]);
   out[15] = float(e.x + e.y);
 """
-_VEC_TYPES = ["float", "float16_t", "bfloat16_t", "int8_t", "uint8_t", "int16_t", "uint16_t", "int32_t",
-              "uint32_t", "int64_t", "uint64_t"]
+_VEC_TYPES = [
+    "float",
+    "float16_t",
+    "bfloat16_t",
+    "int8_t",
+    "uint8_t",
+    "int16_t",
+    "uint16_t",
+    "int32_t",
+    "uint32_t",
+    "int64_t",
+    "uint64_t",
+]
 
 
 @pytest.mark.parametrize("t", _VEC_TYPES)
 def test_every_vector_type_constructs_and_converts_through_aliases(t):
     x = np.array([1.5, 2.0, 0.0, 3.0], np.float32)
-    out = _run(f"vec_alias_{t}", _VEC_SRC, x=np.resize(x, 8), n=20, template=[("T", t)], grid=(1, 1, 1),
-               threadgroup=(1, 1, 1))
+    out = _run(
+        f"vec_alias_{t}",
+        _VEC_SRC,
+        x=np.resize(x, 8),
+        n=20,
+        template=[("T", t)],
+        grid=(1, 1, 1),
+        threadgroup=(1, 1, 1),
+    )
     conv = np.array(mx.array(x).astype(mx_dtype(t)).astype(mx.float32))
     twice = np.array(mx.array(conv * 2).astype(mx_dtype(t)).astype(mx.float32))
     want = np.concatenate([conv, conv, conv, conv[:3], [2 * conv[3]], twice])
@@ -215,17 +272,21 @@ def test_every_vector_type_constructs_and_converts_through_aliases(t):
 
 
 def test_bool_vectors_convert_by_truth():
-    src = ("  bool4 b = bool4(float4(0.5f, 0.0f, -2.0f, 0.0f));\n"
-           "  for (int k = 0; k < 4; ++k) out[k] = b[k] ? 1.0f : 0.0f;\n"
-           "  bool2 c = bool2(int2(3, 0)); out[4] = c.x; out[5] = c.y; out[6] = bool3(2)[2]; out[7] = x[0];")
+    src = (
+        "  bool4 b = bool4(float4(0.5f, 0.0f, -2.0f, 0.0f));\n"
+        "  for (int k = 0; k < 4; ++k) out[k] = b[k] ? 1.0f : 0.0f;\n"
+        "  bool2 c = bool2(int2(3, 0)); out[4] = c.x; out[5] = c.y; out[6] = bool3(2)[2]; out[7] = x[0];"
+    )
     out = _run("bool_vec", src, grid=(1, 1, 1), threadgroup=(1, 1, 1))
     np.testing.assert_array_equal(out, [1, 0, 1, 0, 1, 0, 1, 0])
 
 
 def test_casts_after_return_and_preprocessor_lines_in_headers():
-    header = ("#define SCALE 1.0f\n#include <metal_stdlib>\nusing namespace metal;\n"
-              "inline const device float* same(const device float* p) { return (const device float*)p; }\n"
-              "inline device float* moved(const constant float* p) { return (device float*)p; }\n")
+    header = (
+        "#define SCALE 1.0f\n#include <metal_stdlib>\nusing namespace metal;\n"
+        "inline const device float* same(const device float* p) { return (const device float*)p; }\n"
+        "inline device float* moved(const constant float* p) { return (device float*)p; }\n"
+    )
     out = _as_run("as_return_ok", "out[i] = same(x)[i] + SCALE;", header.split("inline device")[0])
     np.testing.assert_array_equal(out, _X + 1.0)
     with pytest.raises(RuntimeError, match="cast cannot move a pointer"):

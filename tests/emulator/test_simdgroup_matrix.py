@@ -26,8 +26,15 @@ def test_mlx_layout_covers_the_matrix_once():
 
 
 def _one_simdgroup(name, src, x, out_n, out_type="float", x_type="float", template=None):
-    (out,) = run_kernel(name, [("x", x, x_type)], [("out", (out_n,), out_type)], src, grid=(32, 1, 1),
-                        threadgroup=(32, 1, 1), template=template)
+    (out,) = run_kernel(
+        name,
+        [("x", x, x_type)],
+        [("out", (out_n,), out_type)],
+        src,
+        grid=(32, 1, 1),
+        threadgroup=(32, 1, 1),
+        template=template,
+    )
     return out
 
 
@@ -50,7 +57,7 @@ def test_thread_elements_follow_mlx_layout_on_load_and_store():
     for lane in range(32):
         r, c = mlx_coord(lane)
         np.testing.assert_array_equal(loaded[lane], [r * 8 + c, r * 8 + c + 1])
-        np.testing.assert_array_equal(stored[r, c:c + 2], [1000 + 2 * lane, 1001 + 2 * lane])
+        np.testing.assert_array_equal(stored[r, c : c + 2], [1000 + 2 * lane, 1001 + 2 * lane])
 
 
 @pytest.mark.parametrize("t", ["float", "float16_t", "bfloat16_t"])
@@ -98,5 +105,9 @@ def test_a_lane_skipping_a_matrix_operation_is_a_divergence_error():
 
 def test_matrix_of_int_is_rejected():
     with pytest.raises(RuntimeError, match="float, half or bfloat"):
-        _one_simdgroup("sgm_int", "  simdgroup_matrix<int, 8, 8> m; simdgroup_load(m, (device int*)out);",
-                       np.zeros(64, np.float32), 64)
+        _one_simdgroup(
+            "sgm_int",
+            "  simdgroup_matrix<int, 8, 8> m; simdgroup_load(m, (device int*)out);",
+            np.zeros(64, np.float32),
+            64,
+        )

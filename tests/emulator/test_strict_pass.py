@@ -32,9 +32,16 @@ def _exercise(dtype):
     psw = mx.random.uniform(shape=idx.shape)
     for mode in ("sum", "mean", "max"):
         for det in (False, True):
-            f = lambda w, p: meb.embedding_bag(idx, w, off, mode=mode, max_norm=1.0, deterministic=det,
-                                               per_sample_weights=p if mode == "sum" else None,
-                                               backend="metal").sum()
+            f = lambda w, p: meb.embedding_bag(
+                idx,
+                w,
+                off,
+                mode=mode,
+                max_norm=1.0,
+                deterministic=det,
+                per_sample_weights=p if mode == "sum" else None,
+                backend="metal",
+            ).sum()
             mx.eval(mx.grad(f, argnums=(0, 1))(w, psw))
     big = lambda w: meb.embedding_bag(idx.reshape(1, -1), w, mode="max", backend="metal").sum()
     mx.eval(mx.grad(big)(w), meb.embedding(idx[:16], w, scale_grad_by_freq=True, backend="metal"))
