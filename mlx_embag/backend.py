@@ -154,6 +154,20 @@ def resolve_backend(backend, unsupported=None) -> str:
     return "metal" if unsupported is None or unsupported() is None else "reference"
 
 
+def is_auto(backend) -> bool:
+    """Whether a ``backend=`` argument means ``"auto"`` (given, or by default).
+
+    Example:
+        >>> from mlx_embag.backend import is_auto, use_backend
+        >>> is_auto(None), is_auto("metal")
+        (True, False)
+        >>> with use_backend("metal"):
+        ...     is_auto(None)
+        False
+    """
+    return (check_backend(backend) or default_backend()) == "auto"
+
+
 def resolve_check_indices(value) -> bool:
     """``check_indices=None`` means the ``MLX_EMBAG_CHECK_INDICES`` variable (off by default).
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from . import _fallback, reference
 from . import backend as _backend
-from . import reference
 from ._spec import BagSpec, EmbSpec
 from ._validate import (
     check_bag_options,
@@ -69,7 +69,12 @@ def _renormed_table(input, weight, max_norm, norm_type, backend):
         and _backend.resolve_backend(backend, lambda: _metal_ops().unsupported_embedding(weight, input, spec))
         == "metal"
     ):
-        scale = _metal_ops().position_scales(weight, input, max_norm, norm_type)
+        scales = _metal_ops().position_scales
+        if _backend.is_auto(backend):  # forward only: the write-back has no gradient
+            scales = lambda *a: _fallback.run(
+                "position_scales", _metal_ops().position_scales, lambda *_: None, a, backward=False
+            )
+        scale = scales(weight, input, max_norm, norm_type)
     return reference.renormed_weight(weight, input, max_norm, norm_type, scale)
 
 
@@ -82,6 +87,8 @@ def _dispatch(op, unsupported, backend, weight, indices, *rest):
     weight, indices, trim = _stand_in_table(weight, indices)
     args = (weight, indices, *rest)
     if _backend.resolve_backend(backend, lambda: getattr(_metal_ops(), unsupported)(*args)) == "metal":
+        if _backend.is_auto(backend):
+            return trim(_fallback.run(op, getattr(_metal_ops(), op), getattr(reference, op), args))
         return trim(getattr(_metal_ops(), op)(*args))
     return trim(getattr(reference, op)(*args))
 

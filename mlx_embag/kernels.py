@@ -22,6 +22,10 @@ an input a call's flags say the kernel never reads is :func:`absent`, and the
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import warnings
+
 import mlx.core as mx
 
 from . import backend, emulator
@@ -123,8 +127,91 @@ def absent(dtype) -> mx.array:
     return device_input(mx.zeros((0,), dtype=dtype))
 
 
+class KernelUnavailable(RuntimeError):
+    """A kernel specialisation failed to build or run; ``backend="auto"`` takes the reference path.
+
+    Example:
+        >>> from mlx_embag import kernels
+        >>> issubclass(kernels.KernelUnavailable, RuntimeError)
+        True
+    """
+
+
+_auto = threading.local()
+_probed = {}  # specialisation -> None (it runs) or the failure's message
+
+
+@contextlib.contextmanager
+def auto_fallback():
+    """While active, :func:`call` first builds and runs each new kernel specialisation once on
+    tiny inputs; one that fails warns once (with the compiler's message) and raises
+    :class:`KernelUnavailable` then and on every later use, for the caller to fall back.
+
+    Example:
+        >>> from mlx_embag import kernels
+        >>> with kernels.auto_fallback():
+        ...     kernels.probing()
+        True
+        >>> kernels.probing()
+        False
+    """
+    _auto.depth = getattr(_auto, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _auto.depth -= 1
+
+
+def probing() -> bool:
+    """Whether :func:`call` is checking specialisations for ``backend="auto"`` (see :func:`auto_fallback`)."""
+    return getattr(_auto, "depth", 0) > 0
+
+
+def _probe(name, key, template, inputs, output_dtypes):
+    """Build and run specialisation ``key`` once on zero inputs of 8 elements (the size
+    :func:`device_input` pads to, so the same library) and zero ``params``: no work."""
+    try:
+        outs = get(name)(
+            inputs=[mx.zeros((MIN_DEVICE_SIZE,), dtype=x.dtype) for x in inputs],
+            template=list(template),
+            grid=(1, 1, 1),
+            threadgroup=(1, 1, 1),
+            output_shapes=[(MIN_DEVICE_SIZE,)] * len(output_dtypes),
+            output_dtypes=list(output_dtypes),
+            init_value=0,
+        )
+        mx.eval(outs)
+    except Exception as e:  # noqa: BLE001 - any failure of the kernel means the reference path
+        if "function transformations" in str(e):
+            return  # tracing (mx.compile, vmap) cannot evaluate: probe on a later, eager call
+        _probed[key] = str(e)
+        warnings.warn(
+            f"mlx_embag: the Metal kernel {name} (template {list(template)}) failed to build or run; "
+            f"backend='auto' uses the reference path for it in this process. The error was:\n{e}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return
+    _probed[key] = None
+
+
 def call(name, inputs, *, template, grid, threadgroup, output_shapes, output_dtypes, init_value=None):
-    """Run kernel ``name`` on ``inputs`` (in the order of ``KERNELS[name]``); returns its outputs."""
+    """Run kernel ``name`` on ``inputs`` (in the order of ``KERNELS[name]``); returns its outputs.
+
+    Under :func:`auto_fallback` a specialisation that does not build raises :class:`KernelUnavailable`.
+    """
+    if probing():
+        key = (
+            name,
+            _factory()[1],
+            repr(list(template)),
+            tuple(x.dtype for x in inputs),
+            tuple(output_dtypes),
+        )
+        if key not in _probed:
+            _probe(name, key, template, inputs, output_dtypes)
+        if _probed.get(key) is not None:
+            raise KernelUnavailable(_probed[key])
     k = get(name)
     kw = {} if init_value is None else {"init_value": init_value}
     return k(

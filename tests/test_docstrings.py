@@ -9,6 +9,7 @@ import pytest
 import mlx_embag
 from mlx_embag import (
     _embag_common,
+    _fallback,
     _scatter,
     _settings,
     _validate,
@@ -23,9 +24,12 @@ from mlx_embag import (
     reference,
 )
 from mlx_embag.bench import cli, contenders, hardware, report, results, runner, targets, timing, workloads
+from mlx_embag.emulator import _tokens as emulator_tokens
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
+from mlx_embag.emulator import strict as emulator_strict
 from mlx_embag.emulator import translate as emulator_translate
+from mlx_embag.emulator import vectors as emulator_vectors
 
 # The benchmark's modules; the package itself only re-exports them (its __all__ names
 # constants too, which carry no docstring of their own).
@@ -47,6 +51,10 @@ MODULES = [
     emulator_kernel,
     emulator_settings,
     emulator_translate,
+    emulator_strict,
+    emulator_vectors,
+    emulator_tokens,
+    _fallback,
     bench,
     *BENCH_MODULES,
     _settings,

@@ -61,7 +61,7 @@ _MATH_FLAGS = {
     "fast": ["-ffast-math"],
 }
 _OPT_FLAGS = ["-O1"]
-_SANITIZE_FLAGS = ["-fsanitize=address", "-fno-omit-frame-pointer", "-g1", "-DEMU_NO_ADDRESS_SPACES=1"]
+_SANITIZE_FLAGS = ["-fsanitize=address", "-fno-omit-frame-pointer", "-g1"]
 
 _lock = threading.Lock()
 _key_locks: dict[str, threading.Lock] = {}
@@ -172,6 +172,42 @@ def _key_lock(key: str) -> threading.Lock:
         return _key_locks.setdefault(key, threading.Lock())
 
 
+def _cache_key(source: str, flags: list[str], link=()) -> str:
+    h = hashlib.sha256()
+    for part in (source, "\0".join(flags), "\0".join(link), compiler()[1], shim_digest(), sys.platform):
+        h.update(part.encode())
+        h.update(b"\1")
+    return h.hexdigest()[:32]
+
+
+def _syntax_command() -> list[str]:
+    cmd = list(compiler()[0])
+    # `ziglang c++ -fsyntax-only` fails on zig's rename of its missing output; its clang does not.
+    if cmd[-3:] == ["-m", "ziglang", "c++"]:
+        cmd[-1] = "clang"
+    return cmd + ["-x", "c++"]
+
+
+def syntax_check(source: str, flags: list[str], judge) -> list[str]:
+    """Compile ``source`` for its diagnostics only; ``judge(returncode, diagnostics)``
+    turns them into a list of errors. A verdict without errors is cached on disk.
+
+    Returns:
+        The errors (an empty list when the source passes).
+    """
+    marker = cache_dir() / f"syntax-{_cache_key(source, flags)}.ok"
+    if marker.exists():
+        return []
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".check-") as tmp:
+        src = Path(tmp) / "kernel.cpp"
+        src.write_text(source)
+        proc = subprocess.run(_syntax_command() + flags + [str(src)], capture_output=True, text=True, cwd=tmp)
+    errors = judge(proc.returncode, (proc.stderr or proc.stdout).replace(str(src), "kernel.cpp"))
+    if not errors:
+        marker.touch()
+    return errors
+
+
 def build(
     source: str, flags: list[str], *, suffix: str, link: list[str] = (), source_name: str = "kernel.cpp"
 ) -> Path:
@@ -187,12 +223,8 @@ def build(
     Raises:
         CompileError: with clang's diagnostics.
     """
-    cmd, version = compiler()
-    h = hashlib.sha256()
-    for part in (source, "\0".join(flags), "\0".join(link), version, shim_digest(), sys.platform):
-        h.update(part.encode())
-        h.update(b"\1")
-    key = h.hexdigest()[:32]
+    cmd, _ = compiler()
+    key = _cache_key(source, flags, link)
     safe_suffix = re.sub(r"[^A-Za-z0-9_]+", "_", suffix)[:60]
     out = cache_dir() / f"{safe_suffix}-{key}.so"
     if out.exists():

@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import operator
+
 import mlx.core as mx
 import numpy as np
 
@@ -129,6 +131,29 @@ def output_buffer(shape, dtype, init_value=None) -> np.ndarray:
     if dtype == mx.bfloat16:
         filled = filled.view(mx.uint16)
     return np.array(filled).reshape(shape).copy()
+
+
+def _check_launch_dims(grid, threadgroup) -> None:
+    """MLX binds ``grid`` and ``threadgroup`` as ``tuple[int, int, int]`` of C ``int``: anything else,
+    or an entry past 2**31 - 1, is nanobind's ``TypeError`` (never a silently wrapped size).
+
+    Example:
+        >>> _check_launch_dims((2**31 - 1, 1, 1), (1, 1, 1))
+        >>> _check_launch_dims((2**32 + 5, 1, 1), (1, 1, 1))
+        Traceback (most recent call last):
+            ...
+        TypeError: [metal_kernel] grid must be a tuple of 3 ints in [-2**31, 2**31 - 1] (a C int), got (4294967301, 1, 1).
+    """
+    for what, dims in (("grid", grid), ("threadgroup", threadgroup)):
+        try:
+            ints = [operator.index(d) for d in dims]
+        except TypeError:
+            ints = []
+        if len(ints) != 3 or not all(-(2**31) <= d < 2**31 for d in ints):
+            raise TypeError(
+                f"[metal_kernel] {what} must be a tuple of 3 ints in [-2**31, 2**31 - 1] "
+                f"(a C int), got {tuple(dims) if isinstance(dims, (tuple, list)) else dims!r}."
+            )
 
 
 class _TransformNotImplemented(ValueError, RuntimeError):
@@ -245,6 +270,7 @@ class MetalKernel:
                 )
         if _is_cpu_stream(stream):
             raise ValueError("[metal_kernel] Only supports the GPU.")
+        _check_launch_dims(grid, threadgroup)
         arrays = [_to_array(x) for x in inputs]
         run = lambda *xs: self._run(
             list(xs),

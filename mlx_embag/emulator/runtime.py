@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-from . import _abi, compiler
+from . import _abi, compiler, strict
 from .translate import ParsedKernel, numbered, translation_unit
 
 MAX_THREADS_PER_THREADGROUP = 1024
@@ -147,19 +147,13 @@ def prepare(
     except ValueError as e:
         raise _fail(display_name, f"cannot parse the generated source: {e}") from None
     try:
-        # The sanitizer build drops address spaces (ASan ignores accesses
-        # through them), so a plain build runs first to keep Metal's
-        # address-space errors in sanitizer mode too.
-        path = compiler.build(
-            tu, compiler.kernel_flags(math_mode, False), suffix=kernel_name, source_name="kernel.cpp"
-        )
+        flags = compiler.kernel_flags(math_mode, False)
+        strict.check(tu, kernel_source, parsed.lines_before_signature, flags)
         if sanitize:
-            path = compiler.build(
-                tu,
-                compiler.kernel_flags(math_mode, True),
-                suffix=kernel_name + "_asan",
-                source_name="kernel.cpp",
-            )
+            flags = compiler.kernel_flags(math_mode, True)
+        path = compiler.build(
+            tu, flags, suffix=kernel_name + ("_asan" if sanitize else ""), source_name="kernel.cpp"
+        )
     except compiler.CompileError as e:
         raise _fail(
             display_name, f"compilation failed:\n{e}\n\nGenerated source:\n{numbered(kernel_source)}"
@@ -213,7 +207,7 @@ def launch(
     threadgroup = tuple(int(t) for t in threadgroup)
     if len(grid) != 3 or len(threadgroup) != 3:
         raise _fail(display_name, "grid and threadgroup must have 3 entries each", ValueError)
-    if min(grid) < 0 or min(threadgroup) < 1:
+    if min(grid) < 0 or min(threadgroup) < 1 or max(grid + threadgroup) >= 2**31:
         raise _fail(display_name, f"invalid grid {grid} / threadgroup {threadgroup}", ValueError)
     n_tg = threadgroup[0] * threadgroup[1] * threadgroup[2]
     if n_tg > MAX_THREADS_PER_THREADGROUP:

@@ -26,6 +26,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ._tokens import TOKEN
+from .vectors import vector_constructors
+
 #: MLX's ``metal_attributes`` list (name, MSL type): the order in which the
 #: generator detects and emits them.
 ATTRIBUTES = (
@@ -64,7 +67,7 @@ _ATTR_PARAM = re.compile(
 )
 # Any of these names means the kernel synchronises: its threads then run as
 # fibers. (Plain calls are much faster, so this only errs towards fibers.)
-_SYNC_WORDS = re.compile(r"barrier|simd_|quad_|schedule_row_tile")
+_SYNC_WORDS = re.compile(r"barrier|simd_|simdgroup_|quad_|schedule_row_tile")
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,10 @@ def parse_signature(kernel_name: str, kernel_source: str) -> tuple[ParsedKernel,
     """
     lines = kernel_source.split("\n")
     head = f"[[kernel]] void {kernel_name}("
+    # MLX glues `header` to this line, so a header not ending in a newline (an
+    # indented triple-quoted string ends in blanks) leaves text in front of it.
     try:
-        sig = next(i for i, line in enumerate(lines) if line.startswith(head))
+        sig = next(i for i, line in enumerate(lines) if head in line)
     except StopIteration:
         raise ValueError(f"no `{head}` line in the kernel source") from None
     params = []
@@ -216,18 +221,14 @@ def translation_unit(kernel_name: str, kernel_source: str) -> tuple[str, ParsedK
     tail = lines[body_end:]
     if inst >= 0:
         tail[0] = strip_attributes(tail[0])
-    text = half_literals("\n".join(lines[:body_start] + [body] + tail))
+    text = vector_constructors(half_literals("\n".join(lines[:body_start] + [body] + tail)))
     tu = '#include "metal_shim.h"\n#line 1 "kernel.metal"\n' + text + "\n" + _entry_point(kernel_name, parsed)
     return tu, parsed, needs_fibers
 
 
 # ---------------------------------------------------------------- source rewriting
 _ATTRIBUTE = re.compile(r"\[\[\s*(?:kernel|host_name\([^)]*\)|buffer\(\d+\)|\w+)\s*\]\]")
-_TOKEN = re.compile(
-    r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|\.?\d(?:[eEpP][+-]|[\w.])*"
-    r"|[A-Za-z_]\w*|\s+|.",
-    re.S,
-)
+_TOKEN = TOKEN
 
 
 def strip_attributes(line: str) -> str:

@@ -2,13 +2,17 @@
 // a host C++ compiler (clang), plus the helpers of MLX's Metal preamble.
 //
 // Compiled with -nostdinc -nostdinc++ and no C++ library: what Metal lacks
-// (std::, printf, <vector>, exceptions) fails to compile here too. Address
-// spaces are clang address_space attributes, so a `constant` pointer passed
-// where a `device` one is expected is an error as on Metal. EMU_NO_ADDRESS_SPACES
-// (the sanitizer build: ASan does not instrument address-space accesses) turns
-// them into nothing.
+// (std::, printf, <vector>, exceptions) fails to compile here too. The code
+// that runs has no address spaces (clang refuses the implicit copy of a
+// struct out of an address space, which MSL allows); the strict pass
+// (strict.py, EMU_STRICT) makes them clang address spaces, `constant` also
+// const, so a `constant` pointer passed where a `device` one is expected, or
+// written through, is an error as on Metal.
 #ifndef MLX_EMBAG_METAL_SHIM_H
 #define MLX_EMBAG_METAL_SHIM_H
+// Diagnostics inside the shim are not the kernel's (the strict pass turns
+// some warnings into errors).
+#pragma clang system_header
 
 #include "emu_abi.h"
 
@@ -17,9 +21,9 @@
 #define __METAL_MACOS__ 1
 #define MLX_METAL_JIT 1
 
-#ifndef EMU_NO_ADDRESS_SPACES
+#ifdef EMU_STRICT
 #define device __attribute__((address_space(1)))
-#define constant __attribute__((address_space(2)))
+#define constant const __attribute__((address_space(2)))
 #define threadgroup __attribute__((address_space(3)))
 #else
 #define device
@@ -40,6 +44,8 @@
 #include "shim_math.h"
 #include "shim_atomic.h"
 #include "shim_simd.h"
+#include "shim_simdgroup_matrix.h"
+#include "shim_strict.h"
 
 using namespace metal;
 

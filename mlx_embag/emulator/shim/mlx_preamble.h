@@ -5,6 +5,7 @@
 // step for step, so a kernel gets the same bits here as on a Mac).
 #ifndef MLX_EMBAG_MLX_PREAMBLE_H
 #define MLX_EMBAG_MLX_PREAMBLE_H
+#pragma clang system_header
 
 // ---------------------------------------------------------------- defines.h
 #define MTL_CONST constant

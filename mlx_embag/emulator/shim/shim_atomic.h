@@ -1,6 +1,7 @@
 // shim_atomic.h: Metal's atomic<T> and the atomic_*_explicit functions. Part of metal_shim.h.
 #ifndef MLX_EMBAG_SHIM_ATOMIC_H
 #define MLX_EMBAG_SHIM_ATOMIC_H
+#pragma clang system_header
 
 namespace metal {
 // ---------------------------------------------------------------- atomics

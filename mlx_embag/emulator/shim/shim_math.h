@@ -2,6 +2,7 @@
 // integer functions, and <metal_math>'s constants. Part of metal_shim.h.
 #ifndef MLX_EMBAG_SHIM_MATH_H
 #define MLX_EMBAG_SHIM_MATH_H
+#pragma clang system_header
 
 namespace metal {
 // ---------------------------------------------------------------- math

@@ -2,6 +2,7 @@
 // Part of metal_shim.h.
 #ifndef MLX_EMBAG_SHIM_SIMD_H
 #define MLX_EMBAG_SHIM_SIMD_H
+#pragma clang system_header
 
 namespace metal {
 // ---------------------------------------------------------------- barriers

@@ -2,6 +2,7 @@
 // constructors), as_type and numeric_limits. Part of metal_shim.h.
 #ifndef MLX_EMBAG_SHIM_TYPES_H
 #define MLX_EMBAG_SHIM_TYPES_H
+#pragma clang system_header
 
 // ---------------------------------------------------------------- scalars
 typedef signed char int8_t;
@@ -138,6 +139,20 @@ template <class V, class... A> EMU_INLINE constexpr V __emu_make_vec(A... a) {
     return v;
   }
 }
+// Metal's bool vectors convert by truth (bool4(float4(0.5)) is all true);
+// here they hold chars, so their constructors convert through `!= 0` first.
+template <class A> EMU_INLINE constexpr auto __emu_truth(A a) {
+  if constexpr (__emu_vinfo<A>::is_vec) {
+    vec<char, __emu_vinfo<A>::n> r{};
+    for (int k = 0; k < __emu_vinfo<A>::n; ++k) r[k] = a[k] != 0;
+    return r;
+  } else {
+    return (char)(a != 0);
+  }
+}
+template <class V, class... A> EMU_INLINE constexpr V __emu_make_bool_vec(A... a) {
+  return __emu_make_vec<V>(__emu_truth(a)...);
+}
 } // namespace metal
 
 #define EMU_VEC_TYPES(T, P)                                                    \
@@ -202,9 +217,9 @@ typedef half2 packed_half2;
 #define ulong2(...) ::metal::__emu_make_vec<::ulong2>(__VA_ARGS__)
 #define ulong3(...) ::metal::__emu_make_vec<::ulong3>(__VA_ARGS__)
 #define ulong4(...) ::metal::__emu_make_vec<::ulong4>(__VA_ARGS__)
-#define bool2(...) ::metal::__emu_make_vec<::bool2>(__VA_ARGS__)
-#define bool3(...) ::metal::__emu_make_vec<::bool3>(__VA_ARGS__)
-#define bool4(...) ::metal::__emu_make_vec<::bool4>(__VA_ARGS__)
+#define bool2(...) ::metal::__emu_make_bool_vec<::bool2>(__VA_ARGS__)
+#define bool3(...) ::metal::__emu_make_bool_vec<::bool3>(__VA_ARGS__)
+#define bool4(...) ::metal::__emu_make_bool_vec<::bool4>(__VA_ARGS__)
 
 namespace metal {
 // ---------------------------------------------------------------- bit casts, limits

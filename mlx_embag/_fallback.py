@@ -1,0 +1,86 @@
+"""``backend="auto"`` survives a Metal kernel that does not build on this Mac.
+
+The first time a call under ``"auto"`` would use a kernel specialisation
+(kernel, template arguments, dtypes), :mod:`.kernels` builds and runs it once
+on tiny inputs; one that fails warns once with the compiler's message, and
+every call needing it takes the reference path from then on. The backward
+pass's kernels run later, inside ``mx.grad``, where no fallback is possible,
+so the first call of each kind also builds its backward graph here (lazily on
+a Mac; the probes themselves run eagerly). ``backend="metal"`` never comes
+here and raises as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import mlx.core as mx
+
+from . import kernels
+
+_backward_checked = set()
+_reference_only = set()  # signatures with a kernel that failed: no more tries
+
+
+def _signature(op_name, args):
+    """What decides the backward kernels' specialisations: dtypes, the table's width, static options."""
+    parts = [op_name, args[0].shape[-1:]]
+    for a in args:
+        if isinstance(a, mx.array):
+            parts.append(a.dtype)
+        elif dataclasses.is_dataclass(a):
+            fields = dataclasses.asdict(a)
+            fields.pop("num_bags", None)
+            fields.pop("bag_size", None)
+            parts.append(tuple(sorted(fields.items())))
+        else:
+            parts.append(a is None)
+    return tuple(parts)
+
+
+def _check_backward(op_name, metal_fn, args, out):
+    """Build the vjp graph once per signature, so its kernels are probed now."""
+    key = _signature(op_name, args)
+    if key in _backward_checked:
+        return
+    wrt = [i for i, a in enumerate(args) if isinstance(a, mx.array) and mx.issubdtype(a.dtype, mx.floating)]
+
+    def f(*primals):
+        full = list(args)
+        for i, p in zip(wrt, primals):
+            full[i] = p
+        return metal_fn(*full)
+
+    try:
+        mx.vjp(f, [args[i] for i in wrt], [mx.zeros(out.shape, out.dtype)])
+    except kernels.KernelUnavailable:
+        raise
+    except Exception:  # noqa: BLE001 - a transform that cannot take the vjp here: the probe waits
+        return
+    _backward_checked.add(key)
+
+
+def run(op_name, metal_fn, reference_fn, args, backward=True):
+    """``metal_fn(*args)`` with kernel specialisations probed, else ``reference_fn(*args)``.
+
+    ``backward=False`` for a call that is never differentiated.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag import _fallback, kernels
+        >>> def broken(x):
+        ...     raise kernels.KernelUnavailable("no kernel")
+        >>> _fallback.run("double", broken, lambda x: 2 * x, (mx.array([1.0]),)).tolist()
+        [2.0]
+    """
+    key = _signature(op_name, args)
+    if key not in _reference_only:
+        try:
+            with kernels.auto_fallback():
+                out = metal_fn(*args)
+                if backward:
+                    _check_backward(op_name, metal_fn, args, out)
+                return out
+        except kernels.KernelUnavailable:
+            _reference_only.add(key)
+    return reference_fn(*args)
