@@ -109,7 +109,7 @@ def oracle_embedding_bag(
             bags.append((s, e))
             valid.append(ok)
         B = len(bags)
-    W = _renorm(W0, flat, max_norm, norm_type)
+    W = _renorm(weight, flat, max_norm, norm_type)  # its dtype decides PyTorch's rounding
     out = np.zeros((B, D))
     g = np.ones((B, D)) if cotangent is None else np.asarray(cotangent, np.float64).reshape(B, D)
     dW = np.zeros((V, D))
@@ -155,7 +155,7 @@ def oracle_embedding(
     V, D = W0.shape
     pad = _norm_pad(padding_idx, V)
     flat = inp.reshape(-1)
-    W = _renorm(W0, flat, max_norm, norm_type)
+    W = _renorm(weight, flat, max_norm, norm_type)  # its dtype decides PyTorch's rounding
     out = np.full((flat.size, D), np.nan)
     g = (
         np.ones((flat.size, D))

@@ -8,6 +8,7 @@ buffers only need NumPy's ``.ctypes.data`` and ``.nbytes``.
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 
 _ERROR_BYTES = 4096
 
@@ -48,18 +49,24 @@ def load_kernel(path: str) -> tuple[ctypes.CDLL, int]:
     return lib, ctypes.cast(lib.__emu_entry, ctypes.c_void_p).value
 
 
-def launch(
-    runtime: ctypes.CDLL,
-    entry: int,
-    buffers: list,
-    grid,
-    threadgroup,
-    seed: int,
-    use_fibers: bool,
-    workers: int,
-    stack_bytes: int,
-    timeout: float,
-) -> str | None:
+@dataclass(frozen=True)
+class Launch:
+    """How to run one grid: what the runtime's ``emu_launch`` takes besides the kernel and buffers.
+
+    ``seed`` -1 runs threadgroups in grid order; ``use_fibers`` gives every thread
+    its own stack (needed when the kernel synchronises); ``timeout`` 0 waits forever.
+    """
+
+    grid: tuple
+    threadgroup: tuple
+    seed: int
+    use_fibers: bool
+    workers: int
+    stack_bytes: int
+    timeout: float = 0.0
+
+
+def launch(runtime: ctypes.CDLL, entry: int, buffers: list, how: Launch) -> str | None:
     """Run ``entry`` over the grid; returns the runtime's error message, or None.
 
     ``buffers`` are C-contiguous NumPy arrays, written in place.
@@ -68,10 +75,22 @@ def launch(
     # ctypes refuses zero-length arrays; the runtime reads only n entries.
     ptrs = (ctypes.c_void_p * max(n, 1))(*[a.ctypes.data for a in buffers])
     sizes = (ctypes.c_int64 * max(n, 1))(*[a.nbytes for a in buffers])
-    g = (ctypes.c_uint * 3)(*grid)
-    t = (ctypes.c_uint * 3)(*threadgroup)
+    g = (ctypes.c_uint * 3)(*how.grid)
+    t = (ctypes.c_uint * 3)(*how.threadgroup)
     error = ctypes.create_string_buffer(_ERROR_BYTES)
     rc = runtime.emu_launch(
-        entry, ptrs, sizes, n, g, t, seed, int(use_fibers), workers, stack_bytes, timeout, error, len(error)
+        entry,
+        ptrs,
+        sizes,
+        n,
+        g,
+        t,
+        how.seed,
+        int(how.use_fibers),
+        how.workers,
+        how.stack_bytes,
+        how.timeout,
+        error,
+        len(error),
     )
     return error.value.decode(errors="replace") if rc else None

@@ -13,6 +13,7 @@ red zone; threadgroup variables get poisoned red zones too.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import os
@@ -89,19 +90,7 @@ def _summarise(stderr: str) -> str:
     return "\n".join(line for line in keep if line.strip())
 
 
-def run_in_subprocess(
-    *,
-    kernel_so: str,
-    buffers: list,
-    const: list,
-    grid,
-    threadgroup,
-    seed: int,
-    use_fibers: bool,
-    workers: int,
-    stack_bytes: int,
-    timeout: float = 0.0,
-) -> str | None:
+def run_in_subprocess(*, kernel_so: str, buffers: list, const: list, how: _abi.Launch) -> str | None:
     """Run the kernel under ASan in a child process; copy outputs back.
 
     Returns:
@@ -111,18 +100,9 @@ def run_in_subprocess(
     from . import compiler
 
     runtime_so = str(compiler.build_runtime(sanitize=True))
-    job = dict(
-        runtime_so=runtime_so,
-        kernel_so=kernel_so,
-        buffers=buffers,
-        grid=tuple(grid),
-        threadgroup=tuple(threadgroup),
-        seed=seed,
-        use_fibers=use_fibers,
-        workers=workers,
-        stack_bytes=stack_bytes,
-        timeout=timeout,
-    )
+    # Plain values: the child imports _abi on its own, not as part of the package.
+    job = dict(runtime_so=runtime_so, kernel_so=kernel_so, buffers=buffers, how=dataclasses.astuple(how))
+    timeout = how.timeout
     with tempfile.TemporaryDirectory(prefix="mlx_embag_asan_") as tmp:
         job_path = os.path.join(tmp, "job.pkl")
         out_path = os.path.join(tmp, "out.pkl")
@@ -180,18 +160,7 @@ def _child(job_path: str, out_path: str) -> int:
     runtime = _abi.load_runtime(job["runtime_so"])
     _kernel, entry = _abi.load_kernel(job["kernel_so"])
     buffers = job["buffers"]
-    error = _abi.launch(
-        runtime,
-        entry,
-        buffers,
-        job["grid"],
-        job["threadgroup"],
-        job["seed"],
-        job["use_fibers"],
-        job["workers"],
-        job["stack_bytes"],
-        job["timeout"],
-    )
+    error = _abi.launch(runtime, entry, buffers, _abi.Launch(*job["how"]))
     with open(out_path, "wb") as f:
         pickle.dump({"error": error, "buffers": buffers}, f, protocol=pickle.HIGHEST_PROTOCOL)
     return 0

@@ -229,58 +229,20 @@ def launch(
     workers = default_workers() if workers is None else max(1, int(workers))
     timeout = default_timeout() if timeout is None else max(0.0, float(timeout))
     seed_value = -1 if seed is None else int(seed) & 0x7FFFFFFFFFFFFFFF
+    how = _abi.Launch(
+        tuple(grid), tuple(threadgroup), seed_value, needs_fibers, workers, _stack_bytes(sanitize), timeout
+    )
     if sanitize:
         from . import _sanitize_worker
 
-        err = _sanitize_worker.run_in_subprocess(
-            kernel_so=str(path),
-            buffers=buffers,
-            const=[p.const for p in parsed.params if p.kind == "buffer"],
-            grid=grid,
-            threadgroup=threadgroup,
-            seed=seed_value,
-            use_fibers=needs_fibers,
-            workers=workers,
-            stack_bytes=_stack_bytes(True),
-            timeout=timeout,
-        )
+        const = [p.const for p in parsed.params if p.kind == "buffer"]
+        err = _sanitize_worker.run_in_subprocess(kernel_so=str(path), buffers=buffers, const=const, how=how)
     else:
-        err = run_compiled(
-            str(path),
-            buffers,
-            grid,
-            threadgroup,
-            seed_value,
-            needs_fibers,
-            workers,
-            _stack_bytes(False),
-            timeout,
-        )
+        err = run_compiled(str(path), buffers, how)
     if err:
         raise _fail(display_name, err, EmulatorError)
 
 
-def run_compiled(
-    kernel_so: str,
-    buffers: list,
-    grid: tuple,
-    threadgroup: tuple,
-    seed: int,
-    use_fibers: bool,
-    workers: int,
-    stack_bytes: int,
-    timeout: float = 0.0,
-) -> str | None:
+def run_compiled(kernel_so: str, buffers: list, how: _abi.Launch) -> str | None:
     """Run an already-compiled kernel in this process; returns an error message or None."""
-    return _abi.launch(
-        _runtime(),
-        _kernel_entry(kernel_so),
-        buffers,
-        grid,
-        threadgroup,
-        seed,
-        use_fibers,
-        workers,
-        stack_bytes,
-        timeout,
-    )
+    return _abi.launch(_runtime(), _kernel_entry(kernel_so), buffers, how)
