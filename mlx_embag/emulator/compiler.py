@@ -189,8 +189,9 @@ def _syntax_command() -> list[str]:
 
 
 def syntax_check(source: str, flags: list[str], judge) -> list[str]:
-    """Compile ``source`` for its diagnostics only; ``judge(returncode, diagnostics)``
-    turns them into a list of errors. A verdict without errors is cached on disk.
+    """Compile ``source`` for its diagnostics only; ``judge(returncode, diagnostics, output)``
+    turns them (and clang's standard output, e.g. an AST dump) into a list of errors. A
+    verdict without errors is cached on disk.
 
     Returns:
         The errors (an empty list when the source passes).
@@ -202,7 +203,7 @@ def syntax_check(source: str, flags: list[str], judge) -> list[str]:
         src = Path(tmp) / "kernel.cpp"
         src.write_text(source)
         proc = subprocess.run(_syntax_command() + flags + [str(src)], capture_output=True, text=True, cwd=tmp)
-    errors = judge(proc.returncode, (proc.stderr or proc.stdout).replace(str(src), "kernel.cpp"))
+    errors = judge(proc.returncode, proc.stderr.replace(str(src), "kernel.cpp"), proc.stdout)
     if not errors:
         marker.touch()
     return errors

@@ -10,7 +10,9 @@ are clang address spaces and ``constant`` is ``const`` in one, and
   (``__emu_as_cast``), so one changing the address space is an error;
 - ``#pragma unroll N`` checks ``N != 0`` (clang takes 0, Metal refuses it);
 - an implicit conversion to ``bfloat`` (``-Wimplicit-float-conversion``, a
-  warning in clang) is an error, as on a Mac;
+  warning in clang) is an error, as on a Mac; clang does not warn when the
+  value is exact (``bfloat x = 0.0f;``), so the kernel function's AST is
+  searched for every implicit float-to-bfloat cast too;
 - an error that is only clang refusing a struct's implicit copy or move out of
   or into ``device``/``threadgroup`` memory is dropped;
 - program-scope variables outside ``constant`` (checked here, in Python).
@@ -263,8 +265,50 @@ def metal_words(text: str) -> str:
     return text.replace("generic address space", "thread address space").replace("'__bf16'", "'bfloat'")
 
 
-def verdict(returncode: int, diagnostics: str) -> list[str]:
-    """The errors Metal would report, from the strict pass's clang output.
+_BF16_ERROR = "error: implicit conversion to bfloat is not allowed in Metal (write bfloat(x) or static_cast<bfloat>(x)): "
+# An AST node's first source location: `<kernel.metal:12:3`, `<line:12:3` or `<col:3` (same line).
+_AST_LOCATION = re.compile(r"<(?:(?:kernel\.metal|line):(\d+):|col:)")
+
+
+_EXPLICIT_CAST = re.compile(r"\b(?:CXXFunctionalCastExpr|CStyleCastExpr|CXXStaticCastExpr)\b")
+
+
+def _parent(lines, k):
+    """The AST dump line of node ``k``'s parent: the nearest line above it indented less."""
+    depth = len(lines[k]) - len(lines[k].lstrip("| `-"))
+    for text in reversed(lines[:k]):
+        if len(text) - len(text.lstrip("| `-")) < depth:
+            return text
+    return ""
+
+
+def implicit_bfloat_casts(ast: str) -> list[str]:
+    """Every implicit float (or double) to bfloat conversion in a clang ``-ast-dump`` text.
+
+    Example:
+        >>> dump = ("|-VarDecl 0x1 <kernel.metal:4:3, col:16> col:14 x 'bfloat':'__bf16' cinit\\n"
+        ...         "| `-ImplicitCastExpr 0x2 <col:16> 'bfloat':'__bf16' <FloatingCast>\\n"
+        ...         "|   `-FloatingLiteral 0x3 <col:16> 'float' 0.000000e+00\\n")
+        >>> implicit_bfloat_casts(dump)  # doctest: +ELLIPSIS
+        ["kernel.metal:4: error: implicit conversion to bfloat ...: 'float' to 'bfloat'"]
+    """
+    found, line, lines = [], 0, ast.splitlines()
+    for k, text in enumerate(lines):
+        m = _AST_LOCATION.search(text)
+        if m and m[1]:
+            line = int(m[1])
+        if "ImplicitCastExpr" not in text or "<FloatingCast>" not in text or "__bf16'" not in text:
+            continue
+        if _EXPLICIT_CAST.search(_parent(lines, k)):
+            continue  # bfloat(x), (bfloat)x, static_cast<bfloat>(x): clang puts the conversion below
+        source = re.search(r"'([^']*)'", lines[k + 1]) if k + 1 < len(lines) else None
+        if source and source[1] in ("float", "double", "const float", "const double"):
+            found.append(f"kernel.metal:{line}: {_BF16_ERROR}'{source[1]}' to 'bfloat'")
+    return found
+
+
+def verdict(returncode: int, diagnostics: str, ast: str = "") -> list[str]:
+    """The errors Metal would report, from the strict pass's clang output (and AST dump).
 
     Example:
         >>> verdict(0, "kernel.metal:3:7: warning: implicit conversion loses floating-point precision: "
@@ -278,15 +322,14 @@ def verdict(returncode: int, diagnostics: str) -> list[str]:
     for kind, first, lines in groups:
         if kind == "warning":
             if "[-Wimplicit-float-conversion]" in first and re.search(r"to '[^']*(?:bfloat|__bf16)", first):
-                msg = first.replace(
-                    "warning: ",
-                    "error: implicit conversion to bfloat is not allowed in Metal "
-                    "(write bfloat(x) or static_cast<bfloat>(x)): ",
-                    1,
-                )
+                msg = first.replace("warning: ", _BF16_ERROR, 1)
                 kept.append("\n".join([msg] + lines[1:]))
         elif not _struct_copy_only(lines):
             kept.append("\n".join(lines))
+    # The AST also finds exact constants, which clang does not warn about; a line the
+    # warning already reported is not reported twice.
+    warned = {m[1] for k in kept for m in [re.match(r"kernel\.metal:(\d+):", k)] if m}
+    kept += [e for e in implicit_bfloat_casts(ast) if e.split(":")[1] not in warned]
     return [metal_words(k) for k in kept]
 
 
@@ -318,6 +361,9 @@ def check(tu: str, kernel_source: str, signature_line: int, flags: list[str]) ->
     if errors:
         raise compiler.CompileError("\n".join(errors))
     flags = [f for f in flags if f not in ("-shared", "-fPIC")] + STRICT_FLAGS
+    kernel = re.search(r"\[\[kernel\]\]\s*void\s+(\w+)", kernel_source)
+    if kernel:  # dump the kernel function's AST (syntax only still): see implicit_bfloat_casts
+        flags += ["-Xclang", "-ast-dump", "-Xclang", f"-ast-dump-filter={kernel[1]}"]
     errors = compiler.syntax_check(strict_unit(tu), flags, verdict)
     if errors:
         raise compiler.CompileError("\n".join(errors))

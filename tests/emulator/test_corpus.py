@@ -73,6 +73,7 @@ _BF_VALID = {
     "template_T": "out[i] = T(x[i] * 2.0f);",
     "ternary_cast": "out[i] = x[i] > 2.0f ? bfloat(x[i] * 2.0f) : bfloat(-INFINITY);",
     "bfloat_to_float": "bfloat b = bfloat(x[i]); float f = b; out[i] = bfloat(f * 2.0f);",
+    "exact_functional": "bfloat b = bfloat(0.0f); out[i] = b + bfloat(x[i] * 2.0f);",
 }
 _BF_INVALID = {
     "ternary": "out[i] = x[i] > 2.0f ? x[i] : -INFINITY;",
@@ -81,6 +82,9 @@ _BF_INVALID = {
     "compound": "bfloat b = bfloat(0.0f); b += x[i]; out[i] = b;",
     "argument": "out[i] = keep(x[i]);",
     "return": "out[i] = back(x[i]);",
+    # Exact constants: clang converts them without a warning, Metal still refuses them.
+    "exact_init": "bfloat16_t b = 0.0f; out[i] = b + bfloat(x[i] * 2.0f);",
+    "exact_assign": "out[i] = 1.0f;",
 }
 _BF_HEADER = "inline bfloat keep(bfloat v) { return v; }\ninline bfloat back(float v) { return v * 2.0f; }\n"
 
