@@ -63,7 +63,7 @@ def renormed_for_call(module, input):
     from the backend the call runs on); its gradient flows to the module's
     current ``weight``.
     """
-    previous = module.weight
+    previous = module["weight"]  # not module.weight: that counts as a dense use (autograd.py)
     r = F._renormed_table(input, previous, module.max_norm, module.norm_type, module.backend)
     ref = weakref.ref(module)  # the rule must not keep the module (and its table) alive
     written_id = []

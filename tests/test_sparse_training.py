@@ -1,0 +1,305 @@
+"""Row-sparse gradients and the sparse optimizers (issue 12) against PyTorch 2.13 CPU and NumPy.
+
+PyTorch's references: ``nn.EmbeddingBag(sparse=True)`` / ``nn.Embedding(sparse=True)``
+with ``SGD``, ``Adagrad`` and ``SparseAdam``. Not compared with PyTorch, with the reason:
+``scale_grad_by_freq`` (PyTorch refuses it with sparse gradients; checked against the
+dense path and a NumPy count), ``RowWiseAdagrad`` (FBGEMM's rule, no PyTorch optimizer:
+checked against a NumPy oracle fed PyTorch's gradients), out-of-range indices (PyTorch
+raises; the poison rule is checked on its own).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+import pytest
+
+import torch  # noqa: E402  (pinned in the test extra: missing must fail, not skip)
+
+import mlx_embag as meb
+
+V, D, B, STEPS = 40, 5, 12, 12
+RTOL, ATOL = 1e-4, 1e-5
+R = dict(backend="reference")
+
+
+def batches(seed=3, pad=None):
+    """STEPS batches of 1-D bags (lengths 0..5, so empty bags occur), ids in [0, V)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(STEPS):
+        lens = rng.integers(0, 6, size=B)
+        ids = rng.integers(0, V // 2, size=int(lens.sum())) * 2 % V  # rows repeat; odd rows never seen
+        if pad is not None and ids.size:
+            ids[rng.random(ids.size) < 0.2] = pad
+        off = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        psw = rng.uniform(-1.0, 1.0, size=ids.size).astype(np.float32)
+        psw[::5] = 0.0  # listed rows with a zero gradient: they must still count for SparseAdam
+        y = rng.standard_normal(B).astype(np.float32)
+        out.append((ids.astype(np.int64), off.astype(np.int64), psw, y))
+    return out
+
+
+def initial(seed=5):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((V, D)).astype(np.float32), (rng.standard_normal((1, D)) * 0.5).astype(np.float32)
+
+
+class Model(nn.Module):
+    def __init__(self, W0, A0, **kw):
+        super().__init__()
+        self.emb = meb.EmbeddingBag(V, D, sparse=True, _weight=mx.array(W0), **kw, **R)
+        self.head = nn.Linear(D, 1)
+        self.head.weight, self.head.bias = mx.array(A0), mx.zeros((1,))
+
+    def __call__(self, ids, off, psw):
+        return self.head(self.emb(ids, off, per_sample_weights=psw)).squeeze(-1)
+
+
+def mlx_loss(model, ids, off, psw, y):
+    return ((model(ids, off, psw) - y) ** 2).mean()
+
+
+def torch_run(make_opts, kw, pad=None):
+    """Losses and final table of PyTorch's model trained on :func:`batches`."""
+    W0, A0 = initial()
+    emb = torch.nn.EmbeddingBag(V, D, sparse=True, _weight=torch.tensor(W0), **kw)
+    head = torch.nn.Linear(D, 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor(A0))
+        head.bias.zero_()
+    opts = make_opts(list(emb.parameters()), list(head.parameters()))
+    losses = []
+    for ids, off, psw, y in batches(pad=pad):
+        for o in opts:
+            o.zero_grad()
+        tpsw = torch.tensor(psw) if kw["mode"] == "sum" else None
+        pred = head(emb(torch.tensor(ids), torch.tensor(off), per_sample_weights=tpsw)).squeeze(-1)
+        loss = ((pred - torch.tensor(y)) ** 2).mean()
+        loss.backward()
+        for o in opts:
+            o.step()
+        losses.append(loss.item())
+    return np.array(losses), emb.weight.detach().numpy()
+
+
+def mlx_run(opt, kw, pad=None):
+    """The issue's eager loop on the same data."""
+    W0, A0 = initial()
+    model = Model(W0, A0, **kw)
+    loss_and_grad = meb.value_and_grad(model, mlx_loss)
+    losses = []
+    for ids, off, psw, y in batches(pad=pad):
+        psw = psw if kw["mode"] == "sum" else None
+        loss, grads = loss_and_grad(model, mx.array(ids), mx.array(off), None if psw is None else mx.array(psw), mx.array(y))
+        opt.update(model, grads)
+        mx.eval(loss, model.parameters(), opt.state)
+        losses.append(loss.item())
+    return np.array(losses), np.array(model.emb.weight)
+
+
+def assert_close(got, want, what):
+    bad = ~np.isclose(got, want, rtol=RTOL, atol=ATOL)
+    assert not bad.any(), f"{what}: first mismatches at {np.argwhere(bad)[:5].tolist()}: {got[bad][:5]} vs {want[bad][:5]}"
+
+
+KW = dict(mode="sum")
+OPTIMIZERS = {
+    # name: (PyTorch optimizers for (table, dense params), the MLX optimizer)
+    "sgd": (lambda e, d: [torch.optim.SGD(e + d, lr=0.05)], lambda: meb.optimizers.SparseSGD(0.05)),
+    "adagrad": (lambda e, d: [torch.optim.Adagrad(e + d, lr=0.1)], lambda: meb.optimizers.SparseAdagrad(0.1)),
+    "sparse_adam": (
+        lambda e, d: [torch.optim.SparseAdam(e, lr=0.05), torch.optim.Adam(d, lr=0.05)],
+        lambda: optim.MultiOptimizer([meb.optimizers.SparseAdam(0.05), optim.Adam(0.05, bias_correction=True)],
+                                     [lambda path, g: path.startswith("emb")]),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_training_matches_pytorch(name):
+    make_torch, make_mlx = OPTIMIZERS[name]
+    want_losses, want_w = torch_run(make_torch, KW)
+    got_losses, got_w = mlx_run(make_mlx(), KW)
+    assert_close(got_losses, want_losses, f"{name} losses")
+    assert_close(got_w, want_w, f"{name} table")
+
+
+def test_sparse_adam_with_padding_and_mean_matches_pytorch():
+    kw = dict(mode="mean", padding_idx=4)
+    want_losses, want_w = torch_run(OPTIMIZERS["sparse_adam"][0], kw, pad=4)
+    got_losses, got_w = mlx_run(OPTIMIZERS["sparse_adam"][1](), kw, pad=4)
+    assert_close(got_losses, want_losses, "losses")
+    assert_close(got_w, want_w, "table")
+
+
+def rowwise_oracle(W, g, acc, lr, eps):
+    """FBGEMM's exact row-wise Adagrad on the rows of ``g`` (a dict row -> summed gradient)."""
+    for r, gr in g.items():
+        acc[r] += np.mean(gr.astype(np.float64) ** 2)
+        W[r] -= lr * gr / (np.sqrt(acc[r]) + eps)
+
+
+def test_rowwise_adagrad_matches_numpy_oracle():
+    lr, eps = 0.1, 1e-8
+    W0, A0 = initial()
+    # The oracle trains PyTorch's model with PyTorch's gradients and the formula in NumPy.
+    emb = torch.nn.EmbeddingBag(V, D, sparse=True, mode="sum", _weight=torch.tensor(W0))
+    head = torch.nn.Linear(D, 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor(A0))
+        head.bias.zero_()
+    acc = np.zeros(V)
+    dense_acc = {"w": np.zeros(1), "b": np.zeros(())}
+    want = []
+    for ids, off, psw, y in batches():
+        emb.zero_grad(), head.zero_grad()
+        pred = head(emb(torch.tensor(ids), torch.tensor(off), per_sample_weights=torch.tensor(psw))).squeeze(-1)
+        loss = ((pred - torch.tensor(y)) ** 2).mean()
+        loss.backward()
+        want.append(loss.item())
+        g = emb.weight.grad.coalesce()
+        rows = {int(r): v.numpy() for r, v in zip(g.indices()[0], g.values())}
+        with torch.no_grad():
+            W = emb.weight.numpy()
+            rowwise_oracle(W, rows, acc, lr, eps)
+            hw, hb = head.weight.numpy(), head.bias.numpy()
+            rowwise_oracle(hw, {0: head.weight.grad.numpy()[0]}, dense_acc["w"], lr, eps)
+            gb = head.bias.grad.numpy()
+            dense_acc["b"] = dense_acc["b"] + np.mean(gb.astype(np.float64) ** 2)
+            hb -= lr * gb / (np.sqrt(dense_acc["b"]) + eps)
+    got_losses, got_w = mlx_run(meb.optimizers.RowWiseAdagrad(lr, eps=eps), KW)
+    assert_close(got_losses, np.array(want), "losses")
+    assert_close(got_w, emb.weight.detach().numpy(), "table")
+
+
+# ----------------------------------------------------------------- the gradient itself
+
+
+def _grads(module, call):
+    loss, grads = meb.value_and_grad(module, lambda: call(module).sum() * 1.0)()
+    return grads["weight"]
+
+
+def _torch_grad(module, call):
+    call(module).sum().backward()
+    return module.weight.grad
+
+
+@pytest.mark.parametrize("kw", [dict(mode="sum"), dict(mode="mean", padding_idx=2),
+                                dict(mode="sum", include_last_offset=True, padding_idx=0)])
+def test_to_dense_and_listed_rows_match_pytorch(kw):
+    rng = np.random.default_rng(0)
+    W0 = rng.standard_normal((V, D)).astype(np.float32)
+    ids = np.array([2, 7, 7, 0, 9, 2, 11, 30, 0, 5], dtype=np.int64)
+    off = np.array([0, 3, 3, 6] + ([10] if kw.get("include_last_offset") else []), dtype=np.int64)
+    psw = rng.uniform(-1, 1, ids.size).astype(np.float32)
+    psw[1] = 0.0  # row 7 at position 1: listed, zero contribution
+    cot = rng.standard_normal((4, D)).astype(np.float32)
+    pkw = dict(per_sample_weights=psw) if kw["mode"] == "sum" else {}
+    t = torch.nn.EmbeddingBag(V, D, sparse=True, _weight=torch.tensor(W0), **kw)
+    tg = _torch_grad(t, lambda m: m(torch.tensor(ids), torch.tensor(off),
+                                    **{k: torch.tensor(v) for k, v in pkw.items()}) * torch.tensor(cot))
+    m = meb.EmbeddingBag(V, D, sparse=True, _weight=mx.array(W0), **kw, **R)
+    g = _grads(m, lambda m: m(mx.array(ids), mx.array(off), **{k: mx.array(v) for k, v in pkw.items()})
+               * mx.array(cot))
+    assert isinstance(g, meb.RowSparseGrad) and g.shape == (V, D) and g.dtype == mx.float32
+    assert_close(np.array(g.to_dense()), tg.to_dense().numpy(), "to_dense")
+    tc = tg.coalesce()
+    c = g.coalesce()
+    assert c.indices.tolist() == tc.indices()[0].tolist()
+    assert_close(np.array(c.values), tc.values().numpy(), "coalesced values")
+
+
+def test_embedding_listed_rows_and_values_match_pytorch():
+    W0 = np.random.default_rng(1).standard_normal((V, D)).astype(np.float32)
+    ids = np.array([[3, 1, 3], [1, 0, 8]])
+    t = torch.nn.Embedding(V, D, padding_idx=1, sparse=True, _weight=torch.tensor(W0))
+    tg = _torch_grad(t, lambda m: m(torch.tensor(ids)) ** 2).coalesce()
+    m = meb.Embedding(V, D, padding_idx=1, sparse=True, _weight=mx.array(W0), **R)
+    c = _grads(m, lambda m: m(mx.array(ids)) ** 2).coalesce()
+    assert c.indices.tolist() == tg.indices()[0].tolist() == [0, 3, 8]
+    assert_close(np.array(c.values), tg.values().numpy(), "values")
+
+
+def test_poisoned_bags_and_trailing_positions_list_nothing():
+    m = meb.EmbeddingBag(6, 2, mode="sum", sparse=True, include_last_offset=True, **R)
+    # bag 0 = [1, 2]; bag 1 = [9, 3] holds an out-of-range index; position 4 is after the last offset
+    g = _grads(m, lambda m: m(mx.array([1, 2, 9, 3, 4]), mx.array([0, 2, 4])))
+    assert g.indices.tolist() == [1, 2, -1, -1, -1]
+    assert np.array(g.to_dense()).sum(axis=1).tolist() == [0, 2, 2, 0, 0, 0]
+
+
+@pytest.mark.parametrize("layer", ["bag", "embedding"])
+def test_scale_grad_by_freq_matches_dense_path_and_counts(layer):
+    ids = mx.array([[4, 4, 1], [4, 0, 1]])
+    W0 = mx.array(np.random.default_rng(2).standard_normal((6, 3)).astype(np.float32))
+    if layer == "bag":
+        m = meb.EmbeddingBag(6, 3, mode="sum", sparse=True, scale_grad_by_freq=True, _weight=W0, **R)
+    else:
+        m = meb.Embedding(6, 3, sparse=True, scale_grad_by_freq=True, _weight=W0, **R)
+    got = np.array(_grads(m, lambda m: m(ids)).to_dense())
+    _, dense = nn.value_and_grad(m, lambda: m(ids).sum())()
+    np.testing.assert_allclose(got, np.array(dense["weight"]), rtol=1e-6)
+    # NumPy: each occurrence contributes 1 / (occurrences of its row): rows 4, 1, 0 get 1 each.
+    np.testing.assert_allclose(got, np.array([[1] * 3, [1] * 3, [0] * 3, [0] * 3, [1] * 3, [0] * 3]), rtol=1e-6)
+
+
+def test_without_sparse_modules_it_is_nn_value_and_grad():
+    m = meb.EmbeddingBag(5, 2, mode="sum", **R)
+    f = lambda: (m(mx.array([[1, 2]])) ** 2).sum()  # noqa: E731
+    (l1, g1), (l2, g2) = meb.value_and_grad(m, f)(), nn.value_and_grad(m, f)()
+    assert l1.item() == l2.item() and isinstance(g1["weight"], mx.array)
+    assert np.array_equal(np.array(g1["weight"]), np.array(g2["weight"]))
+
+
+def test_table_also_used_densely_gets_a_dense_gradient():
+    m = meb.Embedding(7, 3, sparse=True, **R)
+    x = mx.array([[1, 5, 1]])
+    f = lambda: (m.as_linear(m(x)) ** 2).sum()  # noqa: E731
+    with pytest.warns(UserWarning, match="dense"):
+        _, g = meb.value_and_grad(m, f)()
+    _, want = nn.value_and_grad(m, f)()
+    assert isinstance(g["weight"], mx.array)
+    np.testing.assert_allclose(np.array(g["weight"]), np.array(want["weight"]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("stock", [lambda: optim.Adam(0.1), lambda: optim.SGD(0.1)])
+def test_stock_optimizers_refuse_a_row_sparse_gradient(stock):
+    m = meb.Embedding(7, 3, sparse=True, **R)
+    _, g = meb.value_and_grad(m, lambda: m(mx.array([1])).sum())()
+    with pytest.raises(TypeError, match="RowSparseGrad"):
+        stock().update(m, g)
+    opt = stock()
+    opt.init(m.trainable_parameters())  # the state made from arrays, so the update itself refuses
+    with pytest.raises(TypeError, match="RowSparseGrad"):
+        opt.update(m, g)
+    with pytest.raises((TypeError, AttributeError), match="RowSparseGrad"):
+        optim.clip_grad_norm(g, 1.0)
+
+
+def test_deterministic_tables_are_bitwise_equal_across_runs():
+    kw = dict(mode="sum", deterministic=True)
+    runs = [mlx_run(meb.optimizers.SparseAdam(0.05), kw)[1] for _ in range(2)]
+    assert np.array_equal(runs[0], runs[1])
+
+
+def test_the_step_updates_the_table_in_place():
+    # At 4e6 x 64 a copy costs 1 GB and 0.7 s; here a 32 MiB table is enough to tell.
+    Vb, Db = 500_000, 16
+    model = meb.EmbeddingBag(Vb, Db, mode="sum", sparse=True, **R)
+    opt = meb.optimizers.SparseAdam(1e-3)
+    loss_and_grad = meb.value_and_grad(model, lambda x: (model(x) ** 2).sum())
+    x = mx.random.randint(0, Vb, (256, 8))
+    for i in range(3):
+        if i == 2:
+            mx.clear_cache()
+            base = mx.get_active_memory()
+            mx.reset_peak_memory()
+        loss, grads = loss_and_grad(x)
+        opt.update(model, grads)
+        mx.eval(loss, model.parameters(), opt.state)
+    extra = mx.get_peak_memory() - base
+    assert extra < 8 * 2**20, f"the step allocated {extra / 2**20:.1f} MiB beyond the table and state"
