@@ -8,7 +8,8 @@ import pytest
 
 import mlx_embag
 from mlx_embag import (_embag_common, _scatter, _settings, _validate, autograd, backend, emulator,
-                       functional, kernels, launchers, layers, metal_ops, optimizers, reference, sparse_grad)
+                       compiled, functional, kernels, launchers, layers, metal_ops, optimizers, reference,
+                       sparse_grad)
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
 from mlx_embag.emulator import translate as emulator_translate
@@ -23,11 +24,11 @@ BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, ti
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
 MODULES = [mlx_embag, backend, functional, kernels, launchers, _embag_common, metal_ops, layers, reference,
            _scatter, emulator, emulator_kernel, emulator_settings, emulator_translate, bench, *BENCH_MODULES,
-           _settings, _validate, sparse_grad, autograd, optimizers]
+           _settings, _validate, sparse_grad, autograd, optimizers, compiled]
 
 # Modules every public function and class of which must carry a `>>>` example.
 PUBLIC_MODULES = [mlx_embag, backend, functional, layers, reference, _scatter, _embag_common, emulator,
-                  sparse_grad, autograd, optimizers, *BENCH_MODULES]
+                  sparse_grad, autograd, optimizers, compiled, *BENCH_MODULES]
 
 
 def _public_names(module):

@@ -10,6 +10,8 @@ raises; the poison rule is checked on its own).
 
 from __future__ import annotations
 
+from functools import partial
+
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
@@ -54,12 +56,13 @@ class Model(nn.Module):
         self.head = nn.Linear(D, 1)
         self.head.weight, self.head.bias = mx.array(A0), mx.zeros((1,))
 
-    def __call__(self, ids, off, psw):
+    def __call__(self, ids, off, psw=None):
         return self.head(self.emb(ids, off, per_sample_weights=psw)).squeeze(-1)
 
 
-def mlx_loss(model, ids, off, psw, y):
-    return ((model(ids, off, psw) - y) ** 2).mean()
+def mlx_loss(model, ids, off, *rest):
+    *psw, y = rest  # per_sample_weights only in sum mode (mx.compile takes arrays only)
+    return ((model(ids, off, *psw) - y) ** 2).mean()
 
 
 def torch_run(make_opts, kw, pad=None):
@@ -85,16 +88,32 @@ def torch_run(make_opts, kw, pad=None):
     return np.array(losses), emb.weight.detach().numpy()
 
 
-def mlx_run(opt, kw, pad=None):
-    """The issue's eager loop on the same data."""
+def mlx_run(opt, kw, pad=None, how="eager"):
+    """The issue's eager loop on the same data; ``how="recipe"``: ``meb.compiled_step``;
+    ``how="whole"``: the whole step under one ``mx.compile``, as MLX users write it."""
     W0, A0 = initial()
     model = Model(W0, A0, **kw)
     loss_and_grad = meb.value_and_grad(model, mlx_loss)
+    if how == "recipe":
+        step = meb.compiled_step(model, mlx_loss, opt)
+    elif how == "whole":
+        opt.init(model.trainable_parameters())
+        state = [model.state, opt.state]
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step(*batch):
+            loss, grads = loss_and_grad(model, *batch)
+            opt.update(model, grads)
+            return loss
     losses = []
     for ids, off, psw, y in batches(pad=pad):
         psw = psw if kw["mode"] == "sum" else None
-        loss, grads = loss_and_grad(model, mx.array(ids), mx.array(off), None if psw is None else mx.array(psw), mx.array(y))
-        opt.update(model, grads)
+        batch = [mx.array(x) for x in (ids, off, psw, y) if x is not None]
+        if how == "eager":
+            loss, grads = loss_and_grad(model, *batch)
+            opt.update(model, grads)
+        else:
+            loss = step(*batch)
         mx.eval(loss, model.parameters(), opt.state)
         losses.append(loss.item())
     return np.array(losses), np.array(model.emb.weight)
@@ -125,6 +144,18 @@ def test_training_matches_pytorch(name):
     got_losses, got_w = mlx_run(make_mlx(), KW)
     assert_close(got_losses, want_losses, f"{name} losses")
     assert_close(got_w, want_w, f"{name} table")
+
+
+@pytest.mark.parametrize("how", ["recipe", "whole"])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_compiled_training_gives_the_eager_tables(name, how):
+    make_torch, make_mlx = OPTIMIZERS[name]
+    want_losses, want_w = torch_run(make_torch, KW)
+    eager_losses, eager_w = mlx_run(make_mlx(), KW)
+    got_losses, got_w = mlx_run(make_mlx(), KW, how=how)
+    assert_close(got_losses, want_losses, f"{name} {how} losses against PyTorch")
+    assert_close(got_w, want_w, f"{name} {how} table against PyTorch")
+    np.testing.assert_allclose(got_w, eager_w, rtol=1e-6, atol=1e-7)
 
 
 def test_sparse_adam_with_padding_and_mean_matches_pytorch():
