@@ -15,11 +15,11 @@ from mlx_embag.emulator import settings as emulator_settings
 from mlx_embag.emulator import translate as emulator_translate
 from mlx_embag import bench
 from mlx_embag.bench import (cli, contenders, hardware, report, results, runner, targets,
-                             timing, workloads)
+                             timing, training, workloads)
 
 # The benchmark's modules; the package itself only re-exports them (its __all__ names
 # constants too, which carry no docstring of their own).
-BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, timing, workloads]
+BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, timing, training, workloads]
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
 MODULES = [mlx_embag, backend, functional, kernels, launchers, _embag_common, metal_ops, layers, reference,
