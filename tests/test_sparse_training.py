@@ -334,3 +334,29 @@ def test_the_step_updates_the_table_in_place():
         mx.eval(loss, model.parameters(), opt.state)
     extra = mx.get_peak_memory() - base
     assert extra < 8 * 2**20, f"the step allocated {extra / 2**20:.1f} MiB beyond the table and state"
+
+
+def test_max_norm_training_matches_pytorch():
+    # The module renorms the rows it reads and writes them back, as PyTorch's in-place renorm.
+    kw = dict(mode="sum", max_norm=1.5)
+    make_torch = lambda e, d: [torch.optim.SGD(e + d, lr=0.05)]  # noqa: E731
+    want_losses, want_w = torch_run(make_torch, kw)
+    got_losses, got_w = mlx_run(meb.optimizers.SparseSGD(0.05), kw)
+    assert_close(got_losses, want_losses, "losses")
+    assert_close(got_w, want_w, "table")
+
+
+def test_metal_path_gives_the_reference_gradient():
+    from support import emulated
+
+    ids, off = mx.array([3, 1, 3, 0, 7, 9]), mx.array([0, 2, 2, 5])
+    psw = mx.array([0.5, -1.0, 2.0, 0.0, 1.5, 1.0])
+    W0 = mx.array(np.random.default_rng(4).standard_normal((12, 8)).astype(np.float32))
+    got = {}
+    for backend in ("reference", "metal"):
+        m = meb.EmbeddingBag(12, 8, mode="sum", sparse=True, padding_idx=0, _weight=W0, backend=backend)
+        with emulated(seed=1):
+            g = _grads(m, lambda m: m(ids, off, per_sample_weights=psw) ** 2)
+            got[backend] = (g.indices.tolist(), np.array(g.to_dense()))
+    assert got["metal"][0] == got["reference"][0] == [3, 1, 3, -1, 7, 9]
+    np.testing.assert_allclose(got["metal"][1], got["reference"][1], rtol=2e-5, atol=2e-5)
