@@ -158,6 +158,15 @@ def test_compiled_training_gives_the_eager_tables(name, how):
     np.testing.assert_allclose(got_w, eager_w, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("how", ["recipe", "whole"])
+def test_compiled_rowwise_adagrad_gives_the_eager_table(how):
+    # The eager table matches the NumPy oracle (test_rowwise_adagrad_matches_numpy_oracle).
+    eager_losses, eager_w = mlx_run(meb.optimizers.RowWiseAdagrad(0.1), KW)
+    got_losses, got_w = mlx_run(meb.optimizers.RowWiseAdagrad(0.1), KW, how=how)
+    np.testing.assert_allclose(got_losses, eager_losses, rtol=1e-6)
+    np.testing.assert_allclose(got_w, eager_w, rtol=1e-6, atol=1e-7)
+
+
 def test_sparse_adam_with_padding_and_mean_matches_pytorch():
     kw = dict(mode="mean", padding_idx=4)
     want_losses, want_w = torch_run(OPTIMIZERS["sparse_adam"][0], kw, pad=4)
