@@ -369,3 +369,42 @@ def test_metal_path_gives_the_reference_gradient():
             got[backend] = (g.indices.tolist(), np.array(g.to_dense()))
     assert got["metal"][0] == got["reference"][0] == [3, 1, 3, -1, 7, 9]
     np.testing.assert_allclose(got["metal"][1], got["reference"][1], rtol=2e-5, atol=2e-5)
+
+
+def test_frozen_unused_nested_and_repeated_tables():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [meb.Embedding(9, 2, sparse=True, **R), meb.Embedding(9, 2, sparse=True, **R),
+                           meb.EmbeddingBag(9, 2, mode="sum", sparse=True, **R)]
+            self.layers[2].freeze()
+
+        def __call__(self, x):
+            a = self.layers[0]
+            # layers[0] twice (its entries concatenate), layers[1] never, layers[2] frozen
+            return (a(x) * 2).sum() + a(x[:1]).sum() + self.layers[2](x[None]).sum()
+
+    net = Net()
+    x = mx.array([5, 1, 5])
+    _, grads = meb.value_and_grad(net, lambda: net(x))()
+    used, unused = grads["layers"][0]["weight"], grads["layers"][1]["weight"]
+    assert used.indices.tolist() == [5, 1, 5, 5]
+    assert np.array(used.to_dense())[:, 0].tolist() == [0, 2, 0, 0, 0, 5, 0, 0, 0]
+    assert isinstance(unused, meb.RowSparseGrad) and unused.indices.size == 0 and unused.shape == (9, 2)
+    assert "weight" not in grads["layers"][2]
+    opt = meb.optimizers.SparseAdam(0.1)
+    before = np.array(net.layers[1].weight)
+    opt.update(net, grads)  # an empty gradient leaves its table as it was
+    mx.eval(net.parameters(), opt.state)
+    assert np.array_equal(np.array(net.layers[1].weight), before)
+
+
+def test_eval_of_the_tree_accepts_it_and_sgd_moves_only_the_listed_rows():
+    m = meb.EmbeddingBag(50, 3, mode="sum", sparse=True, **R)
+    _, g = meb.value_and_grad(m, lambda x: m(x).sum())(mx.array([[1, 2]]))
+    mx.eval(g)  # a foreign leaf to MLX: accepted, its arrays not reached (the update evaluates them)
+    opt = meb.optimizers.SparseSGD(1.0)
+    w0 = np.array(m.weight)
+    opt.update(m, g)
+    w1 = np.array(m.weight)
+    assert np.array_equal(w1[[1, 2]], w0[[1, 2]] - 1) and np.array_equal(np.delete(w1, [1, 2], 0), np.delete(w0, [1, 2], 0))
