@@ -178,7 +178,8 @@ class EmbeddingBag(_Table):
         norm_type (float): the p of the p-norm for ``max_norm``.
         scale_grad_by_freq (bool): divide row gradients by their count in the input.
         mode (str): ``"sum"``, ``"mean"`` or ``"max"``.
-        sparse (bool): accepted for porting; gradients are dense.
+        sparse (bool): under :func:`mlx_embag.value_and_grad` the table's gradient is a
+            :class:`mlx_embag.RowSparseGrad` (for :mod:`mlx_embag.optimizers`); dense elsewhere.
         _weight (array, optional): an initial table, kept as given.
         include_last_offset (bool): offsets carry a final end offset.
         padding_idx (int, optional): a row excluded from bags and gradients
@@ -257,7 +258,8 @@ class Embedding(_Table):
             (written back into ``weight`` after each call).
         norm_type (float): the p of the p-norm for ``max_norm``.
         scale_grad_by_freq (bool): divide row gradients by their count in the input.
-        sparse (bool): accepted for porting; gradients are dense.
+        sparse (bool): under :func:`mlx_embag.value_and_grad` the table's gradient is a
+            :class:`mlx_embag.RowSparseGrad` (for :mod:`mlx_embag.optimizers`); dense elsewhere.
         _weight (array, optional): an initial table, kept as given.
         _freeze (bool): freeze the table.
         dtype: the table's dtype.
