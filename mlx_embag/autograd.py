@@ -152,12 +152,12 @@ def sparse_lookup(record, fn, call_args):
 
 
 def _row_grad(record):
-    """The module's :class:`RowSparseGrad` from its recorded lookups (None if none reached the loss)."""
-    module = record.module
-    V, D = module["weight"].shape
+    """The module's :class:`RowSparseGrad` from its recorded lookups (empty if none reached the loss)."""
+    weight = record.module["weight"]
+    V, D = weight.shape
     used = [c for c in record.calls if "cot" in c]
     if not used:
-        return None
+        return RowSparseGrad(mx.zeros((0,), index_dtype(V)), mx.zeros((0, D), weight.dtype), V)
     indices, values = [], []
     for c in used:
         g = c["cot"][:-1]  # the last mini-table row is the padding row: no gradient
@@ -169,11 +169,12 @@ def _row_grad(record):
     return RowSparseGrad(cat(indices), cat(values), V, _pending=[c["rows"] for c in used])
 
 
-def _set_leaf(tree, path, value):
+def _parent(tree, path):
+    """The container holding the leaf at ``path`` (its last part is the key in it)."""
     node = tree
     for part in path[:-1]:
         node = node[int(part)] if isinstance(node, list) else node[part]
-    node[path[-1]] = value
+    return node
 
 
 def _sparse_modules(model):
@@ -228,25 +229,17 @@ def value_and_grad(model: nn.Module, fn):
             _local.records = outer
         for path, m in modules:
             record = records[id(m)]
-            sparse = _row_grad(record)
+            grad = _row_grad(record)
             leaf = (path + ".weight" if path else "weight").split(".")
+            parent = _parent(grads, leaf)
             if record.dense_reads:
                 _warn_once(("dense_read", type(m).__name__),
                            f"a sparse=True {type(m).__name__}'s weight is also used directly in the "
                            "loss (e.g. as_linear): its gradient is dense.")
-                if sparse is not None:
-                    _set_leaf(grads, leaf, _get_leaf(grads, leaf) + sparse.to_dense())
-            else:
-                empty = RowSparseGrad(mx.zeros((0,), index_dtype(m["weight"].shape[0])),
-                                      mx.zeros((0, m["weight"].shape[1]), m["weight"].dtype), m["weight"].shape[0])
-                _set_leaf(grads, leaf, empty if sparse is None else sparse)
+                # MLX's gradient holds the direct uses (the lookups sent it a zero): add theirs.
+                grad = parent[leaf[-1]] + grad.to_dense()
+            parent[leaf[-1]] = grad
         return value, grads
 
     return wrapped
 
-
-def _get_leaf(tree, path):
-    node = tree
-    for part in path:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node
