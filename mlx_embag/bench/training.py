@@ -7,7 +7,8 @@ ids by the eager loop of the README's "Sparse training" section:
 backward and update, evaluated. For each table size it times every sparse
 optimizer and, as the baseline, MLX's dense ``Adam`` under
 ``nn.value_and_grad`` on the same model (which updates every row). Each
-figure is the median of ``repeat`` steady-state steps after a warm-up; the
+figure is the median of ``repeat`` steady-state steps after a warm-up, the
+sparse ones taken in turns across optimizers and sizes; the
 peak is MLX's peak memory during one step above what was held before it (the
 table, the optimizer state, the batch).
 
@@ -25,8 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
+import itertools
 from typing import Callable, List, Optional
 
 import mlx.core as mx
@@ -35,6 +35,8 @@ import mlx.optimizers as optim
 import numpy as np
 
 import mlx_embag as meb
+
+from .timing import Measurement, measure, measure_interleaved
 
 SPARSE = {
     "SparseSGD": lambda: meb.optimizers.SparseSGD(1e-2),
@@ -81,44 +83,51 @@ def _loss(model, ids, y):
     return ((model(ids) - y) ** 2).mean()
 
 
-def _time_steps(step, batches, repeat, warmup):
-    """Median/min of ``repeat`` steps after ``warmup``; then one more step's extra peak bytes."""
-    for i in range(warmup):
-        step(*batches[i % len(batches)])
-    times = []
-    for i in range(repeat):
-        t0 = time.perf_counter()
-        step(*batches[i % len(batches)])
-        times.append(time.perf_counter() - t0)
-    mx.clear_cache()
-    base = mx.get_active_memory()
-    mx.reset_peak_memory()
-    step(*batches[0])
-    return statistics.median(times), min(times), max(mx.get_peak_memory() - base, 0)
+def _stepper(model, loss_and_grad, opt, batches):
+    """One evaluated training step per call, cycling through ``batches``."""
+    batches = itertools.cycle(batches)
 
-
-def _one(name, V, D, batches, repeat, warmup):
-    sparse = name != DENSE
-    model = _Model(V, D, sparse)
-    opt = SPARSE[name]() if sparse else optim.Adam(1e-3, bias_correction=True)
-    if sparse:
-        opt = optim.MultiOptimizer([opt, optim.Adam(1e-3, bias_correction=True)],
-                                   [lambda path, g: path.startswith("emb")])
-    loss_and_grad = (meb.value_and_grad if sparse else nn.value_and_grad)(model, _loss)
-    mx.eval(model.parameters())
-
-    def step(ids, y):
+    def step():
+        ids, y = next(batches)
         loss, grads = loss_and_grad(model, ids, y)
         opt.update(model, grads)
         mx.eval(loss, model.parameters(), opt.state)
 
-    med, low, peak = _time_steps(step, batches, repeat, warmup)
-    return TrainingResult(name, V, med, low, repeat, peak)
+    return step
+
+
+def _sparse_steps(V, D, batches):
+    """A step per sparse optimizer, all on one model (its table is shared: only the time matters)."""
+    model = _Model(V, D, sparse=True)
+    mx.eval(model.parameters())
+    loss_and_grad = meb.value_and_grad(model, _loss)
+    steps = {}
+    for name, make in SPARSE.items():
+        opt = optim.MultiOptimizer([make(), optim.Adam(1e-3, bias_correction=True)],
+                                   [lambda path, g: path.startswith("emb")])
+        steps[f"{name}@{V}"] = _stepper(model, loss_and_grad, opt, batches)
+    return steps
+
+
+def _dense_step(V, D, batches):
+    model = _Model(V, D, sparse=False)
+    mx.eval(model.parameters())
+    return _stepper(model, nn.value_and_grad(model, _loss), optim.Adam(1e-3, bias_correction=True), batches)
+
+
+def _result(key, m: Measurement):
+    name, V = key.rsplit("@", 1)
+    return TrainingResult(name, int(V), m.median_s, m.min_s, m.runs, m.peak_bytes)
 
 
 def run_training(sizes, dim=64, batch=1024, bag=20, repeat=5, warmup=2, dense=True, seed=0,
                  log: Optional[Callable[[str], None]] = None) -> List[TrainingResult]:
     """Time one training step per optimizer and table size (rows), sparse and dense.
+
+    The sparse steps of every size and optimizer run in turns (:func:`~.timing.measure_interleaved`),
+    so a burst of load from other processes hits all of them alike and the V=4e6 / V=1e5
+    ratios stay meaningful on a busy machine. Dense Adam, seconds a step at millions of
+    rows and gigabytes of state, is timed on its own afterwards.
 
     Example:
         >>> [r.V for r in run_training([100], dim=4, batch=4, bag=2, repeat=3, warmup=1,
@@ -126,16 +135,23 @@ def run_training(sizes, dim=64, batch=1024, bag=20, repeat=5, warmup=2, dense=Tr
         [100, 100, 100, 100]
     """
     log = log or (lambda m: None)
-    out = []
+    rng = np.random.default_rng(seed)
+    data = {V: [(mx.array(rng.integers(0, V, size=(batch, bag)).astype(np.int32)),
+                 mx.array(rng.standard_normal(batch).astype(np.float32))) for _ in range(4)] for V in sizes}
+    steps = {}
     for V in sizes:
-        rng = np.random.default_rng(seed)
-        batches = [(mx.array(rng.integers(0, V, size=(batch, bag)).astype(np.int32)),
-                    mx.array(rng.standard_normal(batch).astype(np.float32))) for _ in range(4)]
-        for name in [*SPARSE, *([DENSE] if dense else [])]:
-            log(f"training V={V} D={dim} B={batch} L={bag}: {name}")
-            out.append(_one(name, V, dim, batches, repeat, warmup))
-            mx.clear_cache()
-    return out
+        log(f"training V={V} D={dim} B={batch} L={bag}: sparse optimizers")
+        steps.update(_sparse_steps(V, dim, data[V]))
+    timed = measure_interleaved(steps, warmup=warmup, repeat=repeat, track_mlx_memory=steps)
+    out = [_result(key, m) for key, m in timed.items()]
+    del steps, timed
+    mx.clear_cache()
+    for V in sizes if dense else ():
+        log(f"training V={V} D={dim} B={batch} L={bag}: {DENSE}")
+        m = measure(_dense_step(V, dim, data[V]), warmup=warmup, repeat=repeat, track_mlx_memory=True)
+        out.append(_result(f"{DENSE}@{V}", m))
+        mx.clear_cache()
+    return sorted(out, key=lambda r: (r.V, r.optimizer == DENSE))
 
 
 def format_training(results: List[TrainingResult]) -> str:
