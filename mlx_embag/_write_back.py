@@ -43,7 +43,7 @@ def _restore(module, previous, written_id):
     # An earlier write-back of the same trace already stands for the true table.
     origin = mark[1] if mark is not None and mark[0] == id(previous) else previous
     if id(module.get("weight")) == written_id:
-        module.weight = origin
+        module["weight"] = origin
         module.__dict__.pop(_MARK, None)
         warnings.warn(
             f"{type(module).__name__} with max_norm was called inside mx.vmap: the "

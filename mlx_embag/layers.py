@@ -164,7 +164,7 @@ class _Table(nn.Module):
     def _store(self, table):
         # Only once the call has succeeded: a call that raises changes nothing.
         if table is not self["weight"]:
-            self.weight = table
+            self["weight"] = table  # not self.weight =: nn.Module's setattr reads the attribute first
 
 
 class EmbeddingBag(_Table):

@@ -353,6 +353,10 @@ def test_max_norm_training_matches_pytorch():
     got_losses, got_w = mlx_run(meb.optimizers.SparseSGD(0.05), kw)
     assert_close(got_losses, want_losses, "losses")
     assert_close(got_w, want_w, "table")
+    # The write-back is the module's own use of its table, not a dense one: the gradient stays row-sparse.
+    m = meb.EmbeddingBag(V, D, sparse=True, **kw, **R)
+    _, g = meb.value_and_grad(m, lambda: m(mx.array([[1, 2]])).sum())()
+    assert isinstance(g["weight"], meb.RowSparseGrad) and g["weight"].indices.tolist() == [1, 2]
 
 
 def test_metal_path_gives_the_reference_gradient():
