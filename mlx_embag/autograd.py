@@ -166,7 +166,8 @@ def _row_grad(record):
         indices.append(c["indices"].astype(index_dtype(V)))
         values.append(g)
     cat = (lambda xs: xs[0]) if len(used) == 1 else mx.concatenate
-    return RowSparseGrad(cat(indices), cat(values), V, _pending=[c["rows"] for c in used])
+    return RowSparseGrad(cat(indices), cat(values), V, _pending=[c["rows"] for c in used],
+                         _backend=record.module.backend)
 
 
 def _parent(tree, path):

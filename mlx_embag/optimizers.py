@@ -60,7 +60,7 @@ class _RowOptimizer(optim.Optimizer):
         if gradient.indices.size == 0:
             return parameter
         _evaluate(gradient)
-        rows, sums, live = row_runs(gradient.indices, gradient.values)
+        rows, sums, live = row_runs(gradient.indices, gradient.values, gradient._backend)
         return self._rows(rows, sums, live, parameter, state)
 
     def _lr(self):

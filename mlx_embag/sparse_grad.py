@@ -61,9 +61,9 @@ class RowSparseGrad:
         (2, 3, mlx.core.float32, [0.0, 3.0, 0.0])
     """
 
-    __slots__ = ("indices", "values", "num_rows", "_pending")
+    __slots__ = ("indices", "values", "num_rows", "_pending", "_backend")
 
-    def __init__(self, indices, values, num_rows, _pending=()):
+    def __init__(self, indices, values, num_rows, _pending=(), _backend=None):
         if values.ndim != 2 or indices.shape != values.shape[:1]:
             raise ValueError(
                 f"RowSparseGrad needs indices (K,) and values (K, D), got {indices.shape} and {values.shape}."
@@ -72,6 +72,8 @@ class RowSparseGrad:
         # Arrays of the forward pass (the gathered rows) that the optimizer step evaluates
         # with the gradient, so that the loss no longer reads the table when it is updated.
         self._pending = tuple(_pending)
+        # The table's backend= option: which path sums the duplicates (row_runs).
+        self._backend = _backend
 
     @property
     def shape(self):
@@ -118,7 +120,7 @@ class RowSparseGrad:
             >>> c.indices.tolist(), c.values.reshape(-1).tolist()
             ([0, 3], [2.0, 5.0])
         """
-        rows, sums, live = row_runs(self.indices, self.values)
+        rows, sums, live = row_runs(self.indices, self.values, self._backend)
         keep = np.flatnonzero(np.array(live))
         keep = mx.array(keep.astype(np.int32))
         return RowSparseGrad(mx.take(rows, keep), mx.take(sums, keep, axis=0).astype(self.dtype), self.num_rows)
@@ -137,13 +139,15 @@ class RowSparseGrad:
         raise AttributeError(f"RowSparseGrad has no attribute {name!r}: {_REFUSED}")
 
 
-def row_runs(indices, values):
+def row_runs(indices, values, backend=None):
     """Duplicates summed, with static shapes: ``(rows, sums, live)``, each of length K.
 
     ``rows`` are the indices sorted, with ``-1`` read as row 0; ``sums`` (float32)
     holds each listed row's total at its first entry and zeros elsewhere; ``live``
     marks those first entries. An update that adds ``where(live, f(sums), 0)`` at
     ``rows`` therefore touches each listed row once, and any number of exact zeros.
+    ``backend`` (as in :func:`mlx_embag.embedding_bag`) picks who sums the runs: the
+    Metal kernels of the deterministic backward, or MLX ops (a ``segmented_mm``).
 
     Example:
         >>> import mlx.core as mx
@@ -151,8 +155,12 @@ def row_runs(indices, values):
         >>> rows.tolist(), sums.reshape(-1).tolist(), live.tolist()
         ([0, 4, 4], [0.0, 3.0, 0.0], [False, True, False])
     """
-    from ._scatter import run_sums
+    from . import backend as _backend
 
+    if _backend.resolve_backend(backend) == "metal":
+        from .metal_ops import run_sums
+    else:
+        from ._scatter import run_sums
     if indices.size == 0:
         return indices.astype(mx.int32), values.astype(_F32), indices >= 0
     listed = indices >= 0
