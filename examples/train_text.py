@@ -30,7 +30,6 @@ import sys
 import sysconfig
 import time
 import zlib
-from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -156,7 +155,9 @@ class FastText(nn.Module):
     def __init__(self, buckets: int, dim: int, num_classes: int, backend=None):
         super().__init__()
         # padding_idx=0: id 0 pads empty texts and is left out of every mean.
-        self.bag = meb.EmbeddingBag(buckets, dim, mode="mean", include_last_offset=True, padding_idx=0, backend=backend)
+        self.bag = meb.EmbeddingBag(
+            buckets, dim, mode="mean", include_last_offset=True, padding_idx=0, backend=backend
+        )
         self.out = nn.Linear(dim, num_classes)
 
     def __call__(self, ids, offsets):
@@ -164,10 +165,14 @@ class FastText(nn.Module):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--data", help="CSV file with columns text,label; without it: Python stdlib docstrings")
     p.add_argument("--classes", type=int, default=12, help="stdlib modules used as labels")
-    p.add_argument("--limit", type=int, default=0, help="use at most this many texts (0: all); for quick tests")
+    p.add_argument(
+        "--limit", type=int, default=0, help="use at most this many texts (0: all); for quick tests"
+    )
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--buckets", type=int, default=1 << 16, help="hash buckets (rows of the table)")
     p.add_argument("--dim", type=int, default=64, help="embedding dimension")
@@ -175,7 +180,12 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
-    p.add_argument("--backend", default=None, choices=["auto", "metal", "reference"], help="mlx_embag backend (metal without a Mac: the emulator, with --no-compile)")
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=["auto", "metal", "reference"],
+        help="mlx_embag backend (metal without a Mac: the emulator, with --no-compile)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-compile", action="store_true", help="run the training step eagerly")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -192,13 +202,17 @@ def main(argv=None):
         sys.exit("need texts on both sides of the split; add data or change --test-fraction")
     names = sorted({label for _, label in pairs})
     label_id = {name: i for i, name in enumerate(names)}
-    feats = lambda rows: [np.array(featurize(t, args.buckets, args.max_tokens), dtype=np.int32) for t, _ in rows]
+    feats = lambda rows: [
+        np.array(featurize(t, args.buckets, args.max_tokens), dtype=np.int32) for t, _ in rows
+    ]
     train_x, test_x = feats(train), feats(test)
     train_y = np.array([label_id[l] for _, l in train], dtype=np.int32)
     test_y = np.array([label_id[l] for _, l in test], dtype=np.int32)
     source = args.data or "docstrings of Python's standard library"
-    print(f"data: {source}: {len(train)} train / {len(test)} test texts, {len(names)} classes "
-          f"({', '.join(names[:12])}{', ...' if len(names) > 12 else ''}); loaded in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"data: {source}: {len(train)} train / {len(test)} test texts, {len(names)} classes "
+        f"({', '.join(names[:12])}{', ...' if len(names) > 12 else ''}); loaded in {time.perf_counter() - t0:.1f} s"
+    )
 
     model = FastText(args.buckets, args.dim, len(names), backend=args.backend)
     optimizer = optim.Adam(learning_rate=args.lr)
@@ -227,7 +241,11 @@ def main(argv=None):
     pad_to = 2048
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(train_x))
-        bar = None if (args.quiet or tqdm is None) else tqdm(total=len(order), desc=f"epoch {epoch}/{args.epochs}", unit="doc", leave=True)
+        bar = (
+            None
+            if (args.quiet or tqdm is None)
+            else tqdm(total=len(order), desc=f"epoch {epoch}/{args.epochs}", unit="doc", leave=True)
+        )
         total_loss, seen, tokens, start = 0.0, 0, 0, time.perf_counter()
         for ids, offsets, y, mask, n, ntok in batches(train_x, train_y, args.batch_size, order, pad_to):
             loss = step(ids, offsets, y, mask)
@@ -242,17 +260,24 @@ def main(argv=None):
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - start
-        print(f"epoch {epoch}: train_loss={total_loss / seen:.4f} {seen / elapsed:,.0f} texts/s {tokens / elapsed:,.0f} ids/s", flush=True)
+        print(
+            f"epoch {epoch}: train_loss={total_loss / seen:.4f} {seen / elapsed:,.0f} texts/s {tokens / elapsed:,.0f} ids/s",
+            flush=True,
+        )
 
     correct = 0
-    for ids, offsets, y, mask, n, _ in batches(test_x, test_y, args.batch_size, np.arange(len(test_x)), pad_to):
+    for ids, offsets, y, mask, n, _ in batches(
+        test_x, test_y, args.batch_size, np.arange(len(test_x)), pad_to
+    ):
         correct += int(((predict(ids, offsets) == y) * mask).sum().item())
     accuracy = correct / len(test_x)
     majority = names[int(np.bincount(train_y, minlength=len(names)).argmax())]
     # The majority class of the *training* set, scored on the test set.
     baseline = float(np.mean(test_y == label_id[majority]))
-    print(f"test accuracy {accuracy:.1%} vs majority-class baseline {baseline:.1%} (always '{majority}'); "
-          f"total {time.perf_counter() - t0:.0f} s")
+    print(
+        f"test accuracy {accuracy:.1%} vs majority-class baseline {baseline:.1%} (always '{majority}'); "
+        f"total {time.perf_counter() - t0:.0f} s"
+    )
     print(f"test_accuracy={accuracy:.4f} baseline={baseline:.4f}")
     return accuracy, baseline
 

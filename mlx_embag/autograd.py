@@ -166,8 +166,9 @@ def _row_grad(record):
         indices.append(c["indices"].astype(index_dtype(V)))
         values.append(g)
     cat = (lambda xs: xs[0]) if len(used) == 1 else mx.concatenate
-    return RowSparseGrad(cat(indices), cat(values), V, _pending=[c["rows"] for c in used],
-                         _backend=record.module.backend)
+    return RowSparseGrad(
+        cat(indices), cat(values), V, _pending=[c["rows"] for c in used], _backend=record.module.backend
+    )
 
 
 def _parent(tree, path):
@@ -234,13 +235,14 @@ def value_and_grad(model: nn.Module, fn):
             leaf = (path + ".weight" if path else "weight").split(".")
             parent = _parent(grads, leaf)
             if record.dense_reads:
-                _warn_once(("dense_read", type(m).__name__),
-                           f"a sparse=True {type(m).__name__}'s weight is also used directly in the "
-                           "loss (e.g. as_linear): its gradient is dense.")
+                _warn_once(
+                    ("dense_read", type(m).__name__),
+                    f"a sparse=True {type(m).__name__}'s weight is also used directly in the "
+                    "loss (e.g. as_linear): its gradient is dense.",
+                )
                 # MLX's gradient holds the direct uses (the lookups sent it a zero): add theirs.
                 grad = parent[leaf[-1]] + grad.to_dense()
             parent[leaf[-1]] = grad
         return value, grads
 
     return wrapped
-

@@ -64,9 +64,11 @@ def _renormed_table(input, weight, max_norm, norm_type, backend):
     input = check_indices_array(input)
     spec = EmbSpec(None, max_norm, norm_type, False, False)
     scale = None
-    if input.size and _backend.resolve_backend(
-        backend, lambda: _metal_ops().unsupported_embedding(weight, input, spec)
-    ) == "metal":
+    if (
+        input.size
+        and _backend.resolve_backend(backend, lambda: _metal_ops().unsupported_embedding(weight, input, spec))
+        == "metal"
+    ):
         scale = _metal_ops().position_scales(weight, input, max_norm, norm_type)
     return reference.renormed_weight(weight, input, max_norm, norm_type, scale)
 
@@ -84,8 +86,22 @@ def _dispatch(op, unsupported, backend, weight, indices, *rest):
     return trim(getattr(reference, op)(*args))
 
 
-def bag_call(input, weight, offsets, max_norm, norm_type, scale_grad_by_freq, mode, sparse,
-             per_sample_weights, include_last_offset, padding_idx, backend, check_indices, deterministic):
+def bag_call(
+    input,
+    weight,
+    offsets,
+    max_norm,
+    norm_type,
+    scale_grad_by_freq,
+    mode,
+    sparse,
+    per_sample_weights,
+    include_last_offset,
+    padding_idx,
+    backend,
+    check_indices,
+    deterministic,
+):
     """:func:`embedding_bag`'s arguments checked and normalised: ``(weight, flat, offsets, psw, spec)``.
 
     Every argument is required (by name): the public function and the sparse
@@ -128,8 +144,18 @@ def bag_call(input, weight, offsets, max_norm, norm_type, scale_grad_by_freq, mo
     return weight, flat, offsets, per_sample_weights, spec
 
 
-def embedding_call(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse,
-                   backend, check_indices, deterministic):
+def embedding_call(
+    input,
+    weight,
+    padding_idx,
+    max_norm,
+    norm_type,
+    scale_grad_by_freq,
+    sparse,
+    backend,
+    check_indices,
+    deterministic,
+):
     """:func:`embedding`'s arguments checked and normalised: ``(weight, input, spec)``.
 
     Example:

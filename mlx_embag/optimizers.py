@@ -229,4 +229,3 @@ class RowWiseAdagrad(_RowOptimizer):
         state["sum"] = acc = state["sum"].at[rows].add(mx.mean(sums * sums, axis=-1))
         std = mx.sqrt(mx.take(acc, rows)) + self.eps
         return _add_rows(parameter, rows, live, -self._lr() * sums / std[:, None])
-

@@ -123,7 +123,9 @@ class RowSparseGrad:
         rows, sums, live = row_runs(self.indices, self.values, self._backend)
         keep = np.flatnonzero(np.array(live))
         keep = mx.array(keep.astype(np.int32))
-        return RowSparseGrad(mx.take(rows, keep), mx.take(sums, keep, axis=0).astype(self.dtype), self.num_rows)
+        return RowSparseGrad(
+            mx.take(rows, keep), mx.take(sums, keep, axis=0).astype(self.dtype), self.num_rows
+        )
 
     def __repr__(self):
         return f"RowSparseGrad(rows={self.num_rows}, dim={self.values.shape[1]}, entries={self.indices.size}, dtype={self.dtype})"

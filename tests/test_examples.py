@@ -24,7 +24,11 @@ def run(script, *args, timeout=300):
     env.pop("MLX_EMBAG_BACKEND", None)  # the examples pick their backend themselves
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=EXAMPLES.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=EXAMPLES.parent,
     )
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     last = proc.stdout.strip().splitlines()[-1]
@@ -34,7 +38,9 @@ def run(script, *args, timeout=300):
 
 @pytest.mark.parametrize("script", ["train_text.py", "recommender.py", "compare_backends.py"])
 def test_help(script):
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0
     assert proc.stdout.startswith("usage:") and "--seed" in proc.stdout
 
@@ -52,8 +58,11 @@ def test_train_text_stdlib_beats_baseline():
 
 def test_train_text_csv_with_progress_bar(tmp_path):
     # Three labels with their own vocabularies, plus shared filler words.
-    words = {"fruit": "apple pear plum cherry grape", "tool": "hammer saw drill wrench chisel",
-             "bird": "robin crow finch heron owl"}
+    words = {
+        "fruit": "apple pear plum cherry grape",
+        "tool": "hammer saw drill wrench chisel",
+        "bird": "robin crow finch heron owl",
+    }
     path = tmp_path / "data.csv"
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -65,7 +74,16 @@ def test_train_text_csv_with_progress_bar(tmp_path):
             writer.writerow([text, label])
     # Eager here; the stdlib test above covers the compiled step.
     summary, out, err = run(
-        "train_text.py", "--data", str(path), "--epochs", "3", "--buckets", "1024", "--dim", "8", "--no-compile"
+        "train_text.py",
+        "--data",
+        str(path),
+        "--epochs",
+        "3",
+        "--buckets",
+        "1024",
+        "--dim",
+        "8",
+        "--no-compile",
     )
     assert f"data: {path}" in out and "3 classes" in out
     assert "epoch 3/3" in err and "loss=" in err and "tok_s=" in err  # the tqdm bar
@@ -74,8 +92,19 @@ def test_train_text_csv_with_progress_bar(tmp_path):
 
 def test_recommender_learns_planted_signal():
     summary, out, err = run(
-        "recommender.py", "--train", "6000", "--test", "2000", "--items", "1000", "--tags", "200",
-        "--contexts", "50", "--epochs", "2",
+        "recommender.py",
+        "--train",
+        "6000",
+        "--test",
+        "2000",
+        "--items",
+        "1000",
+        "--tags",
+        "200",
+        "--contexts",
+        "50",
+        "--epochs",
+        "2",
     )
     auc, oracle = float(summary["test_auc"]), float(summary["oracle_auc"])
     assert out.count("test_auc=") == 3  # one per epoch, then the summary
@@ -84,15 +113,40 @@ def test_recommender_learns_planted_signal():
 
 
 def test_recommender_compare_dense_prints_both_rates():
-    summary, out, _ = run("recommender.py", "--train", "3000", "--test", "100", "--items", "5000",
-                          "--batch-size", "64", "--compare-dense")
+    summary, out, _ = run(
+        "recommender.py",
+        "--train",
+        "3000",
+        "--test",
+        "100",
+        "--items",
+        "5000",
+        "--batch-size",
+        "64",
+        "--compare-dense",
+    )
     assert float(summary["sparse_steps_per_s"]) > 0 and float(summary["dense_steps_per_s"]) > 0
     assert "sparse tables" in out
 
 
 def test_recommender_dense_flag_learns_too():
-    summary, _, _ = run("recommender.py", "--train", "6000", "--test", "2000", "--items", "1000", "--tags", "200",
-                        "--contexts", "50", "--epochs", "2", "--dense", "--quiet")
+    summary, _, _ = run(
+        "recommender.py",
+        "--train",
+        "6000",
+        "--test",
+        "2000",
+        "--items",
+        "1000",
+        "--tags",
+        "200",
+        "--contexts",
+        "50",
+        "--epochs",
+        "2",
+        "--dense",
+        "--quiet",
+    )
     assert 0.6 <= float(summary["test_auc"]) <= float(summary["oracle_auc"]) + 0.02
 
 

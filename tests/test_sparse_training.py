@@ -17,7 +17,6 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-
 import torch  # noqa: E402  (pinned in the test extra: missing must fail, not skip)
 
 import mlx_embag as meb
@@ -46,7 +45,9 @@ def batches(seed=3, pad=None):
 
 def initial(seed=5):
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((V, D)).astype(np.float32), (rng.standard_normal((1, D)) * 0.5).astype(np.float32)
+    return rng.standard_normal((V, D)).astype(np.float32), (rng.standard_normal((1, D)) * 0.5).astype(
+        np.float32
+    )
 
 
 class Model(nn.Module):
@@ -105,6 +106,7 @@ def mlx_run(opt, kw, pad=None, how="eager"):
             loss, grads = loss_and_grad(model, *batch)
             opt.update(model, grads)
             return loss
+
     losses = []
     for ids, off, psw, y in batches(pad=pad):
         psw = psw if kw["mode"] == "sum" else None
@@ -121,7 +123,9 @@ def mlx_run(opt, kw, pad=None, how="eager"):
 
 def assert_close(got, want, what):
     bad = ~np.isclose(got, want, rtol=RTOL, atol=ATOL)
-    assert not bad.any(), f"{what}: first mismatches at {np.argwhere(bad)[:5].tolist()}: {got[bad][:5]} vs {want[bad][:5]}"
+    assert not bad.any(), (
+        f"{what}: first mismatches at {np.argwhere(bad)[:5].tolist()}: {got[bad][:5]} vs {want[bad][:5]}"
+    )
 
 
 KW = dict(mode="sum")
@@ -131,8 +135,10 @@ OPTIMIZERS = {
     "adagrad": (lambda e, d: [torch.optim.Adagrad(e + d, lr=0.1)], lambda: meb.optimizers.SparseAdagrad(0.1)),
     "sparse_adam": (
         lambda e, d: [torch.optim.SparseAdam(e, lr=0.05), torch.optim.Adam(d, lr=0.05)],
-        lambda: optim.MultiOptimizer([meb.optimizers.SparseAdam(0.05), optim.Adam(0.05, bias_correction=True)],
-                                     [lambda path, g: path.startswith("emb")]),
+        lambda: optim.MultiOptimizer(
+            [meb.optimizers.SparseAdam(0.05), optim.Adam(0.05, bias_correction=True)],
+            [lambda path, g: path.startswith("emb")],
+        ),
     ),
 }
 
@@ -196,7 +202,9 @@ def test_rowwise_adagrad_matches_numpy_oracle():
     want = []
     for ids, off, psw, y in batches():
         emb.zero_grad(), head.zero_grad()
-        pred = head(emb(torch.tensor(ids), torch.tensor(off), per_sample_weights=torch.tensor(psw))).squeeze(-1)
+        pred = head(emb(torch.tensor(ids), torch.tensor(off), per_sample_weights=torch.tensor(psw))).squeeze(
+            -1
+        )
         loss = ((pred - torch.tensor(y)) ** 2).mean()
         loss.backward()
         want.append(loss.item())
@@ -228,8 +236,14 @@ def _torch_grad(module, call):
     return module.weight.grad
 
 
-@pytest.mark.parametrize("kw", [dict(mode="sum"), dict(mode="mean", padding_idx=2),
-                                dict(mode="sum", include_last_offset=True, padding_idx=0)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(mode="sum"),
+        dict(mode="mean", padding_idx=2),
+        dict(mode="sum", include_last_offset=True, padding_idx=0),
+    ],
+)
 def test_to_dense_and_listed_rows_match_pytorch(kw):
     rng = np.random.default_rng(0)
     W0 = rng.standard_normal((V, D)).astype(np.float32)
@@ -240,11 +254,18 @@ def test_to_dense_and_listed_rows_match_pytorch(kw):
     cot = rng.standard_normal((4, D)).astype(np.float32)
     pkw = dict(per_sample_weights=psw) if kw["mode"] == "sum" else {}
     t = torch.nn.EmbeddingBag(V, D, sparse=True, _weight=torch.tensor(W0), **kw)
-    tg = _torch_grad(t, lambda m: m(torch.tensor(ids), torch.tensor(off),
-                                    **{k: torch.tensor(v) for k, v in pkw.items()}) * torch.tensor(cot))
+    tg = _torch_grad(
+        t,
+        lambda m: (
+            m(torch.tensor(ids), torch.tensor(off), **{k: torch.tensor(v) for k, v in pkw.items()})
+            * torch.tensor(cot)
+        ),
+    )
     m = meb.EmbeddingBag(V, D, sparse=True, _weight=mx.array(W0), **kw, **R)
-    g = _grads(m, lambda m: m(mx.array(ids), mx.array(off), **{k: mx.array(v) for k, v in pkw.items()})
-               * mx.array(cot))
+    g = _grads(
+        m,
+        lambda m: m(mx.array(ids), mx.array(off), **{k: mx.array(v) for k, v in pkw.items()}) * mx.array(cot),
+    )
     assert isinstance(g, meb.RowSparseGrad) and g.shape == (V, D) and g.dtype == mx.float32
     assert_close(np.array(g.to_dense()), tg.to_dense().numpy(), "to_dense")
     tc = tg.coalesce()
@@ -284,7 +305,9 @@ def test_scale_grad_by_freq_matches_dense_path_and_counts(layer):
     _, dense = nn.value_and_grad(m, lambda: m(ids).sum())()
     np.testing.assert_allclose(got, np.array(dense["weight"]), rtol=1e-6)
     # NumPy: each occurrence contributes 1 / (occurrences of its row): rows 4, 1, 0 get 1 each.
-    np.testing.assert_allclose(got, np.array([[1] * 3, [1] * 3, [0] * 3, [0] * 3, [1] * 3, [0] * 3]), rtol=1e-6)
+    np.testing.assert_allclose(
+        got, np.array([[1] * 3, [1] * 3, [0] * 3, [0] * 3, [1] * 3, [0] * 3]), rtol=1e-6
+    )
 
 
 def test_without_sparse_modules_it_is_nn_value_and_grad():
@@ -379,8 +402,11 @@ def test_frozen_unused_nested_and_repeated_tables():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.layers = [meb.Embedding(9, 2, sparse=True, **R), meb.Embedding(9, 2, sparse=True, **R),
-                           meb.EmbeddingBag(9, 2, mode="sum", sparse=True, **R)]
+            self.layers = [
+                meb.Embedding(9, 2, sparse=True, **R),
+                meb.Embedding(9, 2, sparse=True, **R),
+                meb.EmbeddingBag(9, 2, mode="sum", sparse=True, **R),
+            ]
             self.layers[2].freeze()
 
         def __call__(self, x):
@@ -411,7 +437,9 @@ def test_eval_of_the_tree_accepts_it_and_sgd_moves_only_the_listed_rows():
     w0 = np.array(m.weight)
     opt.update(m, g)
     w1 = np.array(m.weight)
-    assert np.array_equal(w1[[1, 2]], w0[[1, 2]] - 1) and np.array_equal(np.delete(w1, [1, 2], 0), np.delete(w0, [1, 2], 0))
+    assert np.array_equal(w1[[1, 2]], w0[[1, 2]] - 1) and np.array_equal(
+        np.delete(w1, [1, 2], 0), np.delete(w0, [1, 2], 0)
+    )
 
 
 def test_metal_path_sums_duplicate_rows_like_the_reference_path():

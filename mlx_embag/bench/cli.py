@@ -63,39 +63,75 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlx-embag-bench",
         description="Time and peak memory of embedding_bag: the reference path, the Metal "
-                    "kernels (Apple silicon), the naive MLX composition, a bare mx.take of the "
-                    "same rows, and PyTorch CPU/MPS.")
-    p.add_argument("--shapes", type=_shape_list, default=None,
-                   help="tables VxD, comma-separated (default 1000000x16,100000x64,20000x256)")
-    p.add_argument("--bag-sizes", type=_int_list, default=None,
-                   help="mean bag lengths L (default 1,4,16,64)")
+        "kernels (Apple silicon), the naive MLX composition, a bare mx.take of the "
+        "same rows, and PyTorch CPU/MPS.",
+    )
+    p.add_argument(
+        "--shapes",
+        type=_shape_list,
+        default=None,
+        help="tables VxD, comma-separated (default 1000000x16,100000x64,20000x256)",
+    )
+    p.add_argument("--bag-sizes", type=_int_list, default=None, help="mean bag lengths L (default 1,4,16,64)")
     p.add_argument("--batch", type=int, default=None, help="bags per call B (default 1024)")
     p.add_argument("--modes", type=_choice_list(MODES), default=list(MODES), help="default sum,mean,max")
-    p.add_argument("--layouts", type=_choice_list(LAYOUTS), default=list(LAYOUTS),
-                   help="2d: (B, L) indices; 1d: flat indices + offsets (default both)")
-    p.add_argument("--passes", type=_choice_list(PASSES), default=list(PASSES),
-                   help="fwd and/or fwd+bwd (default both)")
-    p.add_argument("--backends", type=_choice_list(BACKENDS), default=list(BACKENDS),
-                   help="default: every one this machine can run")
+    p.add_argument(
+        "--layouts",
+        type=_choice_list(LAYOUTS),
+        default=list(LAYOUTS),
+        help="2d: (B, L) indices; 1d: flat indices + offsets (default both)",
+    )
+    p.add_argument(
+        "--passes", type=_choice_list(PASSES), default=list(PASSES), help="fwd and/or fwd+bwd (default both)"
+    )
+    p.add_argument(
+        "--backends",
+        type=_choice_list(BACKENDS),
+        default=list(BACKENDS),
+        help="default: every one this machine can run",
+    )
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    p.add_argument("--repeat", type=int, default=MIN_RUNS,
-                   help=f"timed runs per figure, median reported (default and minimum {MIN_RUNS})")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=MIN_RUNS,
+        help=f"timed runs per figure, median reported (default and minimum {MIN_RUNS})",
+    )
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--compile", action="store_true",
-                   help="time the MLX backends under mx.compile (no per-call graph building)")
-    p.add_argument("--torch-threads", type=int, default=None,
-                   help="torch.set_num_threads for the PyTorch CPU baseline (default: torch's)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="time the MLX backends under mx.compile (no per-call graph building)",
+    )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the PyTorch CPU baseline (default: torch's)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bandwidth-gbs", type=float, default=None,
-                   help="memory bandwidth to compare against (default: the Apple chip's, if known)")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes (V=1000, D=16, B=16, L=1,4,16), for a smoke test")
-    p.add_argument("--training", action="store_true",
-                   help="time a training step per optimizer instead: sparse tables (meb.value_and_grad, "
-                        "meb.optimizers) against dense Adam; --shapes sets V (and D), --batch B, the "
-                        "first --bag-sizes L (default 100000x64,4000000x64, B=1024, L=20)")
-    p.add_argument("--training-steps", type=int, default=5,
-                   help="timed steps per --training figure, median reported (default 5, minimum 3)")
+    p.add_argument(
+        "--bandwidth-gbs",
+        type=float,
+        default=None,
+        help="memory bandwidth to compare against (default: the Apple chip's, if known)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny sizes (V=1000, D=16, B=16, L=1,4,16), for a smoke test"
+    )
+    p.add_argument(
+        "--training",
+        action="store_true",
+        help="time a training step per optimizer instead: sparse tables (meb.value_and_grad, "
+        "meb.optimizers) against dense Adam; --shapes sets V (and D), --batch B, the "
+        "first --bag-sizes L (default 100000x64,4000000x64, B=1024, L=20)",
+    )
+    p.add_argument(
+        "--training-steps",
+        type=int,
+        default=5,
+        help="timed steps per --training figure, median reported (default 5, minimum 3)",
+    )
     p.add_argument("--json", metavar="PATH", help="write every measurement and check as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw time vs bag length per backend (matplotlib)")
     return p
@@ -108,14 +144,18 @@ def _refusal(args):
     if args.repeat < MIN_RUNS:
         return f"error: --repeat must be at least {MIN_RUNS} (each figure is a median)"
     if args.plot and pyplot() is None:
-        return ("error: --plot needs matplotlib, which is not installed: "
-                "pip install matplotlib (or pip install 'mlx-embag[examples]')")
+        return (
+            "error: --plot needs matplotlib, which is not installed: "
+            "pip install matplotlib (or pip install 'mlx-embag[examples]')"
+        )
     return None
 
 
 def _print_setup(args, name, bandwidth, backends, notes):
-    print(f"mlx-embag bench: device {name} ({platform.machine()}), mlx {mx.__version__}, "
-          f"default device {mx.default_device()}, median of {args.repeat} runs")
+    print(
+        f"mlx-embag bench: device {name} ({platform.machine()}), mlx {mx.__version__}, "
+        f"default device {mx.default_device()}, median of {args.repeat} runs"
+    )
     if bandwidth is not None:
         print(f"memory bandwidth: {bandwidth:g} GB/s")
     for note in notes:
@@ -138,12 +178,21 @@ def _training(args) -> int:
     shapes = args.shapes or ([(1000, 16), (20000, 16)] if args.quick else [(100_000, 64), (4_000_000, 64)])
     batch = args.batch or (64 if args.quick else 1024)
     bag = (args.bag_sizes or [4 if args.quick else 20])[0]
-    print(f"mlx-embag bench --training: device {device_name()} ({platform.machine()}), mlx {mx.__version__}, "
-          f"D={shapes[0][1]} B={batch} L={bag} sum, median of {args.training_steps} steps "
-          f"after {args.warmup} warm-up")
-    results = run_training([v for v, _ in shapes], dim=shapes[0][1], batch=batch, bag=bag,
-                           repeat=args.training_steps, warmup=args.warmup, seed=args.seed,
-                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(
+        f"mlx-embag bench --training: device {device_name()} ({platform.machine()}), mlx {mx.__version__}, "
+        f"D={shapes[0][1]} B={batch} L={bag} sum, median of {args.training_steps} steps "
+        f"after {args.warmup} warm-up"
+    )
+    results = run_training(
+        [v for v, _ in shapes],
+        dim=shapes[0][1],
+        batch=batch,
+        bag=bag,
+        repeat=args.training_steps,
+        warmup=args.warmup,
+        seed=args.seed,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
     print(format_training(results))
     return 0
 
@@ -164,8 +213,7 @@ def main(argv=None) -> int:
         return 2
     if args.training:
         return _training(args)
-    shapes = args.shapes or ([(1000, 16)] if args.quick else
-                             [(1_000_000, 16), (100_000, 64), (20_000, 256)])
+    shapes = args.shapes or ([(1000, 16)] if args.quick else [(1_000_000, 16), (100_000, 64), (20_000, 256)])
     bag_sizes = args.bag_sizes or ([1, 4, 16] if args.quick else [1, 4, 16, 64])
     batch = args.batch or (16 if args.quick else 1024)
 
@@ -185,10 +233,18 @@ def main(argv=None) -> int:
                 for mode in args.modes:
                     case = Case(V, D, batch, L, layout, mode, args.dtype)
                     log(f"V={V} D={D} B={batch} L={L} {layout} {mode}")
-                    results += run_case(case, backends, args.passes, warmup=args.warmup,
-                                        repeat=args.repeat, seed=args.seed,
-                                        bandwidth=bandwidth, compile=args.compile, log=log,
-                                        skipped=skipped)
+                    results += run_case(
+                        case,
+                        backends,
+                        args.passes,
+                        warmup=args.warmup,
+                        repeat=args.repeat,
+                        seed=args.seed,
+                        bandwidth=bandwidth,
+                        compile=args.compile,
+                        log=log,
+                        skipped=skipped,
+                    )
     checks = check_targets(results)
     print()
     print(format_table(results, backends, bandwidth))
@@ -198,12 +254,21 @@ def main(argv=None) -> int:
         for msg in skipped[:5]:
             print("  " + msg)
     if args.quick:
-        print("(--quick: at tiny sizes the times are mostly Python and graph-building "
-              "overhead; the targets are meant for the default sizes)")
+        print(
+            "(--quick: at tiny sizes the times are mostly Python and graph-building "
+            "overhead; the targets are meant for the default sizes)"
+        )
     if args.json:
-        meta = {"device": name, "machine": platform.machine(), "mlx": mx.__version__,
-                "bandwidth_gbs": bandwidth, "repeat": args.repeat, "notes": notes,
-                "compiled": args.compile, "skipped": skipped}
+        meta = {
+            "device": name,
+            "machine": platform.machine(),
+            "mlx": mx.__version__,
+            "bandwidth_gbs": bandwidth,
+            "repeat": args.repeat,
+            "notes": notes,
+            "compiled": args.compile,
+            "skipped": skipped,
+        }
         write_json(args.json, meta, results, checks)
         print(f"wrote {args.json}")
     if args.plot:

@@ -103,8 +103,9 @@ def _sparse_steps(V, D, batches):
     loss_and_grad = meb.value_and_grad(model, _loss)
     steps = {}
     for name, make in SPARSE.items():
-        opt = optim.MultiOptimizer([make(), optim.Adam(1e-3, bias_correction=True)],
-                                   [lambda path, g: path.startswith("emb")])
+        opt = optim.MultiOptimizer(
+            [make(), optim.Adam(1e-3, bias_correction=True)], [lambda path, g: path.startswith("emb")]
+        )
         steps[f"{name}@{V}"] = _stepper(model, loss_and_grad, opt, batches)
     return steps
 
@@ -120,8 +121,17 @@ def _result(key, m: Measurement):
     return TrainingResult(name, int(V), m.median_s, m.min_s, m.runs, m.peak_bytes)
 
 
-def run_training(sizes, dim=64, batch=1024, bag=20, repeat=5, warmup=2, dense=True, seed=0,
-                 log: Optional[Callable[[str], None]] = None) -> List[TrainingResult]:
+def run_training(
+    sizes,
+    dim=64,
+    batch=1024,
+    bag=20,
+    repeat=5,
+    warmup=2,
+    dense=True,
+    seed=0,
+    log: Optional[Callable[[str], None]] = None,
+) -> List[TrainingResult]:
     """Time one training step per optimizer and table size (rows), sparse and dense.
 
     The sparse steps of every size and optimizer run in turns (:func:`~.timing.measure_interleaved`),
@@ -136,8 +146,16 @@ def run_training(sizes, dim=64, batch=1024, bag=20, repeat=5, warmup=2, dense=Tr
     """
     log = log or (lambda m: None)
     rng = np.random.default_rng(seed)
-    data = {V: [(mx.array(rng.integers(0, V, size=(batch, bag)).astype(np.int32)),
-                 mx.array(rng.standard_normal(batch).astype(np.float32))) for _ in range(4)] for V in sizes}
+    data = {
+        V: [
+            (
+                mx.array(rng.integers(0, V, size=(batch, bag)).astype(np.int32)),
+                mx.array(rng.standard_normal(batch).astype(np.float32)),
+            )
+            for _ in range(4)
+        ]
+        for V in sizes
+    }
     steps = {}
     for V in sizes:
         log(f"training V={V} D={dim} B={batch} L={bag}: sparse optimizers")
@@ -164,11 +182,11 @@ def format_training(results: List[TrainingResult]) -> str:
         >>> print(format_training(rs).splitlines()[-1])
           met SparseAdam peak above table and state <= 64 MiB (measured 0.0 MiB)
     """
-    lines = [f"{'optimizer':>16} {'V':>9} | {'median ms':>10} {'min ms':>9} {'peak MiB':>9}",
-             "-" * 60]
+    lines = [f"{'optimizer':>16} {'V':>9} | {'median ms':>10} {'min ms':>9} {'peak MiB':>9}", "-" * 60]
     for r in results:
-        lines.append(f"{r.optimizer:>16} {r.V:>9} | {1e3 * r.median_s:10.1f} {1e3 * r.min_s:9.1f} "
-                     f"{r.peak_mib:9.1f}")
+        lines.append(
+            f"{r.optimizer:>16} {r.V:>9} | {1e3 * r.median_s:10.1f} {1e3 * r.min_s:9.1f} {r.peak_mib:9.1f}"
+        )
     lines.append("training targets (reference path):")
     lines += [f"  {verdict}" for verdict in training_checks(results)]
     return "\n".join(lines)
@@ -196,12 +214,18 @@ def training_checks(results: List[TrainingResult]) -> List[str]:
             continue
         if large != small and (name, small) in by:
             ratio = big.median_s / by[(name, small)].median_s
-            verdict(ratio <= TARGET_SCALING,
-                    f"{name} V={large} / V={small} step time <= {TARGET_SCALING} (measured {ratio:.2f})")
+            verdict(
+                ratio <= TARGET_SCALING,
+                f"{name} V={large} / V={small} step time <= {TARGET_SCALING} (measured {ratio:.2f})",
+            )
         if (DENSE, large) in by:
             speedup = by[(DENSE, large)].median_s / big.median_s
-            verdict(speedup >= TARGET_SPEEDUP,
-                    f"{name} at V={large} >= {TARGET_SPEEDUP:g}x faster than dense Adam (measured {speedup:.1f}x)")
-        verdict(big.peak_mib <= TARGET_PEAK_MIB,
-                f"{name} peak above table and state <= {TARGET_PEAK_MIB:g} MiB (measured {big.peak_mib:.1f} MiB)")
+            verdict(
+                speedup >= TARGET_SPEEDUP,
+                f"{name} at V={large} >= {TARGET_SPEEDUP:g}x faster than dense Adam (measured {speedup:.1f}x)",
+            )
+        verdict(
+            big.peak_mib <= TARGET_PEAK_MIB,
+            f"{name} peak above table and state <= {TARGET_PEAK_MIB:g} MiB (measured {big.peak_mib:.1f} MiB)",
+        )
     return out
