@@ -7,11 +7,27 @@ Example:
     (2, 4)
 """
 
-from . import backend
+from . import backend, optimizers
+from .autograd import value_and_grad
 from .backend import use_backend
+from .compiled import compiled_step
 from .functional import embedding, embedding_bag
 from .layers import Embedding, EmbeddingBag
+from .sparse_grad import RowSparseGrad, arrays_to_grads, grads_to_arrays
 
-__all__ = ["embedding_bag", "embedding", "EmbeddingBag", "Embedding", "use_backend", "backend"]
+__all__ = [
+    "embedding_bag",
+    "embedding",
+    "EmbeddingBag",
+    "Embedding",
+    "use_backend",
+    "backend",
+    "RowSparseGrad",
+    "value_and_grad",
+    "optimizers",
+    "grads_to_arrays",
+    "arrays_to_grads",
+    "compiled_step",
+]
 # The one place the version is written: pyproject.toml reads it ([tool.hatch.version]).
 __version__ = "0.1.0"

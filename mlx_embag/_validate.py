@@ -233,12 +233,13 @@ def check_per_sample_weights(per_sample_weights, mode, input):
 
 
 def warn_sparse(sparse):
-    """``sparse=True`` is accepted for porting; say once that the gradient is dense."""
+    """Say once that ``sparse=True`` outside :func:`mlx_embag.value_and_grad` gives a dense gradient."""
     if sparse:
         _warn_once(
             "sparse",
-            "sparse=True: MLX has no sparse arrays, so mlx_embag returns a dense gradient "
-            "(same values as PyTorch's sparse gradient, densified).",
+            "sparse=True: under mx.grad or nn.value_and_grad the gradient is dense (same values "
+            "as PyTorch's sparse gradient, densified); mlx_embag.value_and_grad gives a "
+            "row-sparse one (mlx_embag.RowSparseGrad).",
         )
 
 

@@ -43,7 +43,7 @@ def _restore(module, previous, written_id):
     # An earlier write-back of the same trace already stands for the true table.
     origin = mark[1] if mark is not None and mark[0] == id(previous) else previous
     if id(module.get("weight")) == written_id:
-        module.weight = origin
+        module["weight"] = origin
         module.__dict__.pop(_MARK, None)
         warnings.warn(
             f"{type(module).__name__} with max_norm was called inside mx.vmap: the "
@@ -63,7 +63,7 @@ def renormed_for_call(module, input):
     from the backend the call runs on); its gradient flows to the module's
     current ``weight``.
     """
-    previous = module.weight
+    previous = module["weight"]  # not module.weight: that counts as a dense use (autograd.py)
     r = F._renormed_table(input, previous, module.max_norm, module.norm_type, module.backend)
     ref = weakref.ref(module)  # the rule must not keep the module (and its table) alive
     written_id = []

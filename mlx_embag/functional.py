@@ -93,6 +93,99 @@ def _dispatch(op, unsupported, backend, weight, indices, *rest):
     return trim(getattr(reference, op)(*args))
 
 
+def bag_call(
+    input,
+    weight,
+    offsets,
+    max_norm,
+    norm_type,
+    scale_grad_by_freq,
+    mode,
+    sparse,
+    per_sample_weights,
+    include_last_offset,
+    padding_idx,
+    backend,
+    check_indices,
+    deterministic,
+):
+    """:func:`embedding_bag`'s arguments checked and normalised: ``(weight, flat, offsets, psw, spec)``.
+
+    Every argument is required (by name): the public function and the sparse
+    lookups of :mod:`mlx_embag.autograd` pass them all.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> w, flat, off, psw, spec = bag_call(
+        ...     mx.array([[1, 2]]), mx.ones((3, 2)), None, None, 2.0, False, "sum", False,
+        ...     None, False, None, None, None, None)
+        >>> flat.tolist(), spec.bag_size
+        ([1, 2], 2)
+    """
+    weight = check_weight(weight)
+    num_embeddings = weight.shape[0]
+    input = check_indices_array(input)
+    max_norm, norm_type = check_bag_options(
+        mode, max_norm, norm_type, scale_grad_by_freq, sparse, include_last_offset
+    )
+    padding_idx = check_padding_idx(padding_idx, num_embeddings)
+    flat, offsets, num_bags, bag_size = check_bags(input, offsets, include_last_offset)
+    per_sample_weights = check_per_sample_weights(per_sample_weights, mode, input)
+    warn_sparse(sparse)
+    if _backend.resolve_check_indices(check_indices):
+        check_index_values(input, num_embeddings)
+        if offsets is not None:
+            check_offset_values(offsets, flat.size)
+
+    spec = BagSpec(
+        mode=mode,
+        num_bags=num_bags,
+        bag_size=bag_size,
+        include_last_offset=bool(include_last_offset) and input.ndim == 1,
+        padding_idx=padding_idx,
+        max_norm=max_norm,
+        norm_type=norm_type,
+        scale_grad_by_freq=scale_grad_by_freq,
+        deterministic=_backend.resolve_deterministic(deterministic),
+    )
+    return weight, flat, offsets, per_sample_weights, spec
+
+
+def embedding_call(
+    input,
+    weight,
+    padding_idx,
+    max_norm,
+    norm_type,
+    scale_grad_by_freq,
+    sparse,
+    backend,
+    check_indices,
+    deterministic,
+):
+    """:func:`embedding`'s arguments checked and normalised: ``(weight, input, spec)``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> w, idx, spec = embedding_call(mx.array([0]), mx.ones((3, 2)), -1, None, 2.0, False, False,
+        ...                               None, None, None)
+        >>> spec.padding_idx
+        2
+    """
+    weight = check_weight(weight)
+    num_embeddings = weight.shape[0]
+    input = check_indices_array(input)
+    max_norm, norm_type = check_embedding_options(max_norm, norm_type, scale_grad_by_freq, sparse)
+    padding_idx = check_padding_idx(padding_idx, num_embeddings)
+    check_positions(input.size, "input", " * ".join(map(str, input.shape)) or "1")
+    warn_sparse(sparse)
+    if _backend.resolve_check_indices(check_indices):
+        check_index_values(input, num_embeddings)
+    deterministic = _backend.resolve_deterministic(deterministic)
+    spec = EmbSpec(padding_idx, max_norm, norm_type, scale_grad_by_freq, deterministic)
+    return weight, input, spec
+
+
 def embedding_bag(
     input,
     weight,
@@ -144,34 +237,7 @@ def embedding_bag(
         >>> meb.embedding_bag(mx.array([0, 1, 3]), w, mx.array([0, 2]), mode="sum").tolist()
         [[2.0, 4.0], [6.0, 7.0]]
     """
-    weight = check_weight(weight)
-    num_embeddings = weight.shape[0]
-    input = check_indices_array(input)
-    max_norm, norm_type = check_bag_options(
-        mode, max_norm, norm_type, scale_grad_by_freq, sparse, include_last_offset
-    )
-    padding_idx = check_padding_idx(padding_idx, num_embeddings)
-    flat, offsets, num_bags, bag_size = check_bags(input, offsets, include_last_offset)
-    per_sample_weights = check_per_sample_weights(per_sample_weights, mode, input)
-    warn_sparse(sparse)
-    if _backend.resolve_check_indices(check_indices):
-        check_index_values(input, num_embeddings)
-        if offsets is not None:
-            check_offset_values(offsets, flat.size)
-
-    spec = BagSpec(
-        mode=mode,
-        num_bags=num_bags,
-        bag_size=bag_size,
-        include_last_offset=bool(include_last_offset) and input.ndim == 1,
-        padding_idx=padding_idx,
-        max_norm=max_norm,
-        norm_type=norm_type,
-        scale_grad_by_freq=scale_grad_by_freq,
-        deterministic=_backend.resolve_deterministic(deterministic),
-    )
-    args = (weight, flat, offsets, per_sample_weights, spec)
-    return _dispatch("embedding_bag", "unsupported_bag", backend, *args)
+    return _dispatch("embedding_bag", "unsupported_bag", backend, *bag_call(**locals()))
 
 
 def embedding(
@@ -211,15 +277,4 @@ def embedding(
         >>> meb.embedding(mx.array([[2, 0]]), w).tolist()
         [[[4.0, 5.0], [0.0, 1.0]]]
     """
-    weight = check_weight(weight)
-    num_embeddings = weight.shape[0]
-    input = check_indices_array(input)
-    max_norm, norm_type = check_embedding_options(max_norm, norm_type, scale_grad_by_freq, sparse)
-    padding_idx = check_padding_idx(padding_idx, num_embeddings)
-    check_positions(input.size, "input", " * ".join(map(str, input.shape)) or "1")
-    warn_sparse(sparse)
-    if _backend.resolve_check_indices(check_indices):
-        check_index_values(input, num_embeddings)
-    deterministic = _backend.resolve_deterministic(deterministic)
-    spec = EmbSpec(padding_idx, max_norm, norm_type, scale_grad_by_freq, deterministic)
-    return _dispatch("embedding", "unsupported_embedding", backend, weight, input, spec)
+    return _dispatch("embedding", "unsupported_embedding", backend, *embedding_call(**locals()))

@@ -30,6 +30,7 @@ from ._validate import (
     check_weight,
 )
 from ._write_back import renormed_for_call
+from .autograd import active_record, note_weight_read, sparse_lookup
 
 
 def _init_weight(num_embeddings, embedding_dim, padding_idx, _weight, dtype):
@@ -138,25 +139,34 @@ class _Table(nn.Module):
             [f"{self.num_embeddings}, {self.embedding_dim}", *self._options.shown(self._OPTIONS)]
         )
 
-    def _lookup(self, fn, input, *args, **kwargs):
-        """``fn(input, table, *args, **kwargs)`` with the module's options."""
+    def __getattr__(self, key):
+        # meb.value_and_grad must know when a sparse table is also used densely (as_linear,
+        # a penalty): every such use reads the attribute; the module's own code reads self["weight"].
+        if key == "weight":
+            note_weight_read(self)
+        return super().__getattr__(key)
+
+    def _lookup(self, fn, input, **kwargs):
+        """``fn(input, table, **kwargs)`` with the module's options."""
         table = self._table_for_call(input)
         # The table is already renormed here; the write-back keeps it once the call succeeds.
         options = {name: getattr(self._options, name) for name in self._OPTIONS}
-        out = fn(input, table, *args, **kwargs, **{**options, "max_norm": None})
+        call = {"input": input, "weight": table, **kwargs, **options, "max_norm": None}
+        record = active_record(self)
+        out = fn(**call) if record is None else sparse_lookup(record, fn, call)
         self._store(table)
         return out
 
     def _table_for_call(self, input):
         """``weight``, or with ``max_norm`` the renormed table this call uses and stores."""
         if self.max_norm is None:
-            return self.weight
+            return self["weight"]
         return renormed_for_call(self, input)
 
     def _store(self, table):
         # Only once the call has succeeded: a call that raises changes nothing.
-        if table is not self.weight:
-            self.weight = table
+        if table is not self["weight"]:
+            self["weight"] = table  # not self.weight =: nn.Module's setattr reads the attribute first
 
 
 class EmbeddingBag(_Table):
@@ -170,7 +180,8 @@ class EmbeddingBag(_Table):
         norm_type (float): the p of the p-norm for ``max_norm``.
         scale_grad_by_freq (bool): divide row gradients by their count in the input.
         mode (str): ``"sum"``, ``"mean"`` or ``"max"``.
-        sparse (bool): accepted for porting; gradients are dense.
+        sparse (bool): under :func:`mlx_embag.value_and_grad` the table's gradient is a
+            :class:`mlx_embag.RowSparseGrad` (for :mod:`mlx_embag.optimizers`); dense elsewhere.
         _weight (array, optional): an initial table, kept as given.
         include_last_offset (bool): offsets carry a final end offset.
         padding_idx (int, optional): a row excluded from bags and gradients
@@ -221,7 +232,7 @@ class EmbeddingBag(_Table):
         self._build(locals())
 
     def __call__(self, input, offsets=None, per_sample_weights=None):
-        return self._lookup(F.embedding_bag, input, offsets, per_sample_weights=per_sample_weights)
+        return self._lookup(F.embedding_bag, input, offsets=offsets, per_sample_weights=per_sample_weights)
 
     @classmethod
     def from_pretrained(
@@ -259,7 +270,8 @@ class Embedding(_Table):
             (written back into ``weight`` after each call).
         norm_type (float): the p of the p-norm for ``max_norm``.
         scale_grad_by_freq (bool): divide row gradients by their count in the input.
-        sparse (bool): accepted for porting; gradients are dense.
+        sparse (bool): under :func:`mlx_embag.value_and_grad` the table's gradient is a
+            :class:`mlx_embag.RowSparseGrad` (for :mod:`mlx_embag.optimizers`); dense elsewhere.
         _weight (array, optional): an initial table, kept as given.
         _freeze (bool): freeze the table.
         dtype: the table's dtype.

@@ -141,3 +141,31 @@ def test_a_failing_backend_is_reported_not_fatal(monkeypatch, tmp_path, capsys):
     assert {r["backend"] for r in data["results"]} == {"reference", "take"}
     assert any("metal fwd: failed (RuntimeError: no kernels)" in m for m in data["meta"]["skipped"])
     assert "could not run" in capsys.readouterr().out
+
+
+def test_training_run_times_every_optimizer_and_checks_the_targets(capsys):
+    argv = [
+        "--training",
+        "--shapes",
+        "200x8,400x8",
+        "--batch",
+        "8",
+        "--bag-sizes",
+        "3",
+        "--training-steps",
+        "3",
+        "--warmup",
+        "1",
+    ]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    for name in ("SparseSGD", "SparseAdagrad", "SparseAdam", "RowWiseAdagrad", "Adam (dense)"):
+        assert out.count(f"{name} ") >= 2, name  # one row per table size
+    assert "training targets (reference path):" in out
+    assert "SparseAdam V=400 / V=200 step time <= 1.5" in out
+    assert "SparseAdam at V=400 >= 30x faster than dense Adam" in out
+
+
+def test_training_refuses_fewer_than_three_steps(capsys):
+    assert bench.main(["--training", "--training-steps", "2"]) == 2
+    assert "--training-steps" in capsys.readouterr().err

@@ -13,17 +13,32 @@ from mlx_embag import (
     _scatter,
     _settings,
     _validate,
+    autograd,
     backend,
     bench,
+    compiled,
     emulator,
     functional,
     kernels,
     launchers,
     layers,
     metal_ops,
+    optimizers,
     reference,
+    sparse_grad,
 )
-from mlx_embag.bench import cli, contenders, hardware, report, results, runner, targets, timing, workloads
+from mlx_embag.bench import (
+    cli,
+    contenders,
+    hardware,
+    report,
+    results,
+    runner,
+    targets,
+    timing,
+    training,
+    workloads,
+)
 from mlx_embag.emulator import _tokens as emulator_tokens
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
@@ -33,7 +48,7 @@ from mlx_embag.emulator import vectors as emulator_vectors
 
 # The benchmark's modules; the package itself only re-exports them (its __all__ names
 # constants too, which carry no docstring of their own).
-BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, timing, workloads]
+BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, timing, training, workloads]
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
 MODULES = [
@@ -59,6 +74,10 @@ MODULES = [
     *BENCH_MODULES,
     _settings,
     _validate,
+    sparse_grad,
+    autograd,
+    optimizers,
+    compiled,
 ]
 
 # Modules every public function and class of which must carry a `>>>` example.
@@ -71,6 +90,10 @@ PUBLIC_MODULES = [
     _scatter,
     _embag_common,
     emulator,
+    sparse_grad,
+    autograd,
+    optimizers,
+    compiled,
     *BENCH_MODULES,
 ]
 

@@ -112,6 +112,44 @@ def test_recommender_learns_planted_signal():
     assert 0.6 <= auc <= oracle + 0.02, out  # learnt something, cannot beat the true probabilities by much
 
 
+def test_recommender_compare_dense_prints_both_rates():
+    summary, out, _ = run(
+        "recommender.py",
+        "--train",
+        "3000",
+        "--test",
+        "100",
+        "--items",
+        "5000",
+        "--batch-size",
+        "64",
+        "--compare-dense",
+    )
+    assert float(summary["sparse_steps_per_s"]) > 0 and float(summary["dense_steps_per_s"]) > 0
+    assert "sparse tables" in out
+
+
+def test_recommender_dense_flag_learns_too():
+    summary, _, _ = run(
+        "recommender.py",
+        "--train",
+        "6000",
+        "--test",
+        "2000",
+        "--items",
+        "1000",
+        "--tags",
+        "200",
+        "--contexts",
+        "50",
+        "--epochs",
+        "2",
+        "--dense",
+        "--quiet",
+    )
+    assert 0.6 <= float(summary["test_auc"]) <= float(summary["oracle_auc"]) + 0.02
+
+
 def test_compare_backends_agree():
     summary, out, _ = run("compare_backends.py", "--reps", "1")
     tol = float(summary["tolerance"])

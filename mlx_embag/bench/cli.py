@@ -119,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick", action="store_true", help="tiny sizes (V=1000, D=16, B=16, L=1,4,16), for a smoke test"
     )
+    p.add_argument(
+        "--training",
+        action="store_true",
+        help="time a training step per optimizer instead: sparse tables (meb.value_and_grad, "
+        "meb.optimizers) against dense Adam; --shapes sets V (and D), --batch B, the "
+        "first --bag-sizes L (default 100000x64,4000000x64, B=1024, L=20)",
+    )
+    p.add_argument(
+        "--training-steps",
+        type=int,
+        default=5,
+        help="timed steps per --training figure, median reported (default 5, minimum 3)",
+    )
     p.add_argument("--json", metavar="PATH", help="write every measurement and check as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw time vs bag length per backend (matplotlib)")
     return p
@@ -126,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _refusal(args):
     # Checked before any timing, so a bad flag costs nothing.
+    if args.training:
+        return "error: --training-steps must be at least 3" if args.training_steps < 3 else None
     if args.repeat < MIN_RUNS:
         return f"error: --repeat must be at least {MIN_RUNS} (each figure is a median)"
     if args.plot and pyplot() is None:
@@ -157,6 +172,31 @@ def _print_setup(args, name, bandwidth, backends, notes):
         print("MLX backends timed under mx.compile")
 
 
+def _training(args) -> int:
+    from .training import format_training, run_training
+
+    shapes = args.shapes or ([(1000, 16), (20000, 16)] if args.quick else [(100_000, 64), (4_000_000, 64)])
+    batch = args.batch or (64 if args.quick else 1024)
+    bag = (args.bag_sizes or [4 if args.quick else 20])[0]
+    print(
+        f"mlx-embag bench --training: device {device_name()} ({platform.machine()}), mlx {mx.__version__}, "
+        f"D={shapes[0][1]} B={batch} L={bag} sum, median of {args.training_steps} steps "
+        f"after {args.warmup} warm-up"
+    )
+    results = run_training(
+        [v for v, _ in shapes],
+        dim=shapes[0][1],
+        batch=batch,
+        bag=bag,
+        repeat=args.training_steps,
+        warmup=args.warmup,
+        seed=args.seed,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    print(format_training(results))
+    return 0
+
+
 def main(argv=None) -> int:
     """Entry point of ``python -m mlx_embag.bench`` and ``mlx-embag-bench``; returns 0.
 
@@ -171,6 +211,8 @@ def main(argv=None) -> int:
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
+    if args.training:
+        return _training(args)
     shapes = args.shapes or ([(1000, 16)] if args.quick else [(1_000_000, 16), (100_000, 64), (20_000, 256)])
     bag_sizes = args.bag_sizes or ([1, 4, 16] if args.quick else [1, 4, 16, 64])
     batch = args.batch or (16 if args.quick else 1024)
