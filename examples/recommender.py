@@ -23,6 +23,11 @@ set). Everything is seeded; sizes come from flags.
     python examples/recommender.py --train 200000 --epochs 5
 
 The last line printed is ``test_auc=<auc> oracle_auc=<auc>``.
+
+Real data, downloaded once (see ``real_data.py``): ``--dataset movielens-100k``
+runs ``movielens.py`` (rating prediction, ``test_rmse=...``) and ``--dataset
+adult`` runs ``ctr.py`` (a DLRM on UCI Adult, ``test_accuracy=... test_auc=...``);
+each takes its own flags (``--dataset adult --help``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import mlx.optimizers as optim
 import numpy as np
 
 import mlx_embag as meb
+from training import roc_auc
 
 try:
     from tqdm import tqdm
@@ -107,22 +113,6 @@ class ClickLog:
         return dict(history=history, tags=tags, context=context, dense=dense), clicks, prob
 
 
-def roc_auc(scores, labels):
-    """Area under the ROC curve (Mann-Whitney U with averaged ranks for ties)."""
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # Ties share the mean of the ranks they span.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    mean_rank = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(mean_rank, counts)
-    pos = labels > 0.5
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 class DLRM(nn.Module):
     """One EmbeddingBag per categorical feature, concatenated with dense features into an MLP."""
 
@@ -184,8 +174,24 @@ def batches(features, clicks, batch_size, order, min_pad=256):
         yield b, mx.array(y), mx.array(mask), n
 
 
+DATASETS = ("synthetic", "movielens-100k", "adult")
+
+
 def main(argv=None):
+    # The real data sets have their own models and flags: hand the command line to their scripts.
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    dataset = first.parse_known_args(argv)[0].dataset
+    if dataset == "movielens-100k":
+        import movielens
+        return movielens.main(argv)
+    if dataset == "adult":
+        import ctr
+        return ctr.main(argv)
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=DATASETS, default="synthetic",
+                   help="synthetic: this click model; movielens-100k, adult: real data (their own flags, see --dataset X --help)")
     p.add_argument("--train", type=int, default=100_000, help="training examples")
     p.add_argument("--test", type=int, default=10_000, help="test examples")
     p.add_argument("--items", type=int, default=20_000, help="item vocabulary (history bags)")
