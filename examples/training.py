@@ -1,4 +1,5 @@
-"""What the training examples share: ROC AUC and an epoch loop with progress bars
+"""What the real-data training examples share: their common flags, a compiled
+training step, padded batches, ROC AUC and an epoch loop with progress bars
 that selects the epoch on a validation split. Not an example on its own.
 """
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 import time
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
@@ -14,6 +16,48 @@ try:
     from tqdm import tqdm
 except ImportError:  # tqdm comes with the `examples` extra; run without a bar if absent.
     tqdm = None
+
+
+def add_common_flags(p, data_dir_help, env_dir):
+    """The flags every real-data example takes, after its own."""
+    p.add_argument("--data-dir", help=f"{data_dir_help}where the wheel holding the data is cached (default: ${env_dir} or ~/.cache/mlx-embag)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training part held out for model selection")
+    p.add_argument("--backend", default=None, choices=["auto", "metal", "reference"], help="mlx_embag backend (metal without a Mac: the emulator, with --no-compile)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, the initialisation and the batch order")
+    p.add_argument("--no-compile", action="store_true", help="run the training step eagerly")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def training_step(model, optimizer, loss_fn, compile=True):
+    """``(step, state)``: ``step(*batch)`` takes one optimizer step on ``loss_fn(model, *batch)``.
+
+    Compiled, the model and the optimizer change inside the step, so both are
+    declared as its state; pass ``state`` to ``mx.compile`` for anything else
+    that reads the model.
+    """
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    state = [model.state, optimizer.state]
+
+    def step(*batch):
+        loss, grads = loss_and_grad(model, *batch)
+        optimizer.update(model, grads)
+        return loss
+
+    return (mx.compile(step, inputs=state, outputs=state) if compile else step), state
+
+
+def padded_batches(rows, batch_size, *columns):
+    """``((column[rows] batch, ..., mask), n, n)`` per batch of ``rows``, as ``mx.array``s.
+
+    Every batch has ``batch_size`` rows, so one compiled graph serves all: a
+    short last batch repeats its first row, and ``mask`` is 0 there.
+    """
+    for start in range(0, len(rows), batch_size):
+        idx = rows[start : start + batch_size]
+        n = len(idx)
+        padded = np.concatenate([idx, np.full(batch_size - n, idx[0])])
+        mask = (np.arange(batch_size) < n).astype(np.float32)
+        yield tuple(mx.array(c[padded]) for c in columns) + (mx.array(mask),), n, n
 
 
 def roc_auc(scores, labels):
@@ -56,7 +100,7 @@ def fit(model, state, step, epoch_batches, *, epochs, total, quiet, unit="ex",
             if bar is not None:
                 postfix = dict(loss=f"{loss_sum / seen:.4f}")
                 if rate_unit:
-                    postfix[rate_unit] = f"{done / (time.perf_counter() - start):,.0f}"
+                    postfix[f"{rate_unit}_s"] = f"{done / (time.perf_counter() - start):,.0f}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(n)
         if bar is not None:
