@@ -126,15 +126,14 @@ def movielens_100k(directory=None) -> dict:
     ratings = read_table("MovieLens100k_data", directory)
     items = read_table("MovieLens100k_items", directory)
     users = read_table("MovieLens100k_users", directory)
-    user_ids = np.asarray(users.column("user_id"))
-    item_ids = np.asarray(items.column("movie_id"))
-    user_order, item_order = np.argsort(user_ids), np.argsort(item_ids)
-    user_ids, item_ids = user_ids[user_order], item_ids[item_order]
-    user = np.searchsorted(user_ids, np.asarray(ratings.column("user_id")))
-    item = np.searchsorted(item_ids, np.asarray(ratings.column("movie_id")))
-    if (user_ids[np.minimum(user, len(user_ids) - 1)] != np.asarray(ratings.column("user_id"))).any() or \
-            (item_ids[np.minimum(item, len(item_ids) - 1)] != np.asarray(ratings.column("movie_id"))).any():
+    user_ids, item_ids = np.asarray(users.column("user_id")), np.asarray(items.column("movie_id"))
+    rated_by, rated = np.asarray(ratings.column("user_id")), np.asarray(ratings.column("movie_id"))
+    if not (np.isin(rated_by, user_ids).all() and np.isin(rated, item_ids).all()):
         raise ValueError("MovieLens100k_data names a user or movie missing from the users or items file")
+    # Row k of every per-user (per-movie) array is the user (movie) with the k-th smallest id.
+    user_order, item_order = np.argsort(user_ids), np.argsort(item_ids)
+    user = np.searchsorted(user_ids[user_order], rated_by)
+    item = np.searchsorted(item_ids[item_order], rated)
     genres = np.stack([np.asarray(items.column(g)) for g in MOVIELENS_GENRES], axis=1)[item_order]
     gender, gender_vocab = _codes(_strings(users, "gender")[user_order])
     occupation, occupation_vocab = _codes(_strings(users, "occupation")[user_order])

@@ -206,8 +206,9 @@ def main(argv=None):
     if real:
         train, val, test = clothing_reviews(args.data_dir, args.seed, args.test_fraction, args.val_fraction)
         if args.limit:
-            train, val, test = (rows[: max(1, args.limit * len(rows) // (len(train) + len(val) + len(test)))]
-                                for rows in (train, val, test))
+            # The same share of each split, so all three stay non-empty.
+            share = args.limit / (len(train) + len(val) + len(test))
+            train, val, test = (rows[: max(1, int(share * len(rows)))] for rows in (train, val, test))
         pairs = train + val + test
         source = "Women's Clothing E-Commerce Reviews (title + text; recommended or not)"
     else:
