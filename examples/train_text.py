@@ -4,7 +4,8 @@ The model is fastText's: every document becomes a bag of hashed word and
 word-bigram ids, ``EmbeddingBag(mode="mean")`` averages their vectors, and one
 ``nn.Linear`` maps the average to class scores. Training uses
 ``nn.value_and_grad``, an ``mlx.optimizers`` optimizer and a step compiled with
-``mx.compile(..., inputs=state, outputs=state)``.
+``mx.compile(..., inputs=state, outputs=state)`` (built by ``training.training_step``,
+which the real-data examples share).
 
 Default data needs no download: the docstrings of Python's own standard library
 (parsed with ``ast``, never imported), labelled with their top-level module
