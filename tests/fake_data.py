@@ -79,7 +79,7 @@ def adult(rng, rows=1500):
     """The census table; income depends on education, marital status and age."""
     columns = {name: rng.integers(0, len(values), rows) for name, values in ADULT_VALUES.items()}
     age = rng.integers(17, 90, rows)
-    logit = -2.5 + 1.5 * (columns["education"] >= 1) + 2.0 * (columns["marital-status"] == 0) + 0.03 * (age - 40)
+    logit = -3.5 + 3.0 * (columns["education"] >= 1) + 3.0 * (columns["marital-status"] == 0) + 0.03 * (age - 40)
     rich = rng.random(rows) < 1 / (1 + np.exp(-logit))
     # The original test file's labels end in "." and the packaged file keeps a few of them.
     income = np.where(rich, ">50K", "<=50K").astype(object)

@@ -122,7 +122,7 @@ def test_movielens_learns_planted_tastes(fake_wheel):
 
 def test_adult_dlrm_finds_planted_income_signal(fake_wheel):
     folder, _ = fake_wheel
-    summary, out, err = run("recommender.py", "--dataset", "adult", "--data-dir", str(folder), "--epochs", "6", "--hidden", "16")
+    summary, out, err = run("recommender.py", "--dataset", "adult", "--data-dir", str(folder), "--epochs", "6", "--hidden", "16", "--batch-size", "64")
     assert "chosen on validation: epoch" in out and "epoch 1/6" in err  # the tqdm bar
     assert float(summary["test_auc"]) >= 0.7 and float(summary["test_accuracy"]) >= 0.6, out
 
