@@ -100,8 +100,15 @@ def run_backend(backend, ids, offsets, weight, g, psw, case, reps):
     psw = None if psw is None else mx.array(psw)
 
     def loss(weight, psw):
-        out = meb.embedding_bag(ids, weight, offsets, mode=case["mode"], per_sample_weights=psw,
-                                padding_idx=case["padding_idx"], backend=backend)
+        out = meb.embedding_bag(
+            ids,
+            weight,
+            offsets,
+            mode=case["mode"],
+            per_sample_weights=psw,
+            padding_idx=case["padding_idx"],
+            backend=backend,
+        )
         return (out * g).sum(), out
 
     # MLX returns a bare array, not a 1-tuple, for a single argnum.
@@ -120,23 +127,38 @@ def run_backend(backend, ids, offsets, weight, g, psw, case, reps):
 
 def max_diff(a, b):
     """Largest absolute difference over matching (output, dweight, dpsw) triples."""
-    return max(float(np.abs(np.asarray(x, np.float64) - y).max(initial=0.0)) for x, y in zip(a, b) if x is not None)
+    return max(
+        float(np.abs(np.asarray(x, np.float64) - y).max(initial=0.0)) for x, y in zip(a, b) if x is not None
+    )
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--size", choices=sorted(SIZES), help="problem size (default: large with a Metal GPU, tiny otherwise)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--size", choices=sorted(SIZES), help="problem size (default: large with a Metal GPU, tiny otherwise)"
+    )
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per backend (median reported)")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed (float32), scaled by the output's magnitude")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="max abs difference allowed (float32), scaled by the output's magnitude",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-metal", action="store_true", help="check only the reference path (skip Metal and the emulator)")
+    p.add_argument(
+        "--no-metal", action="store_true", help="check only the reference path (skip Metal and the emulator)"
+    )
     args = p.parse_args(argv)
 
     kind, note = (None, "skipped (--no-metal)") if args.no_metal else metal_side()
     print(f"metal: {note}")
     size = SIZES[args.size or ("large" if kind == "gpu" else "tiny")]
     V, D, B, L = size
-    print(f"size: {V} x {D} table, {B} bags of 0..{L} ids; MLX {mx.__version__}, default device {mx.default_device()}")
+    print(
+        f"size: {V} x {D} table, {B} bags of 0..{L} ids; MLX {mx.__version__}, default device {mx.default_device()}"
+    )
     rng = np.random.default_rng(args.seed)
 
     worst_ref, worst_metal, worst_tol, agree = 0.0, None, 0.0, True
@@ -164,9 +186,13 @@ def main(argv=None):
 
     metal_diff = "n/a" if worst_metal is None else f"{worst_metal:.2e}"
     verdict = "agree" if agree else "DISAGREE"
-    print(f"{verdict}: reference vs NumPy {worst_ref:.2e}, Metal vs reference {metal_diff} (tolerance {worst_tol:.0e})")
-    print(f"reference_vs_numpy={worst_ref:.3e} metal_vs_reference={metal_diff} tolerance={worst_tol:.3e} "
-          f"agree={agree} metal={kind or 'unavailable'}")
+    print(
+        f"{verdict}: reference vs NumPy {worst_ref:.2e}, Metal vs reference {metal_diff} (tolerance {worst_tol:.0e})"
+    )
+    print(
+        f"reference_vs_numpy={worst_ref:.3e} metal_vs_reference={metal_diff} tolerance={worst_tol:.3e} "
+        f"agree={agree} metal={kind or 'unavailable'}"
+    )
     return 0 if agree else 1
 
 

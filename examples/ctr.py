@@ -29,10 +29,10 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-
-import mlx_embag as meb
 import real_data
 from training import add_common_flags, fit, padded_batches, roc_auc, training_step
+
+import mlx_embag as meb
 
 # Heavy-tailed counts (dollars, sampling weights) are squashed before standardising.
 LOG_COLUMNS = ("fnlwgt", "capital-gain", "capital-loss")
@@ -47,15 +47,20 @@ class DLRM(nn.Module):
         self.table = meb.Embedding(int(sum(field_sizes)), dim, backend=backend)
         # N(0, 1) rows (PyTorch's init) would make the dot products dominate at the start.
         self.table.weight = 0.1 * self.table.weight
-        self.bottom = nn.Sequential(nn.Linear(num_numeric, hidden), nn.ReLU(), nn.Linear(hidden, dim), nn.ReLU())
+        self.bottom = nn.Sequential(
+            nn.Linear(num_numeric, hidden), nn.ReLU(), nn.Linear(hidden, dim), nn.ReLU()
+        )
         vectors = len(field_sizes) + 1
         self._pairs = mx.array(np.array(np.triu_indices(vectors, k=1)).astype(np.int32))
-        self.top = nn.Sequential(nn.Linear(vectors * (vectors - 1) // 2 + dim, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 1))
+        self.top = nn.Sequential(
+            nn.Linear(vectors * (vectors - 1) // 2 + dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
 
     def __call__(self, codes, numeric):
         dense = self.bottom(numeric)
-        x = mx.concatenate([self.table(codes + self._field_offsets), dense[:, None]], axis=1)  # (B, fields+1, dim)
+        x = mx.concatenate(
+            [self.table(codes + self._field_offsets), dense[:, None]], axis=1
+        )  # (B, fields+1, dim)
         dots = x @ x.transpose(0, 2, 1)
         pairs = dots[:, self._pairs[0], self._pairs[1]]
         return self.top(mx.concatenate([pairs, dense], axis=1)).squeeze(-1)
@@ -72,13 +77,18 @@ def numeric_features(numeric, train):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="recommender.py --dataset adult", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="recommender.py --dataset adult",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--dataset", choices=["adult"], default="adult")
     p.add_argument("--dim", type=int, default=8, help="embedding dimension")
     p.add_argument("--hidden", type=int, default=64, help="width of the MLPs")
     p.add_argument("--epochs", type=int, default=40, help="most epochs; the validation split picks the epoch")
-    p.add_argument("--patience", type=int, default=4, help="stop after this many epochs without a better validation AUC")
+    p.add_argument(
+        "--patience", type=int, default=4, help="stop after this many epochs without a better validation AUC"
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--test-fraction", type=float, default=1 / 3)
@@ -91,9 +101,11 @@ def main(argv=None):
     train, val, test = real_data.split(len(label), args.seed, args.test_fraction, args.val_fraction)
     codes, numeric = data["categorical"], numeric_features(data["numeric"], train)
     field_sizes = [len(data["vocab"][name]) for name in real_data.ADULT_CATEGORICAL]
-    print(f"data: UCI Adult, {len(label):,} people, {len(field_sizes)} categorical fields ({sum(field_sizes)} values), "
-          f"{numeric.shape[1]} numeric; {len(train):,} train / {len(val):,} validation / {len(test):,} test, "
-          f"{label[train].mean():.1%} earn >50K; loaded in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"data: UCI Adult, {len(label):,} people, {len(field_sizes)} categorical fields ({sum(field_sizes)} values), "
+        f"{numeric.shape[1]} numeric; {len(train):,} train / {len(val):,} validation / {len(test):,} test, "
+        f"{label[train].mean():.1%} earn >50K; loaded in {time.perf_counter() - t0:.1f} s"
+    )
 
     mx.random.seed(args.seed)
     model = DLRM(field_sizes, numeric.shape[1], args.dim, args.hidden, backend=args.backend)
@@ -113,19 +125,34 @@ def main(argv=None):
     y = label.astype(np.float32)
 
     def predict(rows):
-        out = [np.array(scores(c, x))[:n] for (c, x, _, _), n, _ in padded_batches(rows, args.batch_size, codes, numeric, y)]
+        out = [
+            np.array(scores(c, x))[:n]
+            for (c, x, _, _), n, _ in padded_batches(rows, args.batch_size, codes, numeric, y)
+        ]
         return np.concatenate(out)
 
     rng = np.random.default_rng(args.seed)
-    epoch, val_auc = fit(model, state, step, lambda: padded_batches(rng.permutation(train), args.batch_size, codes, numeric, y),
-                         epochs=args.epochs, total=len(train), quiet=args.quiet, unit="ex",
-                         evaluate=lambda: roc_auc(predict(val), label[val]), metric="val_auc", patience=args.patience)
+    epoch, val_auc = fit(
+        model,
+        state,
+        step,
+        lambda: padded_batches(rng.permutation(train), args.batch_size, codes, numeric, y),
+        epochs=args.epochs,
+        total=len(train),
+        quiet=args.quiet,
+        unit="ex",
+        evaluate=lambda: roc_auc(predict(val), label[val]),
+        metric="val_auc",
+        patience=args.patience,
+    )
     p_test = predict(test)
     accuracy = float(np.mean((p_test > 0.5) == label[test]))
     auc = roc_auc(p_test, label[test])
-    print(f"chosen on validation: epoch {epoch} (val_auc={val_auc:.4f}); test accuracy {accuracy:.1%} "
-          f"(always '<=50K': {1 - label[test].mean():.1%}; logistic regression ~85 %, boosted trees ~87 %), "
-          f"test AUC {auc:.4f}; total {time.perf_counter() - t0:.0f} s")
+    print(
+        f"chosen on validation: epoch {epoch} (val_auc={val_auc:.4f}); test accuracy {accuracy:.1%} "
+        f"(always '<=50K': {1 - label[test].mean():.1%}; logistic regression ~85 %, boosted trees ~87 %), "
+        f"test AUC {auc:.4f}; total {time.perf_counter() - t0:.0f} s"
+    )
     print(f"test_accuracy={accuracy:.4f} test_auc={auc:.4f}")
     return accuracy, auc
 

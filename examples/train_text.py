@@ -46,10 +46,10 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-
-import mlx_embag as meb
 import real_data
 from training import add_common_flags, fit, roc_auc, training_step
+
+import mlx_embag as meb
 
 TOKEN = re.compile(r"[a-z0-9_]+")
 # Not labels: the test suite covers every module, and private modules mirror public ones.
@@ -163,7 +163,9 @@ class FastText(nn.Module):
     def __init__(self, buckets: int, dim: int, num_classes: int, backend=None):
         super().__init__()
         # padding_idx=0: id 0 pads empty texts and is left out of every mean.
-        self.bag = meb.EmbeddingBag(buckets, dim, mode="mean", include_last_offset=True, padding_idx=0, backend=backend)
+        self.bag = meb.EmbeddingBag(
+            buckets, dim, mode="mean", include_last_offset=True, padding_idx=0, backend=backend
+        )
         self.out = nn.Linear(dim, num_classes)
 
     def __call__(self, ids, offsets):
@@ -176,24 +178,47 @@ def clothing_reviews(data_dir, seed, test_fraction, val_fraction):
     # Some reviews have no title and a few no text: the two are simply joined.
     texts = [f"{title} {text}".strip() for title, text in zip(data["title"], data["text"])]
     labels = ["recommended" if y else "not recommended" for y in data["label"]]
-    return [[(texts[i], labels[i]) for i in rows]
-            for rows in real_data.split(len(texts), seed, test_fraction, val_fraction)]
+    return [
+        [(texts[i], labels[i]) for i in rows]
+        for rows in real_data.split(len(texts), seed, test_fraction, val_fraction)
+    ]
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=["stdlib", "clothing-reviews"], default="stdlib",
-                   help="stdlib: Python's docstrings (no download); clothing-reviews: real reviews, downloaded once")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--dataset",
+        choices=["stdlib", "clothing-reviews"],
+        default="stdlib",
+        help="stdlib: Python's docstrings (no download); clothing-reviews: real reviews, downloaded once",
+    )
     p.add_argument("--data", help="CSV file with columns text,label (instead of --dataset)")
     p.add_argument("--classes", type=int, default=12, help="stdlib modules used as labels")
-    p.add_argument("--limit", type=int, default=0, help="use at most this many texts (0: all); for quick tests")
+    p.add_argument(
+        "--limit", type=int, default=0, help="use at most this many texts (0: all); for quick tests"
+    )
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--buckets", type=int, default=1 << 16, help="hash buckets (rows of the table)")
     p.add_argument("--dim", type=int, default=64, help="embedding dimension")
     p.add_argument("--max-tokens", type=int, default=200, help="words kept per text")
-    p.add_argument("--epochs", type=int, help="most epochs (default: 8; clothing-reviews 5, the validation split picks one)")
-    p.add_argument("--patience", type=int, default=2, help="clothing-reviews: stop after this many epochs without a better validation AUC")
-    p.add_argument("--batch-size", type=int, help="default: 64; clothing-reviews 128 (a step updates the whole table: fewer, larger steps)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="most epochs (default: 8; clothing-reviews 5, the validation split picks one)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=2,
+        help="clothing-reviews: stop after this many epochs without a better validation AUC",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="default: 64; clothing-reviews 128 (a step updates the whole table: fewer, larger steps)",
+    )
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
     add_common_flags(p, "clothing-reviews: ", real_data.ENV_DIR)
     args = p.parse_args(argv)
@@ -223,13 +248,18 @@ def main(argv=None):
         sys.exit("need texts on both sides of the split; add data or change --test-fraction")
     names = sorted({label for _, label in pairs})
     label_id = {name: i for i, name in enumerate(names)}
-    feats = lambda rows: [np.array(featurize(t, args.buckets, args.max_tokens), dtype=np.int32) for t, _ in rows]
+    feats = lambda rows: [
+        np.array(featurize(t, args.buckets, args.max_tokens), dtype=np.int32) for t, _ in rows
+    ]
     labels = lambda rows: np.array([label_id[l] for _, l in rows], dtype=np.int32)
     train_x, val_x, test_x = feats(train), feats(val), feats(test)
     train_y, val_y, test_y = labels(train), labels(val), labels(test)
-    print(f"data: {source}: {len(train)} train / " + (f"{len(val)} validation / " if real else "") +
-          f"{len(test)} test texts, {len(names)} classes "
-          f"({', '.join(names[:12])}{', ...' if len(names) > 12 else ''}); loaded in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"data: {source}: {len(train)} train / "
+        + (f"{len(val)} validation / " if real else "")
+        + f"{len(test)} test texts, {len(names)} classes "
+        f"({', '.join(names[:12])}{', ...' if len(names) > 12 else ''}); loaded in {time.perf_counter() - t0:.1f} s"
+    )
 
     model = FastText(args.buckets, args.dim, len(names), backend=args.backend)
     optimizer = optim.Adam(learning_rate=args.lr)
@@ -249,26 +279,42 @@ def main(argv=None):
     pad_to = 2048
 
     def predict(docs, labels):
-        out = [np.array(probabilities(ids, offsets))[:n]
-               for (ids, offsets, _, _), n, _ in batches(docs, labels, args.batch_size, np.arange(len(docs)), pad_to)]
+        out = [
+            np.array(probabilities(ids, offsets))[:n]
+            for (ids, offsets, _, _), n, _ in batches(
+                docs, labels, args.batch_size, np.arange(len(docs)), pad_to
+            )
+        ]
         return np.concatenate(out)
 
     # Binary labels: the AUC of the second class's probability ("recommended" sorts after "not ...").
     auc_of = lambda docs, labels: roc_auc(predict(docs, labels)[:, 1], labels)
     rng = np.random.default_rng(args.seed)
-    epoch, val_auc = fit(model, state, step, lambda: batches(train_x, train_y, args.batch_size, rng.permutation(len(train_x)), pad_to),
-                         epochs=args.epochs, total=len(train_x), quiet=args.quiet, unit="doc", rate_unit="tok",
-                         evaluate=(lambda: auc_of(val_x, val_y)) if real else None, metric="val_auc",
-                         patience=args.patience if real else None)
+    epoch, val_auc = fit(
+        model,
+        state,
+        step,
+        lambda: batches(train_x, train_y, args.batch_size, rng.permutation(len(train_x)), pad_to),
+        epochs=args.epochs,
+        total=len(train_x),
+        quiet=args.quiet,
+        unit="doc",
+        rate_unit="tok",
+        evaluate=(lambda: auc_of(val_x, val_y)) if real else None,
+        metric="val_auc",
+        patience=args.patience if real else None,
+    )
 
     test_p = predict(test_x, test_y)
     accuracy = float(np.mean(test_p.argmax(axis=1) == test_y))
     majority = names[int(np.bincount(train_y, minlength=len(names)).argmax())]
     # The majority class of the *training* set, scored on the test set.
     baseline = float(np.mean(test_y == label_id[majority]))
-    print((f"chosen on validation: epoch {epoch} (val_auc={val_auc:.4f}); " if real else "") +
-          f"test accuracy {accuracy:.1%} vs majority-class baseline {baseline:.1%} (always '{majority}'); "
-          f"total {time.perf_counter() - t0:.0f} s")
+    print(
+        (f"chosen on validation: epoch {epoch} (val_auc={val_auc:.4f}); " if real else "")
+        + f"test accuracy {accuracy:.1%} vs majority-class baseline {baseline:.1%} (always '{majority}'); "
+        f"total {time.perf_counter() - t0:.0f} s"
+    )
     if real:
         auc = roc_auc(test_p[:, 1], test_y)
         print(f"test_accuracy={accuracy:.4f} test_auc={auc:.4f} baseline={baseline:.4f}")

@@ -20,10 +20,25 @@ except ImportError:  # tqdm comes with the `examples` extra; run without a bar i
 
 def add_common_flags(p, data_dir_help, env_dir):
     """The flags every real-data example takes, after its own."""
-    p.add_argument("--data-dir", help=f"{data_dir_help}where the wheel holding the data is cached (default: ${env_dir} or ~/.cache/mlx-embag)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training part held out for model selection")
-    p.add_argument("--backend", default=None, choices=["auto", "metal", "reference"], help="mlx_embag backend (metal without a Mac: the emulator, with --no-compile)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the split, the initialisation and the batch order")
+    p.add_argument(
+        "--data-dir",
+        help=f"{data_dir_help}where the wheel holding the data is cached (default: ${env_dir} or ~/.cache/mlx-embag)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training part held out for model selection",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=["auto", "metal", "reference"],
+        help="mlx_embag backend (metal without a Mac: the emulator, with --no-compile)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seeds the split, the initialisation and the batch order"
+    )
     p.add_argument("--no-compile", action="store_true", help="run the training step eagerly")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -76,8 +91,22 @@ def roc_auc(scores, labels):
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def fit(model, state, step, epoch_batches, *, epochs, total, quiet, unit="ex",
-        evaluate=None, metric="val", higher_is_better=True, patience=None, rate_unit=None):
+def fit(
+    model,
+    state,
+    step,
+    epoch_batches,
+    *,
+    epochs,
+    total,
+    quiet,
+    unit="ex",
+    evaluate=None,
+    metric="val",
+    higher_is_better=True,
+    patience=None,
+    rate_unit=None,
+):
     """Train for up to ``epochs`` epochs; return ``(best_epoch, best_score)``.
 
     ``epoch_batches()`` yields ``(args, n, work)`` per batch: ``step(*args)``
@@ -89,7 +118,9 @@ def fit(model, state, step, epoch_batches, *, epochs, total, quiet, unit="ex",
     """
     best_score, best_epoch, best_weights, sign = None, epochs, None, 1 if higher_is_better else -1
     for epoch in range(1, epochs + 1):
-        bar = None if (quiet or tqdm is None) else tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit=unit)
+        bar = (
+            None if (quiet or tqdm is None) else tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit=unit)
+        )
         loss_sum, seen, done, start = 0.0, 0, 0, time.perf_counter()
         for args, n, work in epoch_batches():
             loss = step(*args)
@@ -114,8 +145,11 @@ def fit(model, state, step, epoch_batches, *, epochs, total, quiet, unit="ex",
                 best_score, best_epoch = score, epoch
                 # MLX arrays are immutable: holding the current ones is a snapshot.
                 best_weights = tree_flatten(model.parameters())
-        print(f"{line} {seen / elapsed:,.0f} {unit}/s" + (f" {done / elapsed:,.0f} {rate_unit}/s" if rate_unit else ""),
-              flush=True)
+        print(
+            f"{line} {seen / elapsed:,.0f} {unit}/s"
+            + (f" {done / elapsed:,.0f} {rate_unit}/s" if rate_unit else ""),
+            flush=True,
+        )
         if patience is not None and epoch - best_epoch >= patience:
             break
     if best_weights is not None:

@@ -106,9 +106,7 @@ def owners(starts, ends, struct_ok, n: int) -> mx.array:
     b = starts.size
     take = mx.logical_and(struct_ok, ends > starts)
     where_ = mx.where(take, starts, n).astype(mx.int64)
-    marks = mx.full((n + 1,), -1, dtype=mx.int32).at[where_].maximum(
-        mx.arange(b, dtype=mx.int32)
-    )
+    marks = mx.full((n + 1,), -1, dtype=mx.int32).at[where_].maximum(mx.arange(b, dtype=mx.int32))
     owner = mx.cummax(marks[:n])
     end_of_owner = mx.take(ends, mx.maximum(owner, 0))
     inside = mx.logical_and(owner >= 0, mx.arange(n, dtype=mx.int64) < end_of_owner)

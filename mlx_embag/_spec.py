@@ -26,11 +26,11 @@ FLOAT_TABLES = (mx.float32, mx.float16, mx.bfloat16)  # the table dtypes every p
 
 @dataclass(frozen=True)
 class BagSpec:
-    mode: str                      # "sum" | "mean" | "max"
-    num_bags: int                  # B
-    bag_size: Optional[int]        # L for 2-D input (offsets is None), else None
-    include_last_offset: bool      # offsets has B+1 entries, the last ends bag B-1
-    padding_idx: Optional[int]     # normalised into [0, V), or None
+    mode: str  # "sum" | "mean" | "max"
+    num_bags: int  # B
+    bag_size: Optional[int]  # L for 2-D input (offsets is None), else None
+    include_last_offset: bool  # offsets has B+1 entries, the last ends bag B-1
+    padding_idx: Optional[int]  # normalised into [0, V), or None
     max_norm: Optional[float]
     norm_type: float
     scale_grad_by_freq: bool
@@ -39,7 +39,7 @@ class BagSpec:
 
 @dataclass(frozen=True)
 class EmbSpec:
-    padding_idx: Optional[int]     # normalised into [0, V), or None
+    padding_idx: Optional[int]  # normalised into [0, V), or None
     max_norm: Optional[float]
     norm_type: float
     scale_grad_by_freq: bool

@@ -137,9 +137,7 @@ def check_backend(name, arg="backend"):
     if name is None:
         return None
     if not isinstance(name, str) or name not in BACKENDS:
-        raise ValueError(
-            f"{arg} must be one of {', '.join(map(repr, BACKENDS))} or None, got {name!r}."
-        )
+        raise ValueError(f"{arg} must be one of {', '.join(map(repr, BACKENDS))} or None, got {name!r}.")
     return name
 
 
@@ -223,9 +221,7 @@ def check_per_sample_weights(per_sample_weights, mode, input):
     if per_sample_weights is None:
         return None
     if mode != "sum":
-        raise NotImplementedError(
-            f"per_sample_weights is only supported with mode='sum', got mode={mode!r}."
-        )
+        raise NotImplementedError(f"per_sample_weights is only supported with mode='sum', got mode={mode!r}.")
     per_sample_weights = as_array(per_sample_weights, "per_sample_weights")
     if not mx.issubdtype(per_sample_weights.dtype, mx.floating):
         raise TypeError(f"per_sample_weights must be floating point, got {per_sample_weights.dtype}.")

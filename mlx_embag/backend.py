@@ -22,6 +22,7 @@ import threading
 import mlx.core as mx
 
 from . import _settings
+
 # Re-exported: users look for the valid backend names in this module.
 from ._validate import BACKENDS, check_backend, check_optional_bool  # noqa: F401
 

@@ -64,9 +64,11 @@ def _renormed_table(input, weight, max_norm, norm_type, backend):
     input = check_indices_array(input)
     spec = EmbSpec(None, max_norm, norm_type, False, False)
     scale = None
-    if input.size and _backend.resolve_backend(
-        backend, lambda: _metal_ops().unsupported_embedding(weight, input, spec)
-    ) == "metal":
+    if (
+        input.size
+        and _backend.resolve_backend(backend, lambda: _metal_ops().unsupported_embedding(weight, input, spec))
+        == "metal"
+    ):
         scale = _metal_ops().position_scales(weight, input, max_norm, norm_type)
     return reference.renormed_weight(weight, input, max_norm, norm_type, scale)
 

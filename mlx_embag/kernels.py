@@ -29,8 +29,11 @@ from ._sources import HEADER, read_metal, read_source
 
 # name -> (input names, output names, atomic outputs)
 KERNELS = {
-    "bag_fwd": (("weight", "indices", "offsets", "prevmax", "psw", "scale", "params"),
-                ("out", "argmax", "meta"), False),
+    "bag_fwd": (
+        ("weight", "indices", "offsets", "prevmax", "psw", "scale", "params"),
+        ("out", "argmax", "meta"),
+        False,
+    ),
     "bag_combine": (("part", "pargmax", "pmeta", "params"), ("out", "argmax", "meta"), False),
     "row_scale": (("weight", "indices", "params", "fparams"), ("scale",), False),
     "bag_bwd": (("cot", "indices", "offsets", "meta", "psw", "freq", "params"), ("grad",), True),

@@ -44,8 +44,8 @@ class Bags:
     is the padding row this pass skips, or -1.
     """
 
-    idx: mx.array      # (N,) int32 or int64
-    off: mx.array      # (NOFF,) int64
+    idx: mx.array  # (N,) int32 or int64
+    off: mx.array  # (NOFF,) int64
     psw: mx.array
     V: int
     D: int
@@ -58,8 +58,9 @@ class Bags:
         return self.idx.size
 
     def params(self, **override) -> mx.array:
-        slots = dict(N=self.N, V=self.V, D=self.D, NOFF=self.off.size, PAD=self.pad, FLAGS=self.flags,
-                     B=self.B)
+        slots = dict(
+            N=self.N, V=self.V, D=self.D, NOFF=self.off.size, PAD=self.pad, FLAGS=self.flags, B=self.B
+        )
         return common.params(**{**slots, **override})
 
 
@@ -109,13 +110,17 @@ def row_scale(weight, idx, max_norm: float, norm_type: float):
     # PyTorch compares the norm with max_norm and divides in double; the kernel
     # does the same in double-float arithmetic (see row_scale.metal).
     (m_hi, m_lo), (e_hi, e_lo) = _two_floats(max_norm), _two_floats(1e-7)
-    fparams = common.fparams(MAX_NORM_HI=m_hi, MAX_NORM_LO=m_lo, EPS_HI=e_hi, EPS_LO=e_lo,
-                             NORM_TYPE=norm_type)
+    fparams = common.fparams(
+        MAX_NORM_HI=m_hi, MAX_NORM_LO=m_lo, EPS_HI=e_hi, EPS_LO=e_lo, NORM_TYPE=norm_type
+    )
     return kernels.call(
-        "row_scale", [weight, idx, common.params(N=N, V=V, D=D), fparams],
+        "row_scale",
+        [weight, idx, common.params(N=N, V=V, D=D), fparams],
         template=[("T", weight.dtype)],
-        grid=(32, N, 1), threadgroup=(32, 8, 1),
-        output_shapes=[(N,)], output_dtypes=[_F32],
+        grid=(32, N, 1),
+        threadgroup=(32, 8, 1),
+        output_shapes=[(N,)],
+        output_dtypes=[_F32],
     )[0]
 
 
@@ -128,9 +133,11 @@ def bag_fwd(bags: Bags, weight, prevmax, scale, max_mode: bool):
     # Partials stay sums: bag_combine divides by the whole bag's count.
     flags = bags.flags & ~common.FLAG_MEAN if S > 1 else bags.flags
     out, argmax, meta = kernels.call(
-        "bag_fwd", [weight, bags.idx, bags.off, prevmax, bags.psw, scale, bags.params(FLAGS=flags, S=S)],
+        "bag_fwd",
+        [weight, bags.idx, bags.off, prevmax, bags.psw, scale, bags.params(FLAGS=flags, S=S)],
         template=[("T", weight.dtype), ("O", out_dt), ("VEC", vec), ("MAXMODE", max_mode)],
-        grid=(nxt, tg[1], B * S), threadgroup=tg,
+        grid=(nxt, tg[1], B * S),
+        threadgroup=tg,
         output_shapes=[(B * S, D), (B * S, D) if max_mode else (1,), (B * S,)],
         output_dtypes=[out_dt, mx.int32, mx.int32],
     )
@@ -141,9 +148,11 @@ def bag_combine(bags: Bags, part, pargmax, pmeta, S: int, dtype, max_mode: bool)
     """``(out, argmax, meta)`` of bags split over ``S`` threadgroups, from :func:`bag_fwd`'s partials."""
     D, B = bags.D, bags.B
     return kernels.call(
-        "bag_combine", [part, pargmax, pmeta, bags.params(S=S)],
+        "bag_combine",
+        [part, pargmax, pmeta, bags.params(S=S)],
         template=[("T", dtype), ("MAXMODE", max_mode)],
-        grid=(D, B, 1), threadgroup=_row_threads(D),
+        grid=(D, B, 1),
+        threadgroup=_row_threads(D),
         output_shapes=[(B, D), (B, D) if max_mode else (1,), (B,)],
         output_dtypes=[dtype, mx.int32, mx.int32],
     )
@@ -153,10 +162,14 @@ def bag_bwd(bags: Bags, g, meta, freq):
     """The atomic weight gradient of sum / mean: float32 (V, D); ``g`` (B, D) is already divided for mean."""
     vec, nxt, tg = bag_geometry(bags.D, bags.N, bags.B)
     return kernels.call(
-        "bag_bwd", [g, bags.idx, bags.off, meta, bags.psw, freq, bags.params()],
+        "bag_bwd",
+        [g, bags.idx, bags.off, meta, bags.psw, freq, bags.params()],
         template=[("VEC", vec)],
-        grid=(nxt, tg[1], bags.B), threadgroup=tg,
-        output_shapes=[(bags.V, bags.D)], output_dtypes=[_F32], init_value=0.0,
+        grid=(nxt, tg[1], bags.B),
+        threadgroup=tg,
+        output_shapes=[(bags.V, bags.D)],
+        output_dtypes=[_F32],
+        init_value=0.0,
     )[0]
 
 
@@ -164,9 +177,14 @@ def max_bwd(cot, argmax, V: int):
     """The atomic weight gradient of max mode: float32 (V, D), each (bag, column) to its arg-max row."""
     B, D = cot.shape
     return kernels.call(
-        "max_bwd", [cot, argmax, common.params(D=D)], template=[],
-        grid=(D, B, 1), threadgroup=_row_threads(D),
-        output_shapes=[(V, D)], output_dtypes=[_F32], init_value=0.0,
+        "max_bwd",
+        [cot, argmax, common.params(D=D)],
+        template=[],
+        grid=(D, B, 1),
+        threadgroup=_row_threads(D),
+        output_shapes=[(V, D)],
+        output_dtypes=[_F32],
+        init_value=0.0,
     )[0]
 
 
@@ -175,10 +193,14 @@ def psw_grad(bags: Bags, cot, weight, meta, scale):
     _, _, tg = bag_geometry(bags.D, bags.N, bags.B)
     ty = max(1, min(8, tg[1]))
     return kernels.call(
-        "psw_grad", [cot, weight, bags.idx, bags.off, meta, scale, bags.params()],
+        "psw_grad",
+        [cot, weight, bags.idx, bags.off, meta, scale, bags.params()],
         template=[("T", weight.dtype)],
-        grid=(32, ty, bags.B), threadgroup=(32, ty, 1),
-        output_shapes=[(bags.N,)], output_dtypes=[_F32], init_value=0.0,
+        grid=(32, ty, bags.B),
+        threadgroup=(32, ty, 1),
+        output_shapes=[(bags.N,)],
+        output_dtypes=[_F32],
+        init_value=0.0,
     )[0]
 
 
@@ -187,10 +209,14 @@ def bag_owner(bags: Bags, meta, freq):
     _, _, tg = bag_geometry(bags.D, bags.N, bags.B)
     tx = tg[0] * tg[1]
     return kernels.call(
-        "bag_owner", [bags.idx, bags.off, meta, bags.psw, freq, bags.params()],
+        "bag_owner",
+        [bags.idx, bags.off, meta, bags.psw, freq, bags.params()],
         template=[],
-        grid=(tx, bags.B, 1), threadgroup=(tx, 1, 1),
-        output_shapes=[(bags.N,), (bags.N,)], output_dtypes=[mx.int32, _F32], init_value=-1.0,
+        grid=(tx, bags.B, 1),
+        threadgroup=(tx, 1, 1),
+        output_shapes=[(bags.N,), (bags.N,)],
+        output_dtypes=[mx.int32, _F32],
+        init_value=-1.0,
     )
 
 
@@ -213,11 +239,21 @@ def sorted_scatter(key, srcrow, coef, src, rows_out: int, out_shape=None):
     tx = min(pow2_at_least(DV), 64)
     tg = (tx, max(1, 64 // tx), 1)
     part = kernels.call(
-        "det_partial", [skey, order, srcrow, coef, src, p], template=[],
-        grid=(DV, W, 1), threadgroup=tg, output_shapes=[(W, DV)], output_dtypes=[_F32],
+        "det_partial",
+        [skey, order, srcrow, coef, src, p],
+        template=[],
+        grid=(DV, W, 1),
+        threadgroup=tg,
+        output_shapes=[(W, DV)],
+        output_dtypes=[_F32],
     )[0]
     return kernels.call(
-        "det_write", [skey, order, srcrow, coef, src, part, p], template=[],
-        grid=(DV, W, 1), threadgroup=tg, output_shapes=[out_shape or (rows_out, DV)], output_dtypes=[_F32],
+        "det_write",
+        [skey, order, srcrow, coef, src, part, p],
+        template=[],
+        grid=(DV, W, 1),
+        threadgroup=tg,
+        output_shapes=[out_shape or (rows_out, DV)],
+        output_dtypes=[_F32],
         init_value=0.0,
     )[0]

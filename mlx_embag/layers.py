@@ -134,7 +134,9 @@ class _Table(nn.Module):
         return module
 
     def _extra_repr(self):
-        return ", ".join([f"{self.num_embeddings}, {self.embedding_dim}", *self._options.shown(self._OPTIONS)])
+        return ", ".join(
+            [f"{self.num_embeddings}, {self.embedding_dim}", *self._options.shown(self._OPTIONS)]
+        )
 
     def _lookup(self, fn, input, *args, **kwargs):
         """``fn(input, table, *args, **kwargs)`` with the module's options."""
@@ -183,8 +185,18 @@ class EmbeddingBag(_Table):
         (2, 3)
     """
 
-    _OPTIONS = ("mode", "max_norm", "norm_type", "scale_grad_by_freq", "sparse", "include_last_offset",
-                "padding_idx", "backend", "check_indices", "deterministic")
+    _OPTIONS = (
+        "mode",
+        "max_norm",
+        "norm_type",
+        "scale_grad_by_freq",
+        "sparse",
+        "include_last_offset",
+        "padding_idx",
+        "backend",
+        "check_indices",
+        "deterministic",
+    )
 
     def __init__(
         self,
@@ -260,8 +272,16 @@ class Embedding(_Table):
         (1, 2, 4)
     """
 
-    _OPTIONS = ("padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse", "backend",
-                "check_indices", "deterministic")
+    _OPTIONS = (
+        "padding_idx",
+        "max_norm",
+        "norm_type",
+        "scale_grad_by_freq",
+        "sparse",
+        "backend",
+        "check_indices",
+        "deterministic",
+    )
 
     def __init__(
         self,

@@ -45,8 +45,11 @@ def _limit_reason(weight, n, num_bags):
     # and grid entries are 32-bit; the table itself is addressed in 64 bits, so
     # V * D is not limited. MLX shapes are 32-bit too, so only the bag x column
     # limit can be reached from a valid call.
-    for value, what in ((V, "num_embeddings"), (n, "the number of indices"),
-                        (num_bags * max(D, 1), f"bags x columns ({num_bags} * {D})")):
+    for value, what in (
+        (V, "num_embeddings"),
+        (n, "the number of indices"),
+        (num_bags * max(D, 1), f"bags x columns ({num_bags} * {D})"),
+    ):
         if value > _I32_MAX:
             return f"{what} = {value} is past the kernels' 32-bit limit of 2**31 - 1."
     return None
@@ -133,8 +136,9 @@ def _max_weight_grad(cot, argmax, V: int, deterministic: bool):
     kdt = mx.int32 if V * D <= _I32_MAX else mx.int64
     key = mx.where(hit, argmax.reshape(-1).astype(kdt) * D + (e % D).astype(kdt), 0)
     srcrow = mx.where(hit, e, -1)
-    return launchers.sorted_scatter(key, srcrow, mx.ones((B * D,), _F32), cot.reshape(-1, 1),
-                                    V * D, out_shape=(V, D))
+    return launchers.sorted_scatter(
+        key, srcrow, mx.ones((B * D,), _F32), cot.reshape(-1, 1), V * D, out_shape=(V, D)
+    )
 
 
 def _sorted_weight_grad(bags: launchers.Bags, g, meta, freq):
@@ -188,8 +192,16 @@ def _bag_function(spec: BagSpec, pad_forward: bool):
         if spec.scale_grad_by_freq:
             ok, safe = checked_indices(idx, V)
             freq = row_counts(safe, ok, V)
-        bwd = _bags(spec, weight, psw, idx, off, prevmax.size, pad_bwd,
-                    common.FLAG_FREQ if spec.scale_grad_by_freq else 0)
+        bwd = _bags(
+            spec,
+            weight,
+            psw,
+            idx,
+            off,
+            prevmax.size,
+            pad_bwd,
+            common.FLAG_FREQ if spec.scale_grad_by_freq else 0,
+        )
         if max_mode:
             dw = _max_weight_grad(cot, argmax, V, spec.deterministic)
         else:
@@ -257,7 +269,16 @@ def embedding(weight, indices, spec: EmbSpec):
         return mx.zeros((*indices.shape, D), dtype=weight.dtype)
     idx = _index_array(indices.reshape(-1))
     off = mx.arange(n, dtype=mx.int64)
-    as_bags = BagSpec("sum", 0, None, False, spec.padding_idx, spec.max_norm, spec.norm_type,
-                      spec.scale_grad_by_freq, spec.deterministic)
+    as_bags = BagSpec(
+        "sum",
+        0,
+        None,
+        False,
+        spec.padding_idx,
+        spec.max_norm,
+        spec.norm_type,
+        spec.scale_grad_by_freq,
+        spec.deterministic,
+    )
     out = _bag_function(as_bags, False)(weight, None, idx, off, off)[0]
     return out.reshape(*indices.shape, D)

@@ -1,7 +1,6 @@
 """Fixtures over tests/support.py; test modules import plain helpers from there."""
 
 import pytest
-
 from support import emulated
 
 
@@ -12,6 +11,8 @@ def metal(request):
     The module sets ``METAL_SEED`` (the emulator's threadgroup order) and may set
     ``METAL_SANITIZE``; it opts in with ``pytestmark = pytest.mark.usefixtures("metal")``.
     """
-    with emulated(seed=getattr(request.module, "METAL_SEED", None),
-                  sanitize=getattr(request.module, "METAL_SANITIZE", False)):
+    with emulated(
+        seed=getattr(request.module, "METAL_SEED", None),
+        sanitize=getattr(request.module, "METAL_SANITIZE", False),
+    ):
         yield

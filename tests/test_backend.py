@@ -1,12 +1,13 @@
 """mlx_embag.backend: which implementation a call runs on (backend=, use_backend,
 MLX_EMBAG_BACKEND), and the environment's defaults for check_indices and deterministic."""
+
 import mlx.core as mx
 import numpy as np
 import pytest
+from support import emulated
 
 import mlx_embag as meb
 from mlx_embag import backend
-from support import emulated
 
 W = mx.array(np.arange(12, dtype=np.float32).reshape(4, 3))
 X1 = mx.array([0, 1, 2, 3])
@@ -71,7 +72,7 @@ def test_use_backend_nests_and_refuses_unknown_names(monkeypatch):
 
 
 def test_resolve_backend_where_metal_can_run():
-    """"auto" takes the kernels unless the call is past their limits; "metal" raises the reason."""
+    """ "auto" takes the kernels unless the call is past their limits; "metal" raises the reason."""
     with emulated(seed=0):
         assert backend.resolve_backend("auto") == "metal"
         assert backend.resolve_backend("auto", lambda: "too big") == "reference"
@@ -91,8 +92,13 @@ def test_resolve_backend_without_metal(monkeypatch):
         backend.resolve_backend("metal")
 
 
-@pytest.mark.parametrize("name,resolve", [("MLX_EMBAG_CHECK_INDICES", backend.resolve_check_indices),
-                                          ("MLX_EMBAG_DETERMINISTIC", backend.resolve_deterministic)])
+@pytest.mark.parametrize(
+    "name,resolve",
+    [
+        ("MLX_EMBAG_CHECK_INDICES", backend.resolve_check_indices),
+        ("MLX_EMBAG_DETERMINISTIC", backend.resolve_deterministic),
+    ],
+)
 def test_environment_defaults_yield_to_the_argument(monkeypatch, name, resolve):
     monkeypatch.delenv(name, raising=False)
     assert resolve(None) is False

@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from mlx_embag import bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +22,7 @@ def test_measure_runs_warmup_then_repeat_and_reports_median():
 
 def test_quick_run_prints_table_and_writes_json_and_plot(tmp_path, capsys):
     import matplotlib  # noqa: F401  (the test extra installs it: missing must fail, not skip)
+
     js, png = tmp_path / "b.json", tmp_path / "b.png"
     assert bench.main(TINY + ["--json", str(js), "--plot", str(png)]) == 0
     out = capsys.readouterr().out
@@ -57,6 +56,7 @@ def test_quick_run_prints_table_and_writes_json_and_plot(tmp_path, capsys):
 
 def test_torch_matches_when_installed(tmp_path):
     import torch  # noqa: F401  (pinned in the test extra)
+
     js = tmp_path / "t.json"
     assert bench.main(TINY + ["--backends", "torch", "--modes", "sum", "--json", str(js)]) == 0
     res = json.loads(js.read_text())["results"]
@@ -85,8 +85,20 @@ def test_bytes_moved_and_bandwidth_table():
 
 
 def test_check_targets_flags_a_slow_reference():
-    base = dict(V=10, D=64, B=2, L=16, layout="2d", dtype="float32", N=32, runs=20,
-                bytes=1, gbs=1.0, pct_bandwidth=None, min_ms=1.0)
+    base = dict(
+        V=10,
+        D=64,
+        B=2,
+        L=16,
+        layout="2d",
+        dtype="float32",
+        N=32,
+        runs=20,
+        bytes=1,
+        gbs=1.0,
+        pct_bandwidth=None,
+        min_ms=1.0,
+    )
     res = [
         {**base, "mode": "sum", "pass": "fwd", "backend": "reference", "median_ms": 1.4, "peak_mb": 1.0},
         {**base, "mode": "sum", "pass": "fwd", "backend": "take", "median_ms": 1.0, "peak_mb": 1.0},
@@ -94,15 +106,18 @@ def test_check_targets_flags_a_slow_reference():
         {**base, "mode": "max", "pass": "fwd+bwd", "backend": "naive", "median_ms": 1.0, "peak_mb": 0.5},
     ]
     # Results are typed; the flat dicts above are their JSON form.
-    checks = {(c.case.mode, c.what): c
-              for c in bench.check_targets(map(bench.Result.from_dict, res))}
+    checks = {(c.case.mode, c.what): c for c in bench.check_targets(map(bench.Result.from_dict, res))}
     assert not checks[("sum", "time")].ok and checks[("sum", "time")].limit == 1.3
     assert checks[("max", "time")].ok and not checks[("max", "memory")].ok
 
 
 def test_example_script_help():
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "benchmark.py"), "--help"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "benchmark.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0 and "--plot" in r.stdout and "--bandwidth-gbs" in r.stdout
 
 

@@ -5,14 +5,15 @@ MLX itself refuses a take from an empty axis and, in 0.32, dies of SIGFPE in
 anything but the documented errors. With no rows every index is out of range,
 so the poison rule makes every non-empty bag NaN (PyTorch raises instead).
 """
+
 import math
 
 import mlx.core as mx
 import numpy as np
 import pytest
+from support import emulated
 
 import mlx_embag as meb
-from support import emulated
 
 BACKENDS = ("reference", "metal")
 INPUTS = {  # (input, offsets, number of bags, which bags are empty)
@@ -77,7 +78,11 @@ def test_zero_rows_poison_every_nonempty_bag(backend, layout, mode):
         w = mx.zeros((0, 3))
         out = meb.embedding_bag(x, w, offsets, mode=mode, per_sample_weights=psw, backend=backend)
         if psw is None:
-            return out, mx.grad(lambda w: meb.embedding_bag(x, w, offsets, mode=mode, backend=backend).sum())(w), None
+            return (
+                out,
+                mx.grad(lambda w: meb.embedding_bag(x, w, offsets, mode=mode, backend=backend).sum())(w),
+                None,
+            )
 
         def loss(w, p):
             return meb.embedding_bag(x, w, offsets, mode=mode, per_sample_weights=p, backend=backend).sum()
@@ -107,6 +112,11 @@ def test_zero_rows_checked_raises_naming_input():
 
 
 def test_zero_rows_unsigned_indices_still_out_of_range():
-    out = meb.embedding_bag(mx.array([0, 5], mx.uint32), mx.zeros((0, 2)), mx.array([0], mx.uint32),
-                            mode="sum", backend="reference")
+    out = meb.embedding_bag(
+        mx.array([0, 5], mx.uint32),
+        mx.zeros((0, 2)),
+        mx.array([0], mx.uint32),
+        mode="sum",
+        backend="reference",
+    )
     assert np.isnan(np.array(out)).all()

@@ -7,27 +7,64 @@ import inspect
 import pytest
 
 import mlx_embag
-from mlx_embag import (_embag_common, _scatter, _settings, _validate, backend, emulator, functional,
-                       kernels, launchers, layers, metal_ops, reference)
+from mlx_embag import (
+    _embag_common,
+    _scatter,
+    _settings,
+    _validate,
+    backend,
+    bench,
+    emulator,
+    functional,
+    kernels,
+    launchers,
+    layers,
+    metal_ops,
+    reference,
+)
+from mlx_embag.bench import cli, contenders, hardware, report, results, runner, targets, timing, workloads
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
 from mlx_embag.emulator import translate as emulator_translate
-from mlx_embag import bench
-from mlx_embag.bench import (cli, contenders, hardware, report, results, runner, targets,
-                             timing, workloads)
 
 # The benchmark's modules; the package itself only re-exports them (its __all__ names
 # constants too, which carry no docstring of their own).
 BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, timing, workloads]
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
-MODULES = [mlx_embag, backend, functional, kernels, launchers, _embag_common, metal_ops, layers, reference,
-           _scatter, emulator, emulator_kernel, emulator_settings, emulator_translate, bench, *BENCH_MODULES,
-           _settings, _validate]
+MODULES = [
+    mlx_embag,
+    backend,
+    functional,
+    kernels,
+    launchers,
+    _embag_common,
+    metal_ops,
+    layers,
+    reference,
+    _scatter,
+    emulator,
+    emulator_kernel,
+    emulator_settings,
+    emulator_translate,
+    bench,
+    *BENCH_MODULES,
+    _settings,
+    _validate,
+]
 
 # Modules every public function and class of which must carry a `>>>` example.
-PUBLIC_MODULES = [mlx_embag, backend, functional, layers, reference, _scatter, _embag_common, emulator,
-                  *BENCH_MODULES]
+PUBLIC_MODULES = [
+    mlx_embag,
+    backend,
+    functional,
+    layers,
+    reference,
+    _scatter,
+    _embag_common,
+    emulator,
+    *BENCH_MODULES,
+]
 
 
 def _public_names(module):
@@ -36,9 +73,13 @@ def _public_names(module):
     names = getattr(module, "__all__", None)
     if names is not None:
         return [(module, name) for name in names]
-    return [(module, name) for name, obj in vars(module).items()
-            if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
-            and obj.__module__ == module.__name__]
+    return [
+        (module, name)
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(obj) or inspect.isclass(obj))
+        and obj.__module__ == module.__name__
+    ]
 
 
 PUBLIC = [pair for module in PUBLIC_MODULES for pair in _public_names(module)]
@@ -74,9 +115,14 @@ def test_docstring_examples(module, fresh_state):
 
 def test_public_names_found():
     names = {f"{m.__name__}.{n}" for m, n in PUBLIC}
-    assert {"mlx_embag.embedding_bag", "mlx_embag.backend.metal_unavailable_reason",
-            "mlx_embag.emulator.metal_kernel", "mlx_embag.emulator.reset",
-            "mlx_embag.bench.cli.main", "mlx_embag.bench.results.Result"} <= names
+    assert {
+        "mlx_embag.embedding_bag",
+        "mlx_embag.backend.metal_unavailable_reason",
+        "mlx_embag.emulator.metal_kernel",
+        "mlx_embag.emulator.reset",
+        "mlx_embag.bench.cli.main",
+        "mlx_embag.bench.results.Result",
+    } <= names
     assert "mlx_embag.layers.Optional" not in names
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from support import emulated
 
 from mlx_embag import _embag_common as common
 from mlx_embag import kernels
 from mlx_embag._sources import HEADER, metal_dir, read_source
-from support import emulated
 
 METAL = {p.stem: p.read_text() for p in sorted(metal_dir().glob("*.metal"))}
 PY = {p.name: p.read_text() for p in sorted(Path(common.__file__).parent.glob("*.py"))}
@@ -30,10 +30,20 @@ def test_python_reads_what_the_kernels_compile():
     body += "\n(void)thread_position_in_grid;"
     with emulated(seed=0):
         make, _ = kernels._factory()
-        k = make(name="embag_common_names", input_names=["unused"], output_names=["out"], source=body,
-                 header=read_source(HEADER))
-        (out,) = k(inputs=[mx.zeros((8,), mx.int64)], grid=(1, 1, 1), threadgroup=(1, 1, 1),
-                   output_shapes=[(len(names),)], output_dtypes=[mx.int64])
+        k = make(
+            name="embag_common_names",
+            input_names=["unused"],
+            output_names=["out"],
+            source=body,
+            header=read_source(HEADER),
+        )
+        (out,) = k(
+            inputs=[mx.zeros((8,), mx.int64)],
+            grid=(1, 1, 1),
+            threadgroup=(1, 1, 1),
+            output_shapes=[(len(names),)],
+            output_dtypes=[mx.int64],
+        )
     assert dict(zip(names, np.array(out).tolist())) == common.NAMES
 
 

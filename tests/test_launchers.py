@@ -26,7 +26,7 @@ I64, F32 = mx.int64, mx.float32
 def _tuple_after(text: str, word: str) -> list[str]:
     """The comma-separated entries of the parenthesised tuple after ``word``."""
     i = text.index(word) + len(word)
-    assert text[i] == "(", (word, text[i:i + 20])
+    assert text[i] == "(", (word, text[i : i + 20])
     depth, j = 0, i
     while True:
         depth += {"(": 1, ")": -1}.get(text[j], 0)
@@ -34,7 +34,7 @@ def _tuple_after(text: str, word: str) -> list[str]:
             break
         j += 1
     parts, depth, cur = [], 0, ""
-    for ch in text[i + 1:j]:
+    for ch in text[i + 1 : j]:
         depth += {"(": 1, ")": -1}.get(ch, 0)
         if ch == "," and depth == 0:
             parts.append(cur.strip())
@@ -66,8 +66,15 @@ def _capture(monkeypatch):
     calls = []
 
     def stub(name, inputs, *, template, grid, threadgroup, output_shapes, output_dtypes, init_value=None):
-        calls.append(dict(name=name, inputs=inputs, template=dict(template), grid=tuple(grid),
-                          threadgroup=tuple(threadgroup)))
+        calls.append(
+            dict(
+                name=name,
+                inputs=inputs,
+                template=dict(template),
+                grid=tuple(grid),
+                threadgroup=tuple(threadgroup),
+            )
+        )
         return [mx.zeros(s, dtype=d) for s, d in zip(output_shapes, output_dtypes)]
 
     monkeypatch.setattr(kernels, "call", stub)
@@ -96,8 +103,9 @@ def _bag_kernels(N, B, D):
 
 
 def _sorted(M, DV):
-    launchers.sorted_scatter(mx.arange(M) % 5, mx.arange(M, dtype=mx.int32), mx.ones((M,)),
-                             mx.zeros((M, DV)), 5)
+    launchers.sorted_scatter(
+        mx.arange(M) % 5, mx.arange(M, dtype=mx.int32), mx.ones((M,)), mx.zeros((M, DV)), 5
+    )
 
 
 # (N, B, D): short bags and small D (TZ > 1), D a multiple of 4 (VEC), long bags (TY > 1)

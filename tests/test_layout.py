@@ -11,12 +11,12 @@ import warnings
 import mlx.core as mx
 import numpy as np
 import pytest
+from oracle import oracle_bags, oracle_owners
+from support import emulated
 
 import mlx_embag as meb
 from mlx_embag import _layout
 from mlx_embag._spec import BagSpec
-from oracle import oracle_bags, oracle_owners
-from support import emulated
 
 W = mx.array(np.arange(12, dtype=np.float32).reshape(4, 3))
 X1 = mx.array([0, 1, 2, 3])
@@ -90,7 +90,8 @@ def test_bounds_validity_and_owners_match_the_oracle(seed, ilo):
             np.testing.assert_array_equal(np.array(ends), [e for _, e, _ in bags], err_msg=desc)
             earlier = _layout.largest_earlier_offset(_layout.offsets_int64(offsets, n), len(bags))
             np.testing.assert_array_equal(
-                np.array(earlier), [max(off[: max(b, 1)]) for b in range(len(bags))], err_msg=desc)
+                np.array(earlier), [max(off[: max(b, 1)]) for b in range(len(bags))], err_msg=desc
+            )
             ok = _layout.structurally_valid(offsets, starts, ends, n)
             np.testing.assert_array_equal(np.array(ok), [v for _, _, v in bags], err_msg=desc)
             own = _layout.owners(starts, ends, ok, n)
@@ -124,12 +125,15 @@ def test_layout_poison_rule_matches_the_oracle(seed):
         lay = _layout.Layout(mx.array(ind), mx.array(off), spec_for(len(bags), ilo), V)
         desc = f"offsets={off.tolist()} indices={ind.tolist()} V={V} include_last_offset={ilo}"
         np.testing.assert_array_equal(np.array(lay.bag_valid), valid, err_msg=desc)
-        np.testing.assert_array_equal(np.array(lay.pos_valid),
-                                      [o >= 0 and valid[o] for o in own], err_msg=desc)
+        np.testing.assert_array_equal(
+            np.array(lay.pos_valid), [o >= 0 and valid[o] for o in own], err_msg=desc
+        )
         mask = rng.random(n) < 0.5
-        np.testing.assert_array_equal(np.array(lay.segment_count(mx.array(mask))),
-                                      [int(mask[s:e].sum()) if ok else 0 for s, e, ok in bags],
-                                      err_msg=desc)
+        np.testing.assert_array_equal(
+            np.array(lay.segment_count(mx.array(mask))),
+            [int(mask[s:e].sum()) if ok else 0 for s, e, ok in bags],
+            err_msg=desc,
+        )
 
 
 @pytest.mark.parametrize("shape", [(3, 4), (2, 0), (0, 3)])

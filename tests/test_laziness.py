@@ -4,15 +4,16 @@ Inside mx.compile tracing any mx.eval / .item() / .tolist() / NumPy round trip r
 compiled forward + backward that runs proves the path is lazy; the eager graph is also built
 with mx.eval patched to raise.
 """
+
 import warnings
 
 import mlx.core as mx
 import numpy as np
 import pytest
-
-import mlx_embag as meb
 from oracle import oracle_embedding, oracle_embedding_bag
 from support import assert_close
+
+import mlx_embag as meb
 
 CASES = [
     dict(mode="sum"),
@@ -44,9 +45,11 @@ def make_fn(inp, off, psw, kw, **extra):
     o = None if off is None else mx.array(off)
 
     def f(w, p, c):
-        out = meb.embedding_bag(x, w, o, per_sample_weights=p if psw is not None else None,
-                                backend="reference", **kw, **extra)
+        out = meb.embedding_bag(
+            x, w, o, per_sample_weights=p if psw is not None else None, backend="reference", **kw, **extra
+        )
         return (out * c).sum(), out
+
     return mx.value_and_grad(f, argnums=(0, 1) if psw is not None else 0)
 
 
@@ -59,8 +62,9 @@ def test_compiled_forward_backward_matches_oracle(i):
     B = inp.shape[0] if off is None else len(off) - int(kw.get("include_last_offset", False))
     cot = rng.standard_normal((B, W.shape[1])).astype(np.float32)
     (_, out), grads = mx.compile(g)(mx.array(W), p, mx.array(cot))
-    eo, edW, edP = oracle_embedding_bag(inp, W, off, per_sample_weights=psw, cotangent=cot,
-                                        **{k: v for k, v in kw.items()})
+    eo, edW, edP = oracle_embedding_bag(
+        inp, W, off, per_sample_weights=psw, cotangent=cot, **{k: v for k, v in kw.items()}
+    )
     assert_close(np.array(out), eo, 1e-5, 1e-5, "compiled forward")
     dW = grads[0] if psw is not None else grads
     assert_close(np.array(dW), edW, 1e-5, 1e-5, "compiled weight grad")
@@ -79,6 +83,7 @@ def test_eager_graph_built_without_eval(i, monkeypatch):
 
     def no_eval(*a, **k):
         raise AssertionError("mx.eval called in the forward/backward path")
+
     monkeypatch.setattr(mx, "eval", no_eval)
     monkeypatch.setattr(mx, "async_eval", no_eval)
     (_, out), grads = g(w, p, mx.ones((1,)))
@@ -93,9 +98,11 @@ def test_compiled_embedding_matches_oracle():
     cot = rng.standard_normal((2, 3, 3)).astype(np.float32)
 
     def f(w, c):
-        out = meb.embedding(mx.array(inp), w, padding_idx=1, max_norm=1.0,
-                            scale_grad_by_freq=True, backend="reference")
+        out = meb.embedding(
+            mx.array(inp), w, padding_idx=1, max_norm=1.0, scale_grad_by_freq=True, backend="reference"
+        )
         return (mx.where(mx.isnan(out), 0, out) * c).sum(), out
+
     (_, out), dW = mx.compile(mx.value_and_grad(f))(mx.array(W), mx.array(cot))
     eo, edW, _ = oracle_embedding(inp, W, 1, 1.0, 2.0, True, cotangent=cot)
     assert_close(np.array(out), eo, 1e-5, 1e-5, "compiled embedding")
@@ -104,12 +111,14 @@ def test_compiled_embedding_matches_oracle():
 
 def test_check_indices_under_compile_warns_and_poisons(monkeypatch):
     import mlx_embag._validate as checks
+
     monkeypatch.setattr(checks, "_warned", set())  # the warning is once per process
     W = mx.array(np.arange(12, dtype=np.float32).reshape(4, 3))
     x, off = mx.array([0, 1, 7, 2]), mx.array([0, 2])
 
     def f(w, x, off):  # indices are traced inputs: they cannot be evaluated while compiling
         return meb.embedding_bag(x, w, off, mode="sum", check_indices=True, backend="reference")
+
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         out = np.array(mx.compile(f)(W, x, off))
@@ -124,6 +133,8 @@ def test_forward_mode_raises_rather_than_guessing(two_d):
     x, off = (mx.array([[0, 1], [2, 2]]), None) if two_d else (mx.array([0, 1, 2]), mx.array([0, 1]))
     for mode in ("sum", "max"):
         with pytest.raises(ValueError, match="mx.jvp .forward mode. is not supported"):
-            mx.jvp(lambda w: meb.embedding_bag(x, w, off, mode=mode, backend="reference"), [w], [mx.ones_like(w)])
+            mx.jvp(
+                lambda w: meb.embedding_bag(x, w, off, mode=mode, backend="reference"), [w], [mx.ones_like(w)]
+            )
     with pytest.raises(ValueError, match="mx.jvp .forward mode. is not supported"):
         mx.jvp(lambda w: meb.embedding(x, w, backend="reference"), [w], [mx.ones_like(w)])

@@ -13,26 +13,32 @@ import math
 import mlx.core as mx
 import numpy as np
 import pytest
-
-import mlx_embag as meb
 from oracle import oracle_embedding_bag
 from support import emulated
 
+import mlx_embag as meb
+
 NAN = math.nan
-W = np.array([[0.5, 1.0, -1.0],
-              [NAN, 5.0, 0.0],
-              [3.0, 3.0, 3.0],
-              [2.0, NAN, NAN],
-              [1.0, 9.0, -2.0],
-              [-1.0, -1.0, 4.0]], np.float32)
+W = np.array(
+    [
+        [0.5, 1.0, -1.0],
+        [NAN, 5.0, 0.0],
+        [3.0, 3.0, 3.0],
+        [2.0, NAN, NAN],
+        [1.0, 9.0, -2.0],
+        [-1.0, -1.0, 4.0],
+    ],
+    np.float32,
+)
 
 
 def _numpy(bags, pad, cot, table=W):
     """Output and weight gradient from tests/oracle.py, whose max mode is np.argmax over
     each bag's non-padding rows (np.max's value), in the table's float32."""
     offsets = np.cumsum([0] + [len(b) for b in bags[:-1]])
-    out, grad, _ = oracle_embedding_bag([r for b in bags for r in b], table, offsets, mode="max",
-                                        padding_idx=pad, cotangent=cot)
+    out, grad, _ = oracle_embedding_bag(
+        [r for b in bags for r in b], table, offsets, mode="max", padding_idx=pad, cotangent=cot
+    )
     return out.astype(np.float32), grad.astype(np.float32)
 
 

@@ -13,9 +13,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
+from support import emulated
 
 import mlx_embag as meb
-from support import emulated
 
 TRIALS, V, BAGS, L = 400, 32, 4, 5
 

@@ -10,9 +10,9 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 import torch
+from support import emulated
 
 import mlx_embag as meb
-from support import emulated
 
 BACKENDS = ("reference", "metal")
 
@@ -123,7 +123,10 @@ def test_vmap_restores_the_table_and_warns(cls):
     assert any("inside mx.vmap" in str(r.message) for r in rec)
     assert m.weight is before
     expected = [
-        (meb.embedding(mx.array(x), W, max_norm=1.0).sum() + meb.embedding(mx.array(x) + 1, W, max_norm=1.0).sum()).item()
+        (
+            meb.embedding(mx.array(x), W, max_norm=1.0).sum()
+            + meb.embedding(mx.array(x) + 1, W, max_norm=1.0).sum()
+        ).item()
         for x in np.array(xs)
     ]
     np.testing.assert_allclose(np.array(out), expected, rtol=1e-6)

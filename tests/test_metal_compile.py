@@ -16,8 +16,10 @@ import pytest
 
 import mlx_embag as meb
 
-pytestmark = pytest.mark.skipif(not mx.metal.is_available(),
-                                reason="mx.compile over Metal kernels needs Apple silicon (the emulator is eager)")
+pytestmark = pytest.mark.skipif(
+    not mx.metal.is_available(),
+    reason="mx.compile over Metal kernels needs Apple silicon (the emulator is eager)",
+)
 
 
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])

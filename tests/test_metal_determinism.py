@@ -11,9 +11,9 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
+from support import emulated
 
 from mlx_embag import metal_ops
-from support import emulated
 from mlx_embag._spec import BagSpec, EmbSpec
 
 SEEDS = (1, 2, 3, 99)
@@ -86,8 +86,13 @@ def test_environment_variable_selects_the_deterministic_backward(monkeypatch):
     w = mx.array(np.arange(12, dtype=np.float32).reshape(4, 3))
 
     def grad():
-        loss = lambda w: meb.embedding_bag(mx.array([0, 2, 2, 1]), w, mx.array([0, 1]), mode="sum",  # noqa: E731
-                                           backend="metal").sum()
+        loss = lambda w: meb.embedding_bag(
+            mx.array([0, 2, 2, 1]),
+            w,
+            mx.array([0, 1]),
+            mode="sum",  # noqa: E731
+            backend="metal",
+        ).sum()
         return mx.grad(loss)(w)
 
     with emulated(seed=1):
@@ -112,8 +117,13 @@ def test_max_deterministic_gradient_is_v_by_d_past_int32(monkeypatch):
     # Reference path: the graph is built lazily, so a 4 GiB table costs nothing here.
     V = 2**29 + 8
     big = mx.zeros((V, 4), mx.float16)
-    loss = lambda w: meb.embedding_bag(mx.array([[0, V - 1]]), w, mode="max",  # noqa: E731
-                                       backend="reference", deterministic=True).sum()
+    loss = lambda w: meb.embedding_bag(
+        mx.array([[0, V - 1]]),
+        w,
+        mode="max",  # noqa: E731
+        backend="reference",
+        deterministic=True,
+    ).sum()
     assert mx.grad(loss)(big).shape == (V, 4)
 
     # Metal path (eager under the emulator): the shape it asks det_write for.
@@ -126,8 +136,13 @@ def test_max_deterministic_gradient_is_v_by_d_past_int32(monkeypatch):
 
     monkeypatch.setattr(kernels, "call", spy)
     w = mx.array(np.arange(15, dtype=np.float32).reshape(5, 3))
-    loss = lambda w: meb.embedding_bag(mx.array([[0, 4], [2, 2]]), w, mode="max",  # noqa: E731
-                                       backend="metal", deterministic=True).sum()
+    loss = lambda w: meb.embedding_bag(
+        mx.array([[0, 4], [2, 2]]),
+        w,
+        mode="max",  # noqa: E731
+        backend="metal",
+        deterministic=True,
+    ).sum()
     with emulated(seed=2):
         g = mx.grad(loss)(w)
     assert shapes["det_write"] == [(5, 3)]

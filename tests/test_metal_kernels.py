@@ -42,14 +42,25 @@ def test_source_opens_with_the_layout_comment(name):
 def _generated_source(name, inputs, template, outputs):
     """MLX's generated source for ``name`` with these inputs (export tracing, verbose)."""
     in_names, out_names, atomic = kernels.KERNELS[name]
-    k = mx.fast.metal_kernel(name=f"mlx_embag_{name}", input_names=list(in_names),
-                             output_names=list(out_names), source=read_metal(name), header=read_source(HEADER),
-                             atomic_outputs=atomic)
+    k = mx.fast.metal_kernel(
+        name=f"mlx_embag_{name}",
+        input_names=list(in_names),
+        output_names=list(out_names),
+        source=read_metal(name),
+        header=read_source(HEADER),
+        atomic_outputs=atomic,
+    )
 
     def f(*xs):
-        return k(inputs=[kernels.device_input(x) for x in xs], template=template, grid=(32, 1, 1),
-                 threadgroup=(32, 1, 1), output_shapes=[(4,)] * len(out_names),
-                 output_dtypes=outputs, verbose=True)[0]
+        return k(
+            inputs=[kernels.device_input(x) for x in xs],
+            template=template,
+            grid=(32, 1, 1),
+            threadgroup=(32, 1, 1),
+            output_shapes=[(4,)] * len(out_names),
+            output_dtypes=outputs,
+            verbose=True,
+        )[0]
 
     with tempfile.TemporaryDirectory() as d:
         cap = os.path.join(d, "out.txt")
@@ -67,7 +78,7 @@ def _generated_source(name, inputs, template, outputs):
 def _signature(text):
     """The generated ``[[kernel]]`` parameter list (the shared header comes before it)."""
     start = text.index("[[kernel]]")
-    return text[start: text.index(") {", start)]
+    return text[start : text.index(") {", start)]
 
 
 def test_tiny_inputs_stay_in_device_memory():
@@ -76,9 +87,11 @@ def test_tiny_inputs_stay_in_device_memory():
     idx = mx.array([1], dtype=mx.int64)
     small = mx.zeros((1,), dtype=mx.int64)
     text = _generated_source(
-        "bag_fwd", [w, idx, small, small, mx.zeros((1,), mx.float16), mx.zeros((1,)), mx.zeros((8,), mx.int64)],
+        "bag_fwd",
+        [w, idx, small, small, mx.zeros((1,), mx.float16), mx.zeros((1,)), mx.zeros((8,), mx.int64)],
         [("T", mx.float16), ("O", mx.float16), ("VEC", False), ("MAXMODE", True)],
-        [mx.float16, mx.int32, mx.int32])
+        [mx.float16, mx.int32, mx.int32],
+    )
     sig = _signature(text)
     assert "constant" not in sig.replace("const device", "")
     params = re.findall(r"\[\[buffer\((\d+)\)\]\]", sig)
@@ -114,9 +127,12 @@ def test_no_stray_parameters(name):
     """MLX adds a parameter for every attribute or ``<input>_shape``-like word it finds in the
     source, comments included: each kernel gets exactly its buffers plus the attributes it uses."""
     in_names, out_names, _ = kernels.KERNELS[name]
-    text = _generated_source(name, [mx.zeros((8,))] * len(in_names),
-                             [("T", mx.float32), ("O", mx.float32), ("VEC", True), ("MAXMODE", True)],
-                             [mx.float32] * len(out_names))
+    text = _generated_source(
+        name,
+        [mx.zeros((8,))] * len(in_names),
+        [("T", mx.float32), ("O", mx.float32), ("VEC", True), ("MAXMODE", True)],
+        [mx.float32] * len(out_names),
+    )
     sig = _signature(text)
     assert len(re.findall(r"\[\[buffer\(", sig)) == len(in_names) + len(out_names)
     attrs = re.findall(r"\[\[(\w+)\]\]", sig)
@@ -144,15 +160,35 @@ def test_emulator_generates_what_mlx_generates(name):
     from emulator.harness import mlx_generated_source
 
     in_names, out_names, atomic = kernels.KERNELS[name]
-    make = dict(name=f"mlx_embag_{name}", input_names=list(in_names), output_names=list(out_names),
-                source=read_metal(name), header=read_source(HEADER), atomic_outputs=atomic)
+    make = dict(
+        name=f"mlx_embag_{name}",
+        input_names=list(in_names),
+        output_names=list(out_names),
+        source=read_metal(name),
+        header=read_source(HEADER),
+        atomic_outputs=atomic,
+    )
     inputs = [kernels.device_input(mx.zeros((3,), mx.int64)) for _ in in_names]
     template = TEMPLATES.get(name, [])
-    call = dict(template=template, grid=(32, 1, 1), threadgroup=(32, 1, 1),
-                output_shapes=[(4,)] * len(out_names), output_dtypes=[mx.float32] * len(out_names))
+    call = dict(
+        template=template,
+        grid=(32, 1, 1),
+        threadgroup=(32, 1, 1),
+        output_shapes=[(4,)] * len(out_names),
+        output_dtypes=[mx.float32] * len(out_names),
+    )
     infos = [generator.InputInfo(x.dtype, x.ndim, x.size) for x in inputs]
-    _, ours = generator.generate_source(make["name"], make["input_names"], make["output_names"], make["source"],
-                                        infos, call["output_dtypes"], template, make["header"], atomic)
+    _, ours = generator.generate_source(
+        make["name"],
+        make["input_names"],
+        make["output_names"],
+        make["source"],
+        infos,
+        call["output_dtypes"],
+        template,
+        make["header"],
+        atomic,
+    )
     text = mlx_generated_source(make, call, inputs)
     assert text == ours
     assert text.startswith(read_source(HEADER))

@@ -15,10 +15,10 @@ import gc
 import mlx.core as mx
 import numpy as np
 import pytest
+from support import emulated
 
 from mlx_embag import metal_ops
 from mlx_embag._spec import BagSpec
-from support import emulated
 
 V, D = 2**29 + 8, 4
 HIGH = [V - 1, 2**29, 2**29 - 1]

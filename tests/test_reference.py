@@ -1,13 +1,14 @@
 """The reference path against the NumPy oracle (tests/oracle.py), over random configurations."""
+
 import math
 
 import mlx.core as mx
 import numpy as np
 import pytest
-
-import mlx_embag as meb
 from oracle import oracle_embedding, oracle_embedding_bag
 from support import TOL, assert_close, random_bag_config, run_meb, to_np
+
+import mlx_embag as meb
 
 
 def check_against_oracle(inp, offsets, W, cfg, dtype, rng):
@@ -56,17 +57,30 @@ def test_malformed_offsets_poison(offsets, mode):
     rng = np.random.default_rng(7)
     inp = np.array([0, 1, 2, 3, 1], np.int32)
     W = rng.standard_normal((5, 3)).astype(np.float32)
-    cfg = dict(mode=mode, include_last_offset=False, padding_idx=None, max_norm=None,
-               norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
+    cfg = dict(
+        mode=mode,
+        include_last_offset=False,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=False,
+        per_sample_weights=None,
+    )
     check_against_oracle(inp, np.array(offsets, np.int32), W, cfg, mx.float32, rng)
 
 
 def test_poison_nan_and_no_gradient_explicit():
     W = np.arange(12, dtype=np.float32).reshape(4, 3)
     inp = np.array([0, 1, 9, 2, 3], np.int64)
-    cfg = dict(mode="sum", include_last_offset=False, padding_idx=None, max_norm=None,
-               norm_type=2.0, scale_grad_by_freq=False,
-               per_sample_weights=np.ones(5, np.float32))
+    cfg = dict(
+        mode="sum",
+        include_last_offset=False,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=False,
+        per_sample_weights=np.ones(5, np.float32),
+    )
     out, dW, dP = run_meb(inp, np.array([0, 2]), W, cfg)
     assert np.isnan(out[1]).all() and np.allclose(out[0], W[0] + W[1])
     assert np.allclose(dW[2], 0) and np.allclose(dW[3], 0) and np.allclose(dW[0], 1)
@@ -75,8 +89,15 @@ def test_poison_nan_and_no_gradient_explicit():
 
 def test_max_tie_earliest_position():
     W = np.array([[1.0, 2.0], [1.0, 5.0], [0.0, 0.0]], np.float32)
-    cfg = dict(mode="max", include_last_offset=False, padding_idx=None, max_norm=None,
-               norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
+    cfg = dict(
+        mode="max",
+        include_last_offset=False,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=False,
+        per_sample_weights=None,
+    )
     out, dW, _ = run_meb(np.array([1, 0, 2]), np.array([0]), W, cfg)
     assert_close(out, [[1.0, 5.0]], 0, 0, "max out")
     assert_close(dW, [[0, 0], [1, 1], [0, 0]], 0, 0, "tie goes to earliest position (row 1)")
@@ -99,8 +120,16 @@ def test_embedding_random(seed):
     w = mx.array(W)
 
     def f(w):
-        return meb.embedding(mx.array(inp), w, padding_idx=pad, max_norm=mn, norm_type=nt,
-                             scale_grad_by_freq=sg, backend="reference")
+        return meb.embedding(
+            mx.array(inp),
+            w,
+            padding_idx=pad,
+            max_norm=mn,
+            norm_type=nt,
+            scale_grad_by_freq=sg,
+            backend="reference",
+        )
+
     out, (dW,) = f(w), mx.vjp(f, [w], [mx.array(cot)])[1]
     eo, edW, _ = oracle_embedding(inp, W, pad, mn, nt, sg, cotangent=cot)
     assert_close(np.array(out), eo, 1e-5, 1e-5, "embedding forward")
@@ -110,13 +139,13 @@ def test_embedding_random(seed):
 def test_oracle_against_hand_values():
     """The oracle itself, against values worked out by hand."""
     W = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
-    out, dW, dP = oracle_embedding_bag([0, 1, 2, 2], W, [0, 2], mode="sum",
-                                       per_sample_weights=[1.0, 2.0, 1.0, 0.5])
+    out, dW, dP = oracle_embedding_bag(
+        [0, 1, 2, 2], W, [0, 2], mode="sum", per_sample_weights=[1.0, 2.0, 1.0, 0.5]
+    )
     assert np.allclose(out, [[1, 4], [4.5, 6]])
     assert np.allclose(dW, [[1, 1], [2, 2], [1.5, 1.5]])
     assert np.allclose(dP, [1, 2, 7, 7])
-    out, dW, _ = oracle_embedding_bag([0, 2, 2], W, [0], mode="mean", padding_idx=0,
-                                      scale_grad_by_freq=True)
+    out, dW, _ = oracle_embedding_bag([0, 2, 2], W, [0], mode="mean", padding_idx=0, scale_grad_by_freq=True)
     assert np.allclose(out, [[3, 4]]) and np.allclose(dW, [[0, 0], [0, 0], [0.5, 0.5]])
     out, _, _ = oracle_embedding_bag([2], W, [0], mode="sum", max_norm=1.0)
     assert np.allclose(out, [[0.6, 0.8]], atol=1e-6)
@@ -129,12 +158,13 @@ def test_long_bags_odd_width_accumulate_in_float32():
     off = np.array([0, 1, 100, 100, 256])
     for dt in (mx.float16, mx.bfloat16):
         Wq = to_np(mx.array(W).astype(dt))
-        out = meb.embedding_bag(mx.array(inp), mx.array(Wq).astype(dt), mx.array(off), mode="sum",
-                                backend="reference")
+        out = meb.embedding_bag(
+            mx.array(inp), mx.array(Wq).astype(dt), mx.array(off), mode="sum", backend="reference"
+        )
         # accumulated in float32 and rounded once: within one ulp of the rounded exact sum
         # (a float16/bfloat16 accumulator drifts by many ulps over 156 terms)
         e = to_np(mx.array(oracle_embedding_bag(inp, Wq, off, mode="sum")[0]).astype(dt))
-        ulp = 2.0 ** -10 if dt == mx.float16 else 2.0 ** -7
+        ulp = 2.0**-10 if dt == mx.float16 else 2.0**-7
         assert_close(to_np(out), e, ulp, 1e-4, f"long bags {dt}")
 
 
@@ -144,8 +174,15 @@ def test_malformed_offsets_include_last_offset_poison(offsets, mode):
     rng = np.random.default_rng(8)
     inp = np.array([0, 1, 2, 3, 1], np.int64)
     W = rng.standard_normal((5, 3)).astype(np.float32)
-    cfg = dict(mode=mode, include_last_offset=True, padding_idx=None, max_norm=None,
-               norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
+    cfg = dict(
+        mode=mode,
+        include_last_offset=True,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=False,
+        per_sample_weights=None,
+    )
     check_against_oracle(inp, np.array(offsets, np.int64), W, cfg, mx.float32, rng)
 
 
@@ -156,19 +193,28 @@ def test_deterministic_flag_does_not_change_reference():
         kw = {k: cfg[k] for k in ("mode", "include_last_offset", "padding_idx")}
 
         def f(w, det):
-            return meb.embedding_bag(mx.array(inp), w, None if offsets is None else mx.array(offsets),
-                                     backend="reference", deterministic=det, **kw).sum()
+            return meb.embedding_bag(
+                mx.array(inp),
+                w,
+                None if offsets is None else mx.array(offsets),
+                backend="reference",
+                deterministic=det,
+                **kw,
+            ).sum()
+
         w = mx.array(W)
         g1, g2 = mx.grad(lambda w: f(w, True))(w), mx.grad(lambda w: f(w, False))(w)
         assert np.array_equal(np.array(g1), np.array(g2))
 
 
 try:
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 except ImportError:  # pragma: no cover - hypothesis is in the test extra
     given = None
 
 if given is not None:
+
     @settings(max_examples=80, deadline=None)
     @given(st.integers(0, 2**32 - 1), st.booleans())
     def test_hypothesis_configs(seed, invalid):

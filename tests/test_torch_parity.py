@@ -8,18 +8,18 @@ Excluded from the random parity sweep, with the reason:
   (The sweep uses offsets[-1] == N, which PyTorch gets right.)
 - out-of-range indices: PyTorch raises, we apply the poison rule (test_reference.py, test_layout.py).
 """
+
 import math
 
 import mlx.core as mx
 import numpy as np
 import pytest
-
 import torch  # noqa: E402  (pinned in the test extra: missing must fail, not skip)
 import torch.nn.functional as F  # noqa: E402
-
-import mlx_embag as meb  # noqa: E402
 from oracle import oracle_embedding_bag  # noqa: E402
 from support import TOL, assert_close, random_bag_config, run_meb, to_np  # noqa: E402
+
+import mlx_embag as meb  # noqa: E402
 
 
 def run_torch(inp, offsets, W, cfg, cot):
@@ -27,12 +27,18 @@ def run_torch(inp, offsets, W, cfg, cot):
     psw = cfg["per_sample_weights"]
     p = None if psw is None else torch.tensor(psw, dtype=torch.float64, requires_grad=True)
     wc = w.clone()  # max_norm renorms in place; clone keeps the leaf intact
-    out = F.embedding_bag(torch.from_numpy(inp), wc,
-                          None if offsets is None else torch.from_numpy(offsets),
-                          max_norm=cfg["max_norm"], norm_type=cfg["norm_type"],
-                          scale_grad_by_freq=cfg["scale_grad_by_freq"], mode=cfg["mode"],
-                          per_sample_weights=p, include_last_offset=cfg["include_last_offset"],
-                          padding_idx=cfg["padding_idx"])
+    out = F.embedding_bag(
+        torch.from_numpy(inp),
+        wc,
+        None if offsets is None else torch.from_numpy(offsets),
+        max_norm=cfg["max_norm"],
+        norm_type=cfg["norm_type"],
+        scale_grad_by_freq=cfg["scale_grad_by_freq"],
+        mode=cfg["mode"],
+        per_sample_weights=p,
+        include_last_offset=cfg["include_last_offset"],
+        padding_idx=cfg["padding_idx"],
+    )
     out.backward(torch.tensor(cot, dtype=torch.float64))
     return (out.detach().numpy(), w.grad.numpy(), None if p is None else p.grad.numpy())
 
@@ -95,6 +101,7 @@ def test_embedding_parity(seed):
 
     def f(w):
         return meb.embedding(mx.array(inp), w, pad, mn, nt, sg, backend="reference")
+
     mo, (mdW,) = f(wm), mx.vjp(f, [wm], [mx.array(cot)])[1]
     assert_close(np.array(mo), to.detach().numpy(), 1e-5, 1e-5, "embedding forward vs torch")
     assert_close(np.array(mdW), w.grad.numpy(), 1e-5, 1e-5, "embedding grad vs torch")
@@ -105,12 +112,20 @@ def test_pytorch_190063_scale_grad_by_freq_divergence():
     W = np.arange(8.0).reshape(4, 2)
     inp, off = np.array([1, 1, 2, 1]), np.array([0, 2])
     w = torch.tensor(W, requires_grad=True)
-    F.embedding_bag(torch.from_numpy(inp), w, torch.from_numpy(off), mode="sum",
-                    scale_grad_by_freq=True).sum().backward()
+    F.embedding_bag(
+        torch.from_numpy(inp), w, torch.from_numpy(off), mode="sum", scale_grad_by_freq=True
+    ).sum().backward()
     # PyTorch 2.13 CPU: row 2 (one occurrence) gets 1/3 instead of 1
     assert_close(w.grad.numpy(), [[0, 0], [1, 1], [1 / 3, 1 / 3], [0, 0]], 1e-6, 1e-6, "torch 2.13")
-    cfg = dict(mode="sum", include_last_offset=False, padding_idx=None, max_norm=None,
-               norm_type=2.0, scale_grad_by_freq=True, per_sample_weights=None)
+    cfg = dict(
+        mode="sum",
+        include_last_offset=False,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=True,
+        per_sample_weights=None,
+    )
     _, odW, _ = oracle_embedding_bag(inp, W, off, **cfg)
     assert_close(odW, [[0, 0], [1, 1], [1, 1], [0, 0]], 0, 0, "oracle")
     _, mdW, _ = run_meb(inp, off, W.astype(np.float32), cfg)
@@ -139,11 +154,23 @@ def test_pytorch_trailing_indices_divergence(mode, tdtype):
     every mode in float64).  The oracle governs; this pins what PyTorch does."""
     W = np.arange(8.0).reshape(4, 2)
     inp, off = np.array([0, 1, 1, 2, 3]), np.array([0, 2, 3])
-    t = F.embedding_bag(torch.from_numpy(inp), torch.tensor(W, dtype=getattr(torch, tdtype)),
-                        torch.from_numpy(off), mode=mode, include_last_offset=True).numpy()
+    t = F.embedding_bag(
+        torch.from_numpy(inp),
+        torch.tensor(W, dtype=getattr(torch, tdtype)),
+        torch.from_numpy(off),
+        mode=mode,
+        include_last_offset=True,
+    ).numpy()
     assert_close(t, TORCH_TRAILING[(tdtype, mode)], 1e-6, 1e-6, f"torch 2.13 {tdtype} {mode}")
-    cfg = dict(mode=mode, include_last_offset=True, padding_idx=None, max_norm=None,
-               norm_type=2.0, scale_grad_by_freq=False, per_sample_weights=None)
+    cfg = dict(
+        mode=mode,
+        include_last_offset=True,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=False,
+        per_sample_weights=None,
+    )
     o, _, _ = oracle_embedding_bag(inp, W, off, **cfg)
     expected = {"sum": [[2, 4], [2, 3]], "mean": [[1, 2], [2, 3]], "max": [[2, 3], [2, 3]]}[mode]
     assert_close(o, expected, 0, 0, "oracle: bag 1 is only row 1")

@@ -1,5 +1,6 @@
 """A tiny bag-of-words classifier trained with PyTorch and with meb.EmbeddingBag (eager and
 mx.compile'd step), SGD, same initial weights: the loss curves agree (rtol 1e-3)."""
+
 from functools import partial
 
 import mlx.core as mx
@@ -7,10 +8,9 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
+import torch  # noqa: E402  (pinned in the test extra: missing must fail, not skip)
 
 import mlx_embag as meb
-
-import torch  # noqa: E402  (pinned in the test extra: missing must fail, not skip)
 
 V, D, C, STEPS, LR = 40, 7, 3, 25, 0.3
 

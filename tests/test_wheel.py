@@ -4,6 +4,7 @@ from an installed copy (not the checkout).
 Offline: ``python -m build --wheel --no-isolation`` needs ``hatchling`` (and ``build``)
 installed in the test environment; CI installs them with the test extra.
 """
+
 import os
 import subprocess
 import sys
@@ -18,14 +19,17 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     try:
-        import hatchling  # noqa: F401
         import build  # noqa: F401
+        import hatchling  # noqa: F401
     except ImportError as e:  # a gap must fail, not skip
         pytest.fail(f"building the wheel offline needs hatchling and build installed: {e}")
     out = tmp_path_factory.mktemp("dist")
-    r = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
-                        "--outdir", str(out), str(ROOT)], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     wheels = list(out.glob("mlx_embag-*.whl"))
     assert len(wheels) == 1, wheels
@@ -63,8 +67,9 @@ def test_installed_copy_finds_its_kernels(wheel, tmp_path):
         "print(len(s.read_metal('bag_fwd')) + len(s.read_source(s.HEADER)))"
     )
     env = dict(os.environ, PYTHONPATH=str(site))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       cwd=str(tmp_path), env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=120
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     pkg, mdir, n = r.stdout.split()
     assert Path(pkg) == (site / "mlx_embag").resolve(), "imported the checkout, not the installed copy"
@@ -74,6 +79,6 @@ def test_installed_copy_finds_its_kernels(wheel, tmp_path):
 
 def test_checkout_finds_its_kernels():
     import mlx_embag._sources as s
-    assert s.metal_dir().resolve() in {(ROOT / "metal").resolve(),
-                                       (ROOT / "mlx_embag" / "_metal").resolve()}
+
+    assert s.metal_dir().resolve() in {(ROOT / "metal").resolve(), (ROOT / "mlx_embag" / "_metal").resolve()}
     assert s.read_metal("bag_fwd") == (ROOT / "metal" / "bag_fwd.metal").read_text()

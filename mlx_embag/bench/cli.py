@@ -63,33 +63,62 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlx-embag-bench",
         description="Time and peak memory of embedding_bag: the reference path, the Metal "
-                    "kernels (Apple silicon), the naive MLX composition, a bare mx.take of the "
-                    "same rows, and PyTorch CPU/MPS.")
-    p.add_argument("--shapes", type=_shape_list, default=None,
-                   help="tables VxD, comma-separated (default 1000000x16,100000x64,20000x256)")
-    p.add_argument("--bag-sizes", type=_int_list, default=None,
-                   help="mean bag lengths L (default 1,4,16,64)")
+        "kernels (Apple silicon), the naive MLX composition, a bare mx.take of the "
+        "same rows, and PyTorch CPU/MPS.",
+    )
+    p.add_argument(
+        "--shapes",
+        type=_shape_list,
+        default=None,
+        help="tables VxD, comma-separated (default 1000000x16,100000x64,20000x256)",
+    )
+    p.add_argument("--bag-sizes", type=_int_list, default=None, help="mean bag lengths L (default 1,4,16,64)")
     p.add_argument("--batch", type=int, default=None, help="bags per call B (default 1024)")
     p.add_argument("--modes", type=_choice_list(MODES), default=list(MODES), help="default sum,mean,max")
-    p.add_argument("--layouts", type=_choice_list(LAYOUTS), default=list(LAYOUTS),
-                   help="2d: (B, L) indices; 1d: flat indices + offsets (default both)")
-    p.add_argument("--passes", type=_choice_list(PASSES), default=list(PASSES),
-                   help="fwd and/or fwd+bwd (default both)")
-    p.add_argument("--backends", type=_choice_list(BACKENDS), default=list(BACKENDS),
-                   help="default: every one this machine can run")
+    p.add_argument(
+        "--layouts",
+        type=_choice_list(LAYOUTS),
+        default=list(LAYOUTS),
+        help="2d: (B, L) indices; 1d: flat indices + offsets (default both)",
+    )
+    p.add_argument(
+        "--passes", type=_choice_list(PASSES), default=list(PASSES), help="fwd and/or fwd+bwd (default both)"
+    )
+    p.add_argument(
+        "--backends",
+        type=_choice_list(BACKENDS),
+        default=list(BACKENDS),
+        help="default: every one this machine can run",
+    )
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    p.add_argument("--repeat", type=int, default=MIN_RUNS,
-                   help=f"timed runs per figure, median reported (default and minimum {MIN_RUNS})")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=MIN_RUNS,
+        help=f"timed runs per figure, median reported (default and minimum {MIN_RUNS})",
+    )
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--compile", action="store_true",
-                   help="time the MLX backends under mx.compile (no per-call graph building)")
-    p.add_argument("--torch-threads", type=int, default=None,
-                   help="torch.set_num_threads for the PyTorch CPU baseline (default: torch's)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="time the MLX backends under mx.compile (no per-call graph building)",
+    )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the PyTorch CPU baseline (default: torch's)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bandwidth-gbs", type=float, default=None,
-                   help="memory bandwidth to compare against (default: the Apple chip's, if known)")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes (V=1000, D=16, B=16, L=1,4,16), for a smoke test")
+    p.add_argument(
+        "--bandwidth-gbs",
+        type=float,
+        default=None,
+        help="memory bandwidth to compare against (default: the Apple chip's, if known)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny sizes (V=1000, D=16, B=16, L=1,4,16), for a smoke test"
+    )
     p.add_argument("--json", metavar="PATH", help="write every measurement and check as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw time vs bag length per backend (matplotlib)")
     return p
@@ -100,14 +129,18 @@ def _refusal(args):
     if args.repeat < MIN_RUNS:
         return f"error: --repeat must be at least {MIN_RUNS} (each figure is a median)"
     if args.plot and pyplot() is None:
-        return ("error: --plot needs matplotlib, which is not installed: "
-                "pip install matplotlib (or pip install 'mlx-embag[examples]')")
+        return (
+            "error: --plot needs matplotlib, which is not installed: "
+            "pip install matplotlib (or pip install 'mlx-embag[examples]')"
+        )
     return None
 
 
 def _print_setup(args, name, bandwidth, backends, notes):
-    print(f"mlx-embag bench: device {name} ({platform.machine()}), mlx {mx.__version__}, "
-          f"default device {mx.default_device()}, median of {args.repeat} runs")
+    print(
+        f"mlx-embag bench: device {name} ({platform.machine()}), mlx {mx.__version__}, "
+        f"default device {mx.default_device()}, median of {args.repeat} runs"
+    )
     if bandwidth is not None:
         print(f"memory bandwidth: {bandwidth:g} GB/s")
     for note in notes:
@@ -138,8 +171,7 @@ def main(argv=None) -> int:
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
-    shapes = args.shapes or ([(1000, 16)] if args.quick else
-                             [(1_000_000, 16), (100_000, 64), (20_000, 256)])
+    shapes = args.shapes or ([(1000, 16)] if args.quick else [(1_000_000, 16), (100_000, 64), (20_000, 256)])
     bag_sizes = args.bag_sizes or ([1, 4, 16] if args.quick else [1, 4, 16, 64])
     batch = args.batch or (16 if args.quick else 1024)
 
@@ -159,10 +191,18 @@ def main(argv=None) -> int:
                 for mode in args.modes:
                     case = Case(V, D, batch, L, layout, mode, args.dtype)
                     log(f"V={V} D={D} B={batch} L={L} {layout} {mode}")
-                    results += run_case(case, backends, args.passes, warmup=args.warmup,
-                                        repeat=args.repeat, seed=args.seed,
-                                        bandwidth=bandwidth, compile=args.compile, log=log,
-                                        skipped=skipped)
+                    results += run_case(
+                        case,
+                        backends,
+                        args.passes,
+                        warmup=args.warmup,
+                        repeat=args.repeat,
+                        seed=args.seed,
+                        bandwidth=bandwidth,
+                        compile=args.compile,
+                        log=log,
+                        skipped=skipped,
+                    )
     checks = check_targets(results)
     print()
     print(format_table(results, backends, bandwidth))
@@ -172,12 +212,21 @@ def main(argv=None) -> int:
         for msg in skipped[:5]:
             print("  " + msg)
     if args.quick:
-        print("(--quick: at tiny sizes the times are mostly Python and graph-building "
-              "overhead; the targets are meant for the default sizes)")
+        print(
+            "(--quick: at tiny sizes the times are mostly Python and graph-building "
+            "overhead; the targets are meant for the default sizes)"
+        )
     if args.json:
-        meta = {"device": name, "machine": platform.machine(), "mlx": mx.__version__,
-                "bandwidth_gbs": bandwidth, "repeat": args.repeat, "notes": notes,
-                "compiled": args.compile, "skipped": skipped}
+        meta = {
+            "device": name,
+            "machine": platform.machine(),
+            "mlx": mx.__version__,
+            "bandwidth_gbs": bandwidth,
+            "repeat": args.repeat,
+            "notes": notes,
+            "compiled": args.compile,
+            "skipped": skipped,
+        }
         write_json(args.json, meta, results, checks)
         print(f"wrote {args.json}")
     if args.plot:

@@ -57,7 +57,8 @@ def _library(backend):
             f = lambda w: meb.embedding_bag(inp.idx2d, w, mode=case.mode, backend=backend)  # noqa: E731
         else:
             f = lambda w: meb.embedding_bag(  # noqa: E731
-                inp.flat, w, inp.offsets, mode=case.mode, backend=backend)
+                inp.flat, w, inp.offsets, mode=case.mode, backend=backend
+            )
         return _mlx_pair(f, inp, compile)
 
     return make
@@ -84,8 +85,7 @@ def _take(case: Case, inp: Inputs, compile=False):
 
 def _with_cot(inp: Inputs):
     # The take's output is (N, D): its cotangent is the bag's cotangent per position.
-    owner = np.repeat(np.arange(inp.cot.shape[0]), np.diff(
-        np.append(_offsets_of(inp), inp.N)))
+    owner = np.repeat(np.arange(inp.cot.shape[0]), np.diff(np.append(_offsets_of(inp), inp.N)))
     cot = mx.take(inp.cot, mx.array(owner.astype(np.int32)), axis=0)
     mx.eval(cot)
     return dataclasses.replace(inp, cot=cot)
@@ -151,8 +151,9 @@ def available_backends(requested):
     usable, notes = [], []
     for name in requested:
         if name == "metal" and not mx.metal.is_available():
-            notes.append("metal: Metal timing needs Apple silicon (no Metal GPU here); "
-                         "the other backends still run.")
+            notes.append(
+                "metal: Metal timing needs Apple silicon (no Metal GPU here); the other backends still run."
+            )
             continue
         if name in ("torch", "mps"):
             try:

@@ -17,10 +17,21 @@ import mlx.core as mx
 # keyed by the ``device_name`` MLX reports. Binned variants with a narrower bus
 # (e.g. the 30-core M3 Max at 300 GB/s) share a name: use --bandwidth-gbs there.
 CHIP_BANDWIDTH_GBS = {
-    "Apple M1": 68.25, "Apple M1 Pro": 200.0, "Apple M1 Max": 400.0, "Apple M1 Ultra": 800.0,
-    "Apple M2": 100.0, "Apple M2 Pro": 200.0, "Apple M2 Max": 400.0, "Apple M2 Ultra": 800.0,
-    "Apple M3": 100.0, "Apple M3 Pro": 150.0, "Apple M3 Max": 400.0, "Apple M3 Ultra": 819.0,
-    "Apple M4": 120.0, "Apple M4 Pro": 273.0, "Apple M4 Max": 546.0,
+    "Apple M1": 68.25,
+    "Apple M1 Pro": 200.0,
+    "Apple M1 Max": 400.0,
+    "Apple M1 Ultra": 800.0,
+    "Apple M2": 100.0,
+    "Apple M2 Pro": 200.0,
+    "Apple M2 Max": 400.0,
+    "Apple M2 Ultra": 800.0,
+    "Apple M3": 100.0,
+    "Apple M3 Pro": 150.0,
+    "Apple M3 Max": 400.0,
+    "Apple M3 Ultra": 819.0,
+    "Apple M4": 120.0,
+    "Apple M4 Pro": 273.0,
+    "Apple M4 Max": 546.0,
     "Apple M5": 153.0,
 }
 

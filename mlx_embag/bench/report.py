@@ -18,9 +18,13 @@ from .results import Check, Result
 from .workloads import LAYOUTS, PASSES
 
 # Time ratios printed beside the table (numerator, denominator, column title).
-RATIOS = (("reference", "take", "ref/take"), ("reference", "naive", "ref/naive"),
-          ("reference", "torch", "ref/torch"), ("reference", "metal", "ref/metal"),
-          ("mps", "metal", "mps/metal"))
+RATIOS = (
+    ("reference", "take", "ref/take"),
+    ("reference", "naive", "ref/naive"),
+    ("reference", "torch", "ref/torch"),
+    ("reference", "metal", "ref/metal"),
+    ("mps", "metal", "mps/metal"),
+)
 
 
 def _table_of(r: Result):
@@ -29,13 +33,11 @@ def _table_of(r: Result):
 
 def _row_of(r: Result):
     # Layouts, modes and passes in the order they are declared (2d before 1d), not alphabetical.
-    return (r.case.L, LAYOUTS.index(r.case.layout), MODES.index(r.case.mode),
-            PASSES.index(r.pass_))
+    return (r.case.L, LAYOUTS.index(r.case.layout), MODES.index(r.case.mode), PASSES.index(r.pass_))
 
 
 def _header(shown, ratios, bandwidth):
-    head = f"{'L':>3} {'layout':>6} {'mode':>4} {'pass':>7} |" + "".join(
-        f"{b:>17}" for b in shown)
+    head = f"{'L':>3} {'layout':>6} {'mode':>4} {'pass':>7} |" + "".join(f"{b:>17}" for b in shown)
     if ratios:
         head += " |" + "".join(f"{t:>10}" for _, _, t in ratios)
     if bandwidth is not None:
@@ -143,8 +145,15 @@ def write_json(path: str, meta: dict, results: Iterable[Result], checks: Iterabl
         {'meta': {'repeat': 20}, 'results': [], 'targets': []}
     """
     with open(path, "w") as fh:
-        json.dump({"meta": meta, "results": [r.to_dict() for r in results],
-                   "targets": [c.to_dict() for c in checks]}, fh, indent=1)
+        json.dump(
+            {
+                "meta": meta,
+                "results": [r.to_dict() for r in results],
+                "targets": [c.to_dict() for c in checks],
+            },
+            fh,
+            indent=1,
+        )
 
 
 def pyplot():
@@ -185,10 +194,8 @@ def plot(results: List[Result], path: str):
     passes = [p for p in PASSES if any(r.pass_ == p for r in results)]
     rows = [(s, p) for s in shapes for p in passes]
     height = 3.2 * len(rows) + 0.7  # 0.7 inch on top for the legend
-    fig, axes = plt.subplots(len(rows), len(modes), squeeze=False,
-                             figsize=(4.2 * len(modes), height))
-    colors = dict(zip(BACKENDS, ("tab:blue", "tab:red", "tab:orange", "tab:gray",
-                                 "tab:green", "tab:purple")))
+    fig, axes = plt.subplots(len(rows), len(modes), squeeze=False, figsize=(4.2 * len(modes), height))
+    colors = dict(zip(BACKENDS, ("tab:blue", "tab:red", "tab:orange", "tab:gray", "tab:green", "tab:purple")))
     series = {}
     for r in results:
         key = (_table_of(r), r.pass_, r.case.mode, r.backend, r.case.layout)
@@ -212,8 +219,7 @@ def plot(results: List[Result], path: str):
     for ax in axes.flat:  # every backend and layout drawn anywhere, once
         for h, lab in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(lab, h)
-    fig.legend(list(legend.values()), list(legend), loc="upper center",
-               ncol=min(len(legend), 6), fontsize=8)
+    fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=min(len(legend), 6), fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.7 / height))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -79,8 +79,17 @@ class Result:
         return self.case, self.pass_, self.backend
 
     @classmethod
-    def from_measurement(cls, case: Case, n: int, backend: str, pass_: str, m: Measurement,
-                         nbytes: int, bandwidth: Optional[float], compiled: bool = False):
+    def from_measurement(
+        cls,
+        case: Case,
+        n: int,
+        backend: str,
+        pass_: str,
+        m: Measurement,
+        nbytes: int,
+        bandwidth: Optional[float],
+        compiled: bool = False,
+    ):
         """The result of :class:`~.timing.Measurement` ``m``, which moved ``nbytes``.
 
         Example:
@@ -91,12 +100,20 @@ class Result:
             (2.0, 1.0, 2.0, 50.0)
         """
         gbs = nbytes / m.median_s / 1e9
-        return cls(case, n, backend, pass_, median_ms=m.median_s * 1e3, min_ms=m.min_s * 1e3,
-                   runs=m.runs,
-                   peak_mb=None if m.peak_bytes is None else m.peak_bytes / 2**20,
-                   bytes=nbytes, gbs=gbs,
-                   pct_bandwidth=None if bandwidth is None else 100 * gbs / bandwidth,
-                   compiled=compiled)
+        return cls(
+            case,
+            n,
+            backend,
+            pass_,
+            median_ms=m.median_s * 1e3,
+            min_ms=m.min_s * 1e3,
+            runs=m.runs,
+            peak_mb=None if m.peak_bytes is None else m.peak_bytes / 2**20,
+            bytes=nbytes,
+            gbs=gbs,
+            pct_bandwidth=None if bandwidth is None else 100 * gbs / bandwidth,
+            compiled=compiled,
+        )
 
     def to_dict(self) -> dict:
         """Flat JSON form: the case's fields, then the others (``pass_`` as ``"pass"``)."""

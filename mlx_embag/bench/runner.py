@@ -21,10 +21,19 @@ from .timing import measure_interleaved
 from .workloads import PASSES, Case, bytes_moved, make_inputs
 
 
-def run_case(case: Case, backends, passes, *, warmup: int, repeat: int, seed: int,
-             bandwidth: Optional[float], compile: bool = False,
-             log: Callable[[str], object] = print,
-             skipped: Optional[List[str]] = None) -> List[Result]:
+def run_case(
+    case: Case,
+    backends,
+    passes,
+    *,
+    warmup: int,
+    repeat: int,
+    seed: int,
+    bandwidth: Optional[float],
+    compile: bool = False,
+    log: Callable[[str], object] = print,
+    skipped: Optional[List[str]] = None,
+) -> List[Result]:
     """Measure ``case`` on every backend, interleaved; returns one :class:`~.results.Result`
     per backend and pass.
 
@@ -70,13 +79,23 @@ def run_case(case: Case, backends, passes, *, warmup: int, repeat: int, seed: in
                 fns[name] = pair[i]
             except Exception as e:  # noqa: BLE001 - reported, never fatal
                 skip(f"{name} {pass_}: failed ({type(e).__name__}: {e})")
-        ms = measure_interleaved(fns, warmup=warmup, repeat=repeat,
-                                 track_mlx_memory=[n for n in fns if n in MLX_BACKENDS])
+        ms = measure_interleaved(
+            fns, warmup=warmup, repeat=repeat, track_mlx_memory=[n for n in fns if n in MLX_BACKENDS]
+        )
         nbytes = bytes_moved(case, inp.N, pass_)
         for name, m in ms.items():
-            results.append(Result.from_measurement(
-                case, inp.N, name, pass_, m, nbytes, bandwidth,
-                compiled=bool(compile) and name in MLX_BACKENDS))
+            results.append(
+                Result.from_measurement(
+                    case,
+                    inp.N,
+                    name,
+                    pass_,
+                    m,
+                    nbytes,
+                    bandwidth,
+                    compiled=bool(compile) and name in MLX_BACKENDS,
+                )
+            )
     # Free this case's arrays before the next is built, so its peak memory is its own.
     del inp, pairs
     mx.clear_cache()

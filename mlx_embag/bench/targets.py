@@ -66,8 +66,9 @@ class Target:
             return None
         value, limit = self.value(r, other), self.limit(r)
         ok = value <= limit if self.at_most else value >= limit
-        return Check(r.case, r.pass_, self.label.format(limit=limit), self.what, value, limit,
-                     bool(ok), self.at_most)
+        return Check(
+            r.case, r.pass_, self.label.format(limit=limit), self.what, value, limit, bool(ok), self.at_most
+        )
 
 
 def _time_ratio(r, o):
@@ -85,25 +86,66 @@ def _against_naive(r, o):
 
 # Order matters: checks are listed (and printed) per result in this order.
 TARGETS = (
-    Target("reference", "take", "reference/take time <= {limit}", "time", True,
-           applies=lambda r, o: r.pass_ == "fwd" and r.case.mode in ("sum", "mean"),
-           value=_time_ratio, limit=lambda r: 1.3 if r.case.L >= 16 else 2.0),
-    Target("reference", "naive", "reference/naive time <= {limit}", "time", True,
-           applies=_against_naive, value=_time_ratio, limit=lambda r: 1.1),
-    Target("reference", "naive", "reference/naive peak <= {limit}", "memory", True,
-           applies=lambda r, o: _against_naive(r, o) and r.peak_mb is not None
-           and bool(o.peak_mb),
-           value=lambda r, o: r.peak_mb / o.peak_mb, limit=lambda r: 1.1),
-    Target("metal", None, "metal % of bandwidth >= {limit:g}", "bandwidth", False,
-           applies=lambda r, o: r.pct_bandwidth is not None and r.case.dtype == "float32"
-           and r.case.D >= 64,
-           value=lambda r, o: r.pct_bandwidth,
-           limit=lambda r: 80.0 if r.pass_ == "fwd" else 50.0),
-    Target("metal", "reference", "reference/metal time >= {limit:g}", "time", False,
-           applies=lambda r, o: r.pass_ == "fwd" and r.case.L >= 16,
-           value=_speedup, limit=lambda r: 2.0),
-    Target("metal", "mps", "mps/metal time >= {limit:g}", "time", False,
-           applies=lambda r, o: True, value=_speedup, limit=lambda r: 1.0),
+    Target(
+        "reference",
+        "take",
+        "reference/take time <= {limit}",
+        "time",
+        True,
+        applies=lambda r, o: r.pass_ == "fwd" and r.case.mode in ("sum", "mean"),
+        value=_time_ratio,
+        limit=lambda r: 1.3 if r.case.L >= 16 else 2.0,
+    ),
+    Target(
+        "reference",
+        "naive",
+        "reference/naive time <= {limit}",
+        "time",
+        True,
+        applies=_against_naive,
+        value=_time_ratio,
+        limit=lambda r: 1.1,
+    ),
+    Target(
+        "reference",
+        "naive",
+        "reference/naive peak <= {limit}",
+        "memory",
+        True,
+        applies=lambda r, o: _against_naive(r, o) and r.peak_mb is not None and bool(o.peak_mb),
+        value=lambda r, o: r.peak_mb / o.peak_mb,
+        limit=lambda r: 1.1,
+    ),
+    Target(
+        "metal",
+        None,
+        "metal % of bandwidth >= {limit:g}",
+        "bandwidth",
+        False,
+        applies=lambda r, o: r.pct_bandwidth is not None and r.case.dtype == "float32" and r.case.D >= 64,
+        value=lambda r, o: r.pct_bandwidth,
+        limit=lambda r: 80.0 if r.pass_ == "fwd" else 50.0,
+    ),
+    Target(
+        "metal",
+        "reference",
+        "reference/metal time >= {limit:g}",
+        "time",
+        False,
+        applies=lambda r, o: r.pass_ == "fwd" and r.case.L >= 16,
+        value=_speedup,
+        limit=lambda r: 2.0,
+    ),
+    Target(
+        "metal",
+        "mps",
+        "mps/metal time >= {limit:g}",
+        "time",
+        False,
+        applies=lambda r, o: True,
+        value=_speedup,
+        limit=lambda r: 1.0,
+    ),
 )
 
 

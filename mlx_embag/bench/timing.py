@@ -36,9 +36,13 @@ class Measurement:
     peak_bytes: Optional[int] = None
 
 
-def measure_interleaved(fns: Dict[str, Callable[[], object]], *, warmup: int = 3,
-                        repeat: int = MIN_RUNS,
-                        track_mlx_memory: Iterable[str] = ()) -> Dict[str, Measurement]:
+def measure_interleaved(
+    fns: Dict[str, Callable[[], object]],
+    *,
+    warmup: int = 3,
+    repeat: int = MIN_RUNS,
+    track_mlx_memory: Iterable[str] = (),
+) -> Dict[str, Measurement]:
     """Time several zero-argument callables in turns: the shared timing helper.
 
     Every callable must evaluate (``mx.eval``) or synchronise its own result.
@@ -89,8 +93,9 @@ def measure_interleaved(fns: Dict[str, Callable[[], object]], *, warmup: int = 3
     return out
 
 
-def measure(fn: Callable[[], object], *, warmup: int = 3, repeat: int = MIN_RUNS,
-            track_mlx_memory: bool = False) -> Measurement:
+def measure(
+    fn: Callable[[], object], *, warmup: int = 3, repeat: int = MIN_RUNS, track_mlx_memory: bool = False
+) -> Measurement:
     """:func:`measure_interleaved` of a single callable.
 
     Example:
@@ -99,5 +104,4 @@ def measure(fn: Callable[[], object], *, warmup: int = 3, repeat: int = MIN_RUNS
         (3, 0, True)
     """
     tracked = ("fn",) if track_mlx_memory else ()
-    return measure_interleaved({"fn": fn}, warmup=warmup, repeat=repeat,
-                               track_mlx_memory=tracked)["fn"]
+    return measure_interleaved({"fn": fn}, warmup=warmup, repeat=repeat, track_mlx_memory=tracked)["fn"]

@@ -50,11 +50,11 @@ class Inputs:
         ((2,), True, True)
     """
 
-    weight: mx.array          # (V, D)
-    flat: mx.array            # (N,) int32, the indices of every bag in order
+    weight: mx.array  # (V, D)
+    flat: mx.array  # (N,) int32, the indices of every bag in order
     idx2d: Optional[mx.array]  # (B, L) for the 2-D layout, else None
     offsets: Optional[mx.array]  # (B,) for the 1-D layout, else None
-    cot: mx.array             # (B, D) output cotangent for the backward
+    cot: mx.array  # (B, D) output cotangent for the backward
     np_flat: np.ndarray
     np_offsets: Optional[np.ndarray]
     np_weight: np.ndarray
@@ -93,8 +93,9 @@ def make_inputs(case: Case, seed: int = 0) -> Inputs:
     offsets = mx.array(off_np) if case.layout == "1d" else None
     cot = mx.array(cot_np).astype(dtype)
     mx.eval(weight, flat, cot, *(a for a in (idx2d, offsets) if a is not None))
-    return Inputs(weight, flat, idx2d, offsets, cot, flat_np,
-                  off_np if case.layout == "1d" else None, w_np, cot_np)
+    return Inputs(
+        weight, flat, idx2d, offsets, cot, flat_np, off_np if case.layout == "1d" else None, w_np, cot_np
+    )
 
 
 def bytes_moved(case: Case, n: int, pass_: str) -> int:

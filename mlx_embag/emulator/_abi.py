@@ -14,9 +14,19 @@ _ERROR_BYTES = 4096
 # emu_launch(entry, buffers, sizes, n_buffers, grid[3], threadgroup[3], seed, use_fibers,
 #            workers, stack_bytes, timeout_s, error, error_len) -> nonzero on error
 _LAUNCH_ARGTYPES = [
-    ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int64), ctypes.c_int,
-    ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint), ctypes.c_longlong, ctypes.c_int,
-    ctypes.c_int, ctypes.c_longlong, ctypes.c_double, ctypes.c_char_p, ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_void_p),
+    ctypes.POINTER(ctypes.c_int64),
+    ctypes.c_int,
+    ctypes.POINTER(ctypes.c_uint),
+    ctypes.POINTER(ctypes.c_uint),
+    ctypes.c_longlong,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_longlong,
+    ctypes.c_double,
+    ctypes.c_char_p,
+    ctypes.c_int,
 ]
 
 
@@ -38,8 +48,18 @@ def load_kernel(path: str) -> tuple[ctypes.CDLL, int]:
     return lib, ctypes.cast(lib.__emu_entry, ctypes.c_void_p).value
 
 
-def launch(runtime: ctypes.CDLL, entry: int, buffers: list, grid, threadgroup, seed: int, use_fibers: bool,
-           workers: int, stack_bytes: int, timeout: float) -> str | None:
+def launch(
+    runtime: ctypes.CDLL,
+    entry: int,
+    buffers: list,
+    grid,
+    threadgroup,
+    seed: int,
+    use_fibers: bool,
+    workers: int,
+    stack_bytes: int,
+    timeout: float,
+) -> str | None:
     """Run ``entry`` over the grid; returns the runtime's error message, or None.
 
     ``buffers`` are C-contiguous NumPy arrays, written in place.
@@ -51,6 +71,7 @@ def launch(runtime: ctypes.CDLL, entry: int, buffers: list, grid, threadgroup, s
     g = (ctypes.c_uint * 3)(*grid)
     t = (ctypes.c_uint * 3)(*threadgroup)
     error = ctypes.create_string_buffer(_ERROR_BYTES)
-    rc = runtime.emu_launch(entry, ptrs, sizes, n, g, t, seed, int(use_fibers), workers, stack_bytes, timeout,
-                            error, len(error))
+    rc = runtime.emu_launch(
+        entry, ptrs, sizes, n, g, t, seed, int(use_fibers), workers, stack_bytes, timeout, error, len(error)
+    )
     return error.value.decode(errors="replace") if rc else None

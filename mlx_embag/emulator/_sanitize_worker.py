@@ -40,15 +40,19 @@ def _libasan() -> str:
         return env
     for cc in ("gcc", "cc", "clang"):
         try:
-            out = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True,
-                                 timeout=60).stdout.strip()
+            out = subprocess.run(
+                [cc, "-print-file-name=libasan.so"], capture_output=True, text=True, timeout=60
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             continue
         if out and os.path.isabs(out) and os.path.exists(out):
             return out
     # No compiler driver to ask: look where Debian/Ubuntu put the runtime.
-    found = sorted(glob.glob("/usr/lib/gcc/*/*/libasan.so") + glob.glob("/usr/lib/*-linux-gnu/libasan.so.*")
-                   + glob.glob("/usr/lib64/libasan.so.*"))
+    found = sorted(
+        glob.glob("/usr/lib/gcc/*/*/libasan.so")
+        + glob.glob("/usr/lib/*-linux-gnu/libasan.so.*")
+        + glob.glob("/usr/lib64/libasan.so.*")
+    )
     if found:
         return found[-1]
     raise RuntimeError(
@@ -85,8 +89,19 @@ def _summarise(stderr: str) -> str:
     return "\n".join(line for line in keep if line.strip())
 
 
-def run_in_subprocess(*, kernel_so: str, buffers: list, const: list, grid, threadgroup, seed: int,
-                      use_fibers: bool, workers: int, stack_bytes: int, timeout: float = 0.0) -> str | None:
+def run_in_subprocess(
+    *,
+    kernel_so: str,
+    buffers: list,
+    const: list,
+    grid,
+    threadgroup,
+    seed: int,
+    use_fibers: bool,
+    workers: int,
+    stack_bytes: int,
+    timeout: float = 0.0,
+) -> str | None:
     """Run the kernel under ASan in a child process; copy outputs back.
 
     Returns:
@@ -96,9 +111,18 @@ def run_in_subprocess(*, kernel_so: str, buffers: list, const: list, grid, threa
     from . import compiler
 
     runtime_so = str(compiler.build_runtime(sanitize=True))
-    job = dict(runtime_so=runtime_so, kernel_so=kernel_so, buffers=buffers, grid=tuple(grid),
-               threadgroup=tuple(threadgroup), seed=seed, use_fibers=use_fibers, workers=workers,
-               stack_bytes=stack_bytes, timeout=timeout)
+    job = dict(
+        runtime_so=runtime_so,
+        kernel_so=kernel_so,
+        buffers=buffers,
+        grid=tuple(grid),
+        threadgroup=tuple(threadgroup),
+        seed=seed,
+        use_fibers=use_fibers,
+        workers=workers,
+        stack_bytes=stack_bytes,
+        timeout=timeout,
+    )
     with tempfile.TemporaryDirectory(prefix="mlx_embag_asan_") as tmp:
         job_path = os.path.join(tmp, "job.pkl")
         out_path = os.path.join(tmp, "out.pkl")
@@ -106,24 +130,40 @@ def run_in_subprocess(*, kernel_so: str, buffers: list, const: list, grid, threa
             pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
         env = dict(os.environ)
         env["LD_PRELOAD"] = _libasan()
-        env["ASAN_OPTIONS"] = ":".join([
-            "detect_leaks=0", "detect_stack_use_after_return=0", "abort_on_error=0", "exitcode=86",
-            "allocator_may_return_null=1", "handle_segv=1", env.get("ASAN_OPTIONS", ""),
-        ]).rstrip(":")
+        env["ASAN_OPTIONS"] = ":".join(
+            [
+                "detect_leaks=0",
+                "detect_stack_use_after_return=0",
+                "abort_on_error=0",
+                "exitcode=86",
+                "allocator_may_return_null=1",
+                "handle_segv=1",
+                env.get("ASAN_OPTIONS", ""),
+            ]
+        ).rstrip(":")
         # The child's own watchdog ends it on time; this is only a backstop.
         try:
-            proc = subprocess.run([sys.executable, os.path.abspath(__file__), job_path, out_path],
-                                  capture_output=True, text=True, env=env, timeout=timeout + 60 if timeout else None)
+            proc = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), job_path, out_path],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=timeout + 60 if timeout else None,
+            )
         except subprocess.TimeoutExpired:
-            return (f"the kernel was still running after {timeout:g} s and was stopped: an endless loop, or "
-                    "threads spinning on each other; MLX_EMBAG_EMULATOR_TIMEOUT sets the limit in seconds")
+            return (
+                f"the kernel was still running after {timeout:g} s and was stopped: an endless loop, or "
+                "threads spinning on each other; MLX_EMBAG_EMULATOR_TIMEOUT sets the limit in seconds"
+            )
         if proc.returncode == _TIMEOUT_EXIT:
             line = next((x for x in proc.stderr.splitlines() if x.startswith("EMU_TIMEOUT: ")), "")
-            return line[len("EMU_TIMEOUT: "):] or "the kernel ran past its time limit"
+            return line[len("EMU_TIMEOUT: ") :] or "the kernel ran past its time limit"
         if proc.returncode != 0:
             if "AddressSanitizer" in proc.stderr:
                 return "AddressSanitizer found an invalid memory access:\n" + _summarise(proc.stderr)
-            return f"the sanitizer subprocess failed (exit code {proc.returncode}):\n" + _summarise(proc.stderr)
+            return f"the sanitizer subprocess failed (exit code {proc.returncode}):\n" + _summarise(
+                proc.stderr
+            )
         with open(out_path, "rb") as f:
             result = pickle.load(f)
     if result["error"]:
@@ -140,8 +180,18 @@ def _child(job_path: str, out_path: str) -> int:
     runtime = _abi.load_runtime(job["runtime_so"])
     _kernel, entry = _abi.load_kernel(job["kernel_so"])
     buffers = job["buffers"]
-    error = _abi.launch(runtime, entry, buffers, job["grid"], job["threadgroup"], job["seed"], job["use_fibers"],
-                        job["workers"], job["stack_bytes"], job["timeout"])
+    error = _abi.launch(
+        runtime,
+        entry,
+        buffers,
+        job["grid"],
+        job["threadgroup"],
+        job["seed"],
+        job["use_fibers"],
+        job["workers"],
+        job["stack_bytes"],
+        job["timeout"],
+    )
     with open(out_path, "wb") as f:
         pickle.dump({"error": error, "buffers": buffers}, f, protocol=pickle.HIGHEST_PROTOCOL)
     return 0

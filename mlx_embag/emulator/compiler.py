@@ -149,8 +149,16 @@ def runtime_flags(sanitize: bool) -> list[str]:
     switch instead of the x86-64 assembly one (to test it).
     """
     flags = [
-        "-std=c++17", "-O2", "-fPIC", "-shared", "-nostdlib++", "-fno-exceptions", "-fno-rtti",
-        "-fvisibility=hidden", "-I", str(SHIM_DIR),
+        "-std=c++17",
+        "-O2",
+        "-fPIC",
+        "-shared",
+        "-nostdlib++",
+        "-fno-exceptions",
+        "-fno-rtti",
+        "-fvisibility=hidden",
+        "-I",
+        str(SHIM_DIR),
     ]
     if sanitize:
         flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
@@ -164,8 +172,9 @@ def _key_lock(key: str) -> threading.Lock:
         return _key_locks.setdefault(key, threading.Lock())
 
 
-def build(source: str, flags: list[str], *, suffix: str, link: list[str] = (),
-          source_name: str = "kernel.cpp") -> Path:
+def build(
+    source: str, flags: list[str], *, suffix: str, link: list[str] = (), source_name: str = "kernel.cpp"
+) -> Path:
     """Compile ``source`` to a cached shared object and return its path.
 
     Args:
@@ -198,7 +207,10 @@ def build(source: str, flags: list[str], *, suffix: str, link: list[str] = (),
             env = dict(os.environ)
             proc = subprocess.run(
                 list(cmd) + flags + [str(src), "-o", str(tmp_out)] + list(link),
-                capture_output=True, text=True, env=env, cwd=tmp,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp,
             )
             if proc.returncode != 0 or not tmp_out.exists():
                 msg = (proc.stderr or proc.stdout).replace(str(src), source_name)
@@ -211,8 +223,10 @@ def build_runtime(sanitize: bool = False) -> Path:
     """The runtime library (scheduler, fibers), built once and cached."""
     src = (SHIM_DIR / "runtime.cpp").read_text()
     return build(
-        f'#line 1 "runtime.cpp"\n{src}', runtime_flags(sanitize),
-        suffix="runtime_asan" if sanitize else "runtime", link=["-lpthread"],
+        f'#line 1 "runtime.cpp"\n{src}',
+        runtime_flags(sanitize),
+        suffix="runtime_asan" if sanitize else "runtime",
+        link=["-lpthread"],
         source_name="runtime.cpp",
     )
 

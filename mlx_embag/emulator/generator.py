@@ -28,10 +28,20 @@ from .translate import ATTRIBUTES
 MAX_CONSTANT_ARRAY_SIZE = 8
 
 _TYPE_NAMES = {
-    mx.float32: "float", mx.float16: "float16_t", mx.bfloat16: "bfloat16_t", mx.float64: "double",
-    mx.complex64: "complex64_t", mx.bool_: "bool",
-    mx.int8: "int8_t", mx.int16: "int16_t", mx.int32: "int32_t", mx.int64: "int64_t",
-    mx.uint8: "uint8_t", mx.uint16: "uint16_t", mx.uint32: "uint32_t", mx.uint64: "uint64_t",
+    mx.float32: "float",
+    mx.float16: "float16_t",
+    mx.bfloat16: "bfloat16_t",
+    mx.float64: "double",
+    mx.complex64: "complex64_t",
+    mx.bool_: "bool",
+    mx.int8: "int8_t",
+    mx.int16: "int16_t",
+    mx.int32: "int32_t",
+    mx.int64: "int64_t",
+    mx.uint8: "uint8_t",
+    mx.uint16: "uint16_t",
+    mx.uint32: "uint32_t",
+    mx.uint64: "uint64_t",
 }
 
 
@@ -115,8 +125,17 @@ def kernel_name(name: str, inputs, output_dtypes, template=None) -> str:
     return out
 
 
-def generate_source(name, input_names, output_names, source, inputs, output_dtypes, template=None,
-                    header="", atomic_outputs=False) -> tuple[str, str]:
+def generate_source(
+    name,
+    input_names,
+    output_names,
+    source,
+    inputs,
+    output_dtypes,
+    template=None,
+    header="",
+    atomic_outputs=False,
+) -> tuple[str, str]:
     """``(kernel_name, kernel_source)`` exactly as MLX 0.32.4 builds them (no preamble).
 
     Args:
@@ -166,6 +185,7 @@ def generate_source(name, input_names, output_names, source, inputs, output_dtyp
     parts.append(source + "\n}\n")
     if template:
         tdef = write_template(template)
-        parts.append(f'\ntemplate [[host_name("{kname}")]] [[kernel]] decltype({kname}{tdef}) '
-                     f"{kname}{tdef};\n")
+        parts.append(
+            f'\ntemplate [[host_name("{kname}")]] [[kernel]] decltype({kname}{tdef}) {kname}{tdef};\n'
+        )
     return kname, "".join(parts)

@@ -17,9 +17,8 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
-
 import mlx.core as mx
+import numpy as np
 
 from . import generator, settings
 
@@ -51,7 +50,9 @@ def _to_array(value) -> mx.array:
         return mx.array(value, dtype=mx.int32 if -(2**31) <= value < 2**31 else mx.int64)
     if isinstance(value, float):
         return mx.array(value, dtype=mx.float32)
-    raise TypeError(f"[metal_kernel] inputs: expected mx.array or a Python scalar, got {type(value).__name__}")
+    raise TypeError(
+        f"[metal_kernel] inputs: expected mx.array or a Python scalar, got {type(value).__name__}"
+    )
 
 
 def _is_cpu_stream(stream) -> bool:
@@ -139,9 +140,12 @@ def _not_implemented(transform: str, display_name: str) -> _TransformNotImplemen
     """The error for ``mx.grad``/``mx.jvp``/``mx.vmap`` through a bare kernel, worded like Metal's."""
     return _TransformNotImplemented(
         f"[metal_kernel] {transform.upper()} is not implemented for the custom kernel `{display_name}` "
-        f"(as on Metal: \"[Primitive::{transform}] Not implemented for CustomKernel.\"): "
-        + ("wrap it in mx.custom_function with a vjp." if transform == "vjp" else
-           "only reverse mode (a custom_function's vjp) can go through a Metal kernel.")
+        f'(as on Metal: "[Primitive::{transform}] Not implemented for CustomKernel."): '
+        + (
+            "wrap it in mx.custom_function with a vjp."
+            if transform == "vjp"
+            else "only reverse mode (a custom_function's vjp) can go through a Metal kernel."
+        )
     )
 
 
@@ -168,8 +172,17 @@ class MetalKernel:
         [metal_kernel] JVP is not implemented for the custom kernel `inc` (as on Metal: ...
     """
 
-    def __init__(self, name, input_names, output_names, source, header="", ensure_row_contiguous=True,
-                 atomic_outputs=False, compile_options=None):
+    def __init__(
+        self,
+        name,
+        input_names,
+        output_names,
+        source,
+        header="",
+        ensure_row_contiguous=True,
+        atomic_outputs=False,
+        compile_options=None,
+    ):
         if not isinstance(name, str):
             raise TypeError("[metal_kernel] name must be a str")
         self.name = name
@@ -190,24 +203,61 @@ class MetalKernel:
     def generate(self, inputs, output_dtypes, template=None) -> tuple[str, str]:
         """``(kernel_name, kernel_source)`` for these inputs (arrays) and output dtypes."""
         infos = [generator.InputInfo(a.dtype, a.ndim, a.size) for a in inputs]
-        return generator.generate_source(self.name, self.input_names, self.output_names, self.source, infos,
-                                         list(output_dtypes), template, self.header, self.atomic_outputs)
+        return generator.generate_source(
+            self.name,
+            self.input_names,
+            self.output_names,
+            self.source,
+            infos,
+            list(output_dtypes),
+            template,
+            self.header,
+            self.atomic_outputs,
+        )
 
-    def __call__(self, *, inputs, output_shapes, output_dtypes, grid, threadgroup, template=None,
-                 init_value=None, verbose=False, stream=None, seed=None, sanitize=None):
+    def __call__(
+        self,
+        *,
+        inputs,
+        output_shapes,
+        output_dtypes,
+        grid,
+        threadgroup,
+        template=None,
+        init_value=None,
+        verbose=False,
+        stream=None,
+        seed=None,
+        sanitize=None,
+    ):
         """Run the kernel on the CPU; returns the outputs as a list of ``mx.array``.
 
         ``seed`` and ``sanitize`` (not in MLX's API) override :func:`enable`'s settings.
         """
-        for arg, given, want in (("inputs", inputs, self.input_names), ("output_shapes", output_shapes, self.output_names),
-                                 ("output_dtypes", output_dtypes, self.output_names)):
+        for arg, given, want in (
+            ("inputs", inputs, self.input_names),
+            ("output_shapes", output_shapes, self.output_names),
+            ("output_dtypes", output_dtypes, self.output_names),
+        ):
             if len(given) != len(want):
-                raise ValueError(f"[metal_kernel] Expected `{arg}` to have size {len(want)} but got size {len(given)}.")
+                raise ValueError(
+                    f"[metal_kernel] Expected `{arg}` to have size {len(want)} but got size {len(given)}."
+                )
         if _is_cpu_stream(stream):
             raise ValueError("[metal_kernel] Only supports the GPU.")
         arrays = [_to_array(x) for x in inputs]
-        run = lambda *xs: self._run(list(xs), output_shapes, output_dtypes, grid, threadgroup, template,
-                                    init_value, verbose, seed, sanitize)
+        run = lambda *xs: self._run(
+            list(xs),
+            output_shapes,
+            output_dtypes,
+            grid,
+            threadgroup,
+            template,
+            init_value,
+            verbose,
+            seed,
+            sanitize,
+        )
         if not arrays:
             return run()
         # On Metal a CustomKernel has no VJP, JVP or vmap rule: transforming a bare kernel must fail
@@ -230,8 +280,19 @@ class MetalKernel:
 
         return list(op(*arrays))
 
-    def _run(self, arrays, output_shapes, output_dtypes, grid, threadgroup, template, init_value, verbose,
-             seed, sanitize):
+    def _run(
+        self,
+        arrays,
+        output_shapes,
+        output_dtypes,
+        grid,
+        threadgroup,
+        template,
+        init_value,
+        verbose,
+        seed,
+        sanitize,
+    ):
         output_dtypes = list(output_dtypes)
         output_shapes = [tuple(int(d) for d in s) for s in output_shapes]
         kname, text = self.generate(arrays, output_dtypes, template)
@@ -244,10 +305,17 @@ class MetalKernel:
         cfg = settings.current()
         from . import runtime
 
-        runtime.launch(display_name=self.name, kernel_name=kname, kernel_source=text, buffers=buffers + outs,
-                       grid=tuple(grid), threadgroup=tuple(threadgroup), math_mode=self.math_mode,
-                       seed=cfg.seed if seed is None else seed,
-                       sanitize=cfg.sanitize if sanitize is None else bool(sanitize))
+        runtime.launch(
+            display_name=self.name,
+            kernel_name=kname,
+            kernel_source=text,
+            buffers=buffers + outs,
+            grid=tuple(grid),
+            threadgroup=tuple(threadgroup),
+            math_mode=self.math_mode,
+            seed=cfg.seed if seed is None else seed,
+            sanitize=cfg.sanitize if sanitize is None else bool(sanitize),
+        )
         results = []
         for o, dt in zip(outs, output_dtypes):
             r = mx.array(o)
@@ -255,8 +323,16 @@ class MetalKernel:
         return results
 
 
-def metal_kernel(name, input_names, output_names, source, header="", ensure_row_contiguous=True,
-                 atomic_outputs=False, compile_options=None) -> MetalKernel:
+def metal_kernel(
+    name,
+    input_names,
+    output_names,
+    source,
+    header="",
+    ensure_row_contiguous=True,
+    atomic_outputs=False,
+    compile_options=None,
+) -> MetalKernel:
     """Same signature as ``mx.fast.metal_kernel``; the kernel runs on the CPU emulator.
 
     Returns:
@@ -273,5 +349,13 @@ def metal_kernel(name, input_names, output_names, source, header="", ensure_row_
         ...   output_shapes=[(4,)], output_dtypes=[mx.float16], grid=(4, 1, 1), threadgroup=(2, 1, 1))[0].tolist()
         [0.0, 3.0, 6.0, 9.0]
     """
-    return MetalKernel(name, input_names, output_names, source, header, ensure_row_contiguous,
-                       atomic_outputs, compile_options)
+    return MetalKernel(
+        name,
+        input_names,
+        output_names,
+        source,
+        header,
+        ensure_row_contiguous,
+        atomic_outputs,
+        compile_options,
+    )

@@ -38,9 +38,24 @@ DEFAULT_TIMEOUT_S = 300.0
 
 # Bytes per element of every type MLX can put in a signature.
 _TYPE_SIZES = {
-    "float": 4, "float32_t": 4, "half": 2, "float16_t": 2, "bfloat": 2, "bfloat16_t": 2,
-    "bool": 1, "int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4,
-    "uint32_t": 4, "int": 4, "uint": 4, "int64_t": 8, "uint64_t": 8, "complex64_t": 8,
+    "float": 4,
+    "float32_t": 4,
+    "half": 2,
+    "float16_t": 2,
+    "bfloat": 2,
+    "bfloat16_t": 2,
+    "bool": 1,
+    "int8_t": 1,
+    "uint8_t": 1,
+    "int16_t": 2,
+    "uint16_t": 2,
+    "int32_t": 4,
+    "uint32_t": 4,
+    "int": 4,
+    "uint": 4,
+    "int64_t": 8,
+    "uint64_t": 8,
+    "complex64_t": 8,
     "double": 8,
 }
 
@@ -91,7 +106,9 @@ def default_timeout() -> float:
 
 
 def _stack_bytes(sanitize: bool) -> int:
-    kb = int(os.environ.get("MLX_EMBAG_EMULATOR_STACK_KB", SANITIZE_STACK_KB if sanitize else DEFAULT_STACK_KB))
+    kb = int(
+        os.environ.get("MLX_EMBAG_EMULATOR_STACK_KB", SANITIZE_STACK_KB if sanitize else DEFAULT_STACK_KB)
+    )
     return max(16, kb) * 1024
 
 
@@ -102,19 +119,28 @@ def _check_buffers(display_name: str, parsed: ParsedKernel, buffers: list) -> No
     for p, a in zip(bufs, buffers):
         if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
             raise _fail(display_name, f"buffer `{p.name}` must be a C-contiguous numpy array", ValueError)
-        elem = p.elem_type[len("atomic<"):-1] if p.elem_type.startswith("atomic<") else p.elem_type
+        elem = p.elem_type[len("atomic<") : -1] if p.elem_type.startswith("atomic<") else p.elem_type
         size = _TYPE_SIZES.get(elem)
         if size is not None and a.itemsize != size:
-            raise _fail(display_name, f"buffer `{p.name}` holds {elem} ({size} bytes per element) but "
-                        f"got a {a.dtype} array", ValueError)
+            raise _fail(
+                display_name,
+                f"buffer `{p.name}` holds {elem} ({size} bytes per element) but got a {a.dtype} array",
+                ValueError,
+            )
         if p.ref == "&" and a.size < 1:
             raise _fail(display_name, f"scalar buffer `{p.name}` is empty", ValueError)
         if not p.const and not a.flags.writeable:
             raise _fail(display_name, f"output buffer `{p.name}` is read-only", ValueError)
 
 
-def prepare(*, display_name: str, kernel_name: str, kernel_source: str, math_mode: str = "safe",
-            sanitize: bool = False):
+def prepare(
+    *,
+    display_name: str,
+    kernel_name: str,
+    kernel_source: str,
+    math_mode: str = "safe",
+    sanitize: bool = False,
+):
     """Compile (or fetch from the cache) one kernel; returns (path, parsed, needs_fibers)."""
     try:
         tu, parsed, needs_fibers = translation_unit(kernel_name, kernel_source)
@@ -124,20 +150,37 @@ def prepare(*, display_name: str, kernel_name: str, kernel_source: str, math_mod
         # The sanitizer build drops address spaces (ASan ignores accesses
         # through them), so a plain build runs first to keep Metal's
         # address-space errors in sanitizer mode too.
-        path = compiler.build(tu, compiler.kernel_flags(math_mode, False), suffix=kernel_name,
-                              source_name="kernel.cpp")
+        path = compiler.build(
+            tu, compiler.kernel_flags(math_mode, False), suffix=kernel_name, source_name="kernel.cpp"
+        )
         if sanitize:
-            path = compiler.build(tu, compiler.kernel_flags(math_mode, True), suffix=kernel_name + "_asan",
-                                  source_name="kernel.cpp")
+            path = compiler.build(
+                tu,
+                compiler.kernel_flags(math_mode, True),
+                suffix=kernel_name + "_asan",
+                source_name="kernel.cpp",
+            )
     except compiler.CompileError as e:
-        raise _fail(display_name, f"compilation failed:\n{e}\n\nGenerated source:\n{numbered(kernel_source)}") \
-            from None
+        raise _fail(
+            display_name, f"compilation failed:\n{e}\n\nGenerated source:\n{numbered(kernel_source)}"
+        ) from None
     return path, parsed, needs_fibers
 
 
-def launch(*, display_name: str, kernel_name: str, kernel_source: str, buffers: list, grid: tuple,
-           threadgroup: tuple, math_mode: str = "safe", seed: int | None = None, sanitize: bool = False,
-           workers: int | None = None, timeout: float | None = None) -> None:
+def launch(
+    *,
+    display_name: str,
+    kernel_name: str,
+    kernel_source: str,
+    buffers: list,
+    grid: tuple,
+    threadgroup: tuple,
+    math_mode: str = "safe",
+    seed: int | None = None,
+    sanitize: bool = False,
+    workers: int | None = None,
+    timeout: float | None = None,
+) -> None:
     """Compile and run one MLX-generated Metal kernel on the CPU.
 
     Args:
@@ -179,8 +222,13 @@ def launch(*, display_name: str, kernel_name: str, kernel_source: str, buffers: 
             f"[metal_kernel] Thread group size ({n_tg}) is greater than  the maximum allowed threads "
             f"per threadgroup ({MAX_THREADS_PER_THREADGROUP})."
         )
-    path, parsed, needs_fibers = prepare(display_name=display_name, kernel_name=kernel_name,
-                                         kernel_source=kernel_source, math_mode=math_mode, sanitize=sanitize)
+    path, parsed, needs_fibers = prepare(
+        display_name=display_name,
+        kernel_name=kernel_name,
+        kernel_source=kernel_source,
+        math_mode=math_mode,
+        sanitize=sanitize,
+    )
     _check_buffers(display_name, parsed, buffers)
     if min(grid) == 0:
         return
@@ -191,19 +239,54 @@ def launch(*, display_name: str, kernel_name: str, kernel_source: str, buffers: 
         from . import _sanitize_worker
 
         err = _sanitize_worker.run_in_subprocess(
-            kernel_so=str(path), buffers=buffers, const=[p.const for p in parsed.params if p.kind == "buffer"],
-            grid=grid, threadgroup=threadgroup, seed=seed_value, use_fibers=needs_fibers, workers=workers,
-            stack_bytes=_stack_bytes(True), timeout=timeout,
+            kernel_so=str(path),
+            buffers=buffers,
+            const=[p.const for p in parsed.params if p.kind == "buffer"],
+            grid=grid,
+            threadgroup=threadgroup,
+            seed=seed_value,
+            use_fibers=needs_fibers,
+            workers=workers,
+            stack_bytes=_stack_bytes(True),
+            timeout=timeout,
         )
     else:
-        err = run_compiled(str(path), buffers, grid, threadgroup, seed_value, needs_fibers, workers,
-                           _stack_bytes(False), timeout)
+        err = run_compiled(
+            str(path),
+            buffers,
+            grid,
+            threadgroup,
+            seed_value,
+            needs_fibers,
+            workers,
+            _stack_bytes(False),
+            timeout,
+        )
     if err:
         raise _fail(display_name, err, EmulatorError)
 
 
-def run_compiled(kernel_so: str, buffers: list, grid: tuple, threadgroup: tuple, seed: int,
-                 use_fibers: bool, workers: int, stack_bytes: int, timeout: float = 0.0) -> str | None:
+def run_compiled(
+    kernel_so: str,
+    buffers: list,
+    grid: tuple,
+    threadgroup: tuple,
+    seed: int,
+    use_fibers: bool,
+    workers: int,
+    stack_bytes: int,
+    timeout: float = 0.0,
+) -> str | None:
     """Run an already-compiled kernel in this process; returns an error message or None."""
-    return _abi.launch(_runtime(), _kernel_entry(kernel_so), buffers, grid, threadgroup, seed, use_fibers, workers,
-                       stack_bytes, timeout)
+    return _abi.launch(
+        _runtime(),
+        _kernel_entry(kernel_so),
+        buffers,
+        grid,
+        threadgroup,
+        seed,
+        use_fibers,
+        workers,
+        stack_bytes,
+        timeout,
+    )

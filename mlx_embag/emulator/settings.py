@@ -83,8 +83,9 @@ def enable(seed: int | None = None, sanitize: bool = False) -> None:
     global _override
     if seed is not None and not isinstance(seed, int):
         raise TypeError(f"enable: seed must be an int or None, got {type(seed).__name__}")
-    _override = Settings(True, _env_seed() if seed is None else seed,
-                         bool(sanitize) or env_flag("MLX_EMBAG_EMULATOR_SANITIZE"))
+    _override = Settings(
+        True, _env_seed() if seed is None else seed, bool(sanitize) or env_flag("MLX_EMBAG_EMULATOR_SANITIZE")
+    )
 
 
 def disable() -> None:

@@ -72,10 +72,10 @@ class Param:
     """One parameter of the generated kernel signature."""
 
     name: str
-    kind: str            # "buffer" or "attribute"
-    ctype: str = ""      # C++ pointee / value type, e.g. "const device float", or "uint3"
+    kind: str  # "buffer" or "attribute"
+    ctype: str = ""  # C++ pointee / value type, e.g. "const device float", or "uint3"
     ref: str = "*"
-    index: int = -1      # buffer index
+    index: int = -1  # buffer index
     elem_type: str = ""  # e.g. "float", "atomic<float>"
     const: bool = False
     attr: str = ""
@@ -123,11 +123,17 @@ def parse_signature(kernel_name: str, kernel_source: str) -> tuple[ParsedKernel,
         m = _BUFFER_PARAM.match(line)
         if m:
             type_text = " ".join(m["type"].split())
-            params.append(Param(
-                name=m["name"], kind="buffer",
-                ctype=f"{'const ' if m['const'] else ''}{m['space']} {type_text}",
-                ref=m["ref"], index=int(m["index"]), elem_type=type_text, const=bool(m["const"]),
-            ))
+            params.append(
+                Param(
+                    name=m["name"],
+                    kind="buffer",
+                    ctype=f"{'const ' if m['const'] else ''}{m['space']} {type_text}",
+                    ref=m["ref"],
+                    index=int(m["index"]),
+                    elem_type=type_text,
+                    const=bool(m["const"]),
+                )
+            )
         else:
             m = _ATTR_PARAM.match(line)
             if not m:
@@ -180,7 +186,8 @@ def _entry_point(kernel_name: str, parsed: ParsedKernel) -> str:
     return (
         '#line 1 "<emulator entry point>"\n'
         'extern "C" __attribute__((visibility("default"))) void __emu_entry(void** __b, const EmuAttrs* __a) {\n'
-        + "\n".join(checks) + ("\n" if checks else "")
+        + "\n".join(checks)
+        + ("\n" if checks else "")
         + f"  (void)__b; (void)__a;\n  {call}(\n      {joined});\n}}\n"
     )
 
@@ -210,12 +217,7 @@ def translation_unit(kernel_name: str, kernel_source: str) -> tuple[str, ParsedK
     if inst >= 0:
         tail[0] = strip_attributes(tail[0])
     text = half_literals("\n".join(lines[:body_start] + [body] + tail))
-    tu = (
-        '#include "metal_shim.h"\n'
-        '#line 1 "kernel.metal"\n'
-        + text + "\n"
-        + _entry_point(kernel_name, parsed)
-    )
+    tu = '#include "metal_shim.h"\n#line 1 "kernel.metal"\n' + text + "\n" + _entry_point(kernel_name, parsed)
     return tu, parsed, needs_fibers
 
 
@@ -284,12 +286,12 @@ def rewrite_threadgroup_declarations(body: str) -> str:
                 elif toks[j] in ")]}":
                     depth -= 1
                 j += 1
-            decl = "".join(t for t in toks[i + 1:j] if not t.startswith(("//", "/*")))
+            decl = "".join(t for t in toks[i + 1 : j] if not t.startswith(("//", "/*")))
             rewritten = _rewrite_declaration(decl, next_id)
             if rewritten is not None:
                 stmt, used = rewritten
                 next_id += used
-                span = "".join(toks[i:j + 1])
+                span = "".join(toks[i : j + 1])
                 out.append(stmt + "\n" * span.count("\n"))
                 i = j + 1
                 prev_sig = ";"

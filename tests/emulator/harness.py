@@ -24,10 +24,23 @@ import numpy as np
 from mlx_embag.emulator import generator, kernel, runtime
 
 # MSL spelling -> MLX dtype, for every type a test may name.
-_DTYPES = {generator.type_string(d): d for d in (
-    mx.float32, mx.float16, mx.bfloat16, mx.bool_, mx.int8, mx.int16, mx.int32, mx.int64,
-    mx.uint8, mx.uint16, mx.uint32, mx.uint64,
-)}
+_DTYPES = {
+    generator.type_string(d): d
+    for d in (
+        mx.float32,
+        mx.float16,
+        mx.bfloat16,
+        mx.bool_,
+        mx.int8,
+        mx.int16,
+        mx.int32,
+        mx.int64,
+        mx.uint8,
+        mx.uint16,
+        mx.uint32,
+        mx.uint64,
+    )
+}
 
 
 def mx_dtype(t) -> mx.Dtype:
@@ -47,12 +60,36 @@ def generate(name, inputs, outputs, source, template=None, header="", atomic_out
     """
     infos = [generator.InputInfo(mx_dtype(t), np.ndim(a), np.size(a)) for _, a, t in inputs]
     template = [(n, mx_dtype(v) if isinstance(v, str) else v) for n, v in template or ()]
-    return generator.generate_source(name, [n for n, _, _ in inputs], [n for n, _ in outputs], source, infos,
-                                     [mx_dtype(t) for _, t in outputs], template, header, atomic_outputs)
+    return generator.generate_source(
+        name,
+        [n for n, _, _ in inputs],
+        [n for n, _ in outputs],
+        source,
+        infos,
+        [mx_dtype(t) for _, t in outputs],
+        template,
+        header,
+        atomic_outputs,
+    )
 
 
-def run_kernel(name, inputs, outputs, source, *, grid, threadgroup, template=None, header="",
-               atomic_outputs=False, init=None, seed=None, sanitize=False, math_mode="safe", workers=None):
+def run_kernel(
+    name,
+    inputs,
+    outputs,
+    source,
+    *,
+    grid,
+    threadgroup,
+    template=None,
+    header="",
+    atomic_outputs=False,
+    init=None,
+    seed=None,
+    sanitize=False,
+    math_mode="safe",
+    workers=None,
+):
     """Generate, launch and return the outputs (NumPy arrays; bfloat16 as uint16 bits).
 
     Args:
@@ -64,14 +101,25 @@ def run_kernel(name, inputs, outputs, source, *, grid, threadgroup, template=Non
     for entry in inputs:
         a = np.require(np.asarray(entry[1]), requirements="C")
         ins.append((entry[0], a, entry[2] if len(entry) > 2 else generator.type_string(mx_dtype(a.dtype))))
-    kname, text = generate(name, ins, [(n, t) for n, _, t in outputs], source, template, header,
-                           atomic_outputs)
-    buffers = kernel.input_buffers([a for _, a, _ in ins],
-                                   generator.detect_shape_info([n for n, _, _ in ins], source))
+    kname, text = generate(
+        name, ins, [(n, t) for n, _, t in outputs], source, template, header, atomic_outputs
+    )
+    buffers = kernel.input_buffers(
+        [a for _, a, _ in ins], generator.detect_shape_info([n for n, _, _ in ins], source)
+    )
     outs = [kernel.output_buffer(shape, mx_dtype(t), init) for _, shape, t in outputs]
-    runtime.launch(display_name=name, kernel_name=kname, kernel_source=text, buffers=buffers + outs,
-                   grid=grid, threadgroup=threadgroup, math_mode=math_mode, seed=seed, sanitize=sanitize,
-                   workers=workers)
+    runtime.launch(
+        display_name=name,
+        kernel_name=kname,
+        kernel_source=text,
+        buffers=buffers + outs,
+        grid=grid,
+        threadgroup=threadgroup,
+        math_mode=math_mode,
+        seed=seed,
+        sanitize=sanitize,
+        workers=workers,
+    )
     return outs
 
 
@@ -117,15 +165,30 @@ class OracleKernel(kernel.MetalKernel):
         self._sources = {}
 
     def generate(self, inputs, output_dtypes, template=None) -> tuple[str, str]:
-        key = (repr(template), tuple((a.dtype, a.ndim == 0, a.size < 8) for a in inputs), tuple(output_dtypes))
+        key = (
+            repr(template),
+            tuple((a.dtype, a.ndim == 0, a.size < 8) for a in inputs),
+            tuple(output_dtypes),
+        )
         text = self._sources.get(key)
         if text is None:
-            make = dict(name=self.name, input_names=self.input_names, output_names=self.output_names,
-                        source=self.source, header=self.header, ensure_row_contiguous=True,
-                        atomic_outputs=self.atomic_outputs)
+            make = dict(
+                name=self.name,
+                input_names=self.input_names,
+                output_names=self.output_names,
+                source=self.source,
+                header=self.header,
+                ensure_row_contiguous=True,
+                atomic_outputs=self.atomic_outputs,
+            )
             # The text does not depend on the launch geometry: any valid one will do.
-            call = dict(output_shapes=[(1,)] * len(self.output_names), output_dtypes=list(output_dtypes),
-                        grid=(1, 1, 1), threadgroup=(1, 1, 1), template=template)
+            call = dict(
+                output_shapes=[(1,)] * len(self.output_names),
+                output_dtypes=list(output_dtypes),
+                grid=(1, 1, 1),
+                threadgroup=(1, 1, 1),
+                template=template,
+            )
             text = mlx_generated_source(make, call, [mx.zeros(a.shape, a.dtype) for a in inputs])
             self._sources[key] = text
         return re.search(r"\[\[kernel\]\] void (\w+)\(", text).group(1), text

@@ -14,21 +14,42 @@ from emulator.harness import mlx_generated_source
 from mlx_embag.emulator import generator
 from mlx_embag.emulator.generator import ATTRIBUTES, InputInfo
 
-DTYPES = [mx.float32, mx.float16, mx.bfloat16, mx.int32, mx.int64, mx.uint32, mx.uint8, mx.int8,
-          mx.int16, mx.uint16, mx.uint64, mx.bool_]
+DTYPES = [
+    mx.float32,
+    mx.float16,
+    mx.bfloat16,
+    mx.int32,
+    mx.int64,
+    mx.uint32,
+    mx.uint8,
+    mx.int8,
+    mx.int16,
+    mx.uint16,
+    mx.uint64,
+    mx.bool_,
+]
 SHAPES = [(), (1,), (7,), (8,), (3, 2), (2, 4), (0, 3), (5, 5), (2, 1, 3), (100,)]
 
 
 def _ours(make, call, inputs):
     infos = [InputInfo(a.dtype, a.ndim, a.size) for a in inputs]
-    return generator.generate_source(make["name"], make["input_names"], make["output_names"], make["source"],
-                                     infos, call["output_dtypes"], call.get("template"), make.get("header", ""),
-                                     make.get("atomic_outputs", False))
+    return generator.generate_source(
+        make["name"],
+        make["input_names"],
+        make["output_names"],
+        make["source"],
+        infos,
+        call["output_dtypes"],
+        call.get("template"),
+        make.get("header", ""),
+        make.get("atomic_outputs", False),
+    )
 
 
 def _check(make, call, inputs):
-    call = dict(dict(grid=(1, 1, 1), threadgroup=(1, 1, 1), output_shapes=[(1,)] * len(make["output_names"])),
-                **call)
+    call = dict(
+        dict(grid=(1, 1, 1), threadgroup=(1, 1, 1), output_shapes=[(1,)] * len(make["output_names"])), **call
+    )
     expected = mlx_generated_source(make, call, inputs)
     name, text = _ours(make, call, inputs)
     assert text == expected
@@ -52,9 +73,14 @@ def _random_case(rng: random.Random):
     if rng.random() < 0.5:
         kinds = [lambda: rng.choice(DTYPES), lambda: rng.randint(-40, 40), lambda: rng.random() < 0.5]
         template = [(f"P{i}", rng.choice(kinds)()) for i in range(rng.randint(1, 3))]
-    make = dict(name=f"k{rng.randint(0, 99)}", input_names=in_names, output_names=out_names, source=source,
-                header=rng.choice(["", "#define FOO 1\n", "constant int K = 3;\n"]),
-                atomic_outputs=rng.random() < 0.2)
+    make = dict(
+        name=f"k{rng.randint(0, 99)}",
+        input_names=in_names,
+        output_names=out_names,
+        source=source,
+        header=rng.choice(["", "#define FOO 1\n", "constant int K = 3;\n"]),
+        atomic_outputs=rng.random() < 0.2,
+    )
     call = dict(output_dtypes=[rng.choice(DTYPES) for _ in out_names], template=template)
     return make, call, inputs
 
@@ -76,23 +102,36 @@ def test_docs_myexp_example():
     inputs = [mx.zeros((4, 16), mx.float16)]
     call = dict(output_dtypes=[mx.float16], template=[("T", mx.float32)])
     _check(make, call, inputs)
-    assert _ours(make, dict(call, output_shapes=[(4, 16)]), inputs)[0] == "custom_kernel_myexp__float_float16_t_float16_t"
+    assert (
+        _ours(make, dict(call, output_shapes=[(4, 16)]), inputs)[0]
+        == "custom_kernel_myexp__float_float16_t_float16_t"
+    )
 
 
 def test_every_attribute_in_fixed_order_and_dispatch_pairs():
     # Substring detection: `dispatch_threads_per_threadgroup` also brings `threads_per_threadgroup`.
     words = " ".join(a for a, _ in reversed(ATTRIBUTES))
-    _check(dict(name="attrs", input_names=["a"], output_names=["o"], source="// " + words),
-           dict(output_dtypes=[mx.float32]), [mx.zeros((9,))])
-    _, text = _ours(dict(name="d", input_names=[], output_names=["o"], source="dispatch_threads_per_threadgroup"),
-                    dict(output_dtypes=[mx.float32]), [])
+    _check(
+        dict(name="attrs", input_names=["a"], output_names=["o"], source="// " + words),
+        dict(output_dtypes=[mx.float32]),
+        [mx.zeros((9,))],
+    )
+    _, text = _ours(
+        dict(name="d", input_names=[], output_names=["o"], source="dispatch_threads_per_threadgroup"),
+        dict(output_dtypes=[mx.float32]),
+        [],
+    )
     assert "uint3 threads_per_threadgroup [[threads_per_threadgroup]]" in text
 
 
 def test_scalar_small_and_large_inputs_address_spaces():
     inputs = [mx.array(1.5), mx.zeros((7,), mx.int32), mx.zeros((8,), mx.int32), mx.zeros((0, 3))]
-    make = dict(name="spaces", input_names=["s", "c", "d", "e"], output_names=["o"],
-                source="s_shape s_ndim c_shape d_strides e_ndim thread_position_in_grid")
+    make = dict(
+        name="spaces",
+        input_names=["s", "c", "d", "e"],
+        output_names=["o"],
+        source="s_shape s_ndim c_shape d_strides e_ndim thread_position_in_grid",
+    )
     _check(make, dict(output_dtypes=[mx.float32]), inputs)
     _, text = _ours(make, dict(output_dtypes=[mx.float32]), inputs)
     assert "  const constant float& s [[buffer(0)]],\n" in text

@@ -53,32 +53,76 @@ def expected_attributes(grid, tg):
                 n = act[0] * act[1] * act[2]
                 lin = tid[0] + tid[1] * act[0] + tid[2] * act[0] * act[1]
                 disp = tg[0] * tg[1] * tg[2]
-                o = list(pos) + list(tid) + list(tgid) + list(act) + list(tg) + list(ntg) + list(grid) \
-                    + list(grid) + [0, 0, 0]
-                o += [lin, lin % 32, lin // 32, -(-n // 32), -(-disp // 32), lin % 4, lin // 4, -(-n // 4),
-                      -(-disp // 4), 32, 32, 7, 9]
+                o = (
+                    list(pos)
+                    + list(tid)
+                    + list(tgid)
+                    + list(act)
+                    + list(tg)
+                    + list(ntg)
+                    + list(grid)
+                    + list(grid)
+                    + [0, 0, 0]
+                )
+                o += [
+                    lin,
+                    lin % 32,
+                    lin // 32,
+                    -(-n // 32),
+                    -(-disp // 32),
+                    lin % 4,
+                    lin // 4,
+                    -(-n // 4),
+                    -(-disp // 4),
+                    32,
+                    32,
+                    7,
+                    9,
+                ]
                 out[z, y, x] = o
     return out.reshape(-1)
 
 
-@pytest.mark.parametrize("grid,tg", [((10, 7, 3), (4, 4, 2)), ((70, 1, 1), (64, 1, 1)), ((2, 1, 1), (2, 1, 1)),
-                                     ((5, 3, 1), (8, 8, 1))])
+@pytest.mark.parametrize(
+    "grid,tg",
+    [((10, 7, 3), (4, 4, 2)), ((70, 1, 1), (64, 1, 1)), ((2, 1, 1), (2, 1, 1)), ((5, 3, 1), (8, 8, 1))],
+)
 def test_every_attribute_with_partial_edge_threadgroups(grid, tg):
     n = grid[0] * grid[1] * grid[2]
-    (out,) = run_kernel("attrs", [("dummy", np.zeros(8, np.float32))], [("out", (n * 40,), "uint32_t")],
-                        ATTR_SRC, grid=grid, threadgroup=tg, seed=5)
+    (out,) = run_kernel(
+        "attrs",
+        [("dummy", np.zeros(8, np.float32))],
+        [("out", (n * 40,), "uint32_t")],
+        ATTR_SRC,
+        grid=grid,
+        threadgroup=tg,
+        seed=5,
+    )
     np.testing.assert_array_equal(out, expected_attributes(grid, tg))
 
 
 def test_threadgroup_over_1024_threads_is_refused():
     with pytest.raises(ValueError, match=r"Thread group size \(2048\) is greater than  the maximum"):
-        run_kernel("attrs", [("dummy", np.zeros(8, np.float32))], [("out", (40,), "uint32_t")], ATTR_SRC,
-                   grid=(1, 1, 1), threadgroup=(1024, 2, 1))
+        run_kernel(
+            "attrs",
+            [("dummy", np.zeros(8, np.float32))],
+            [("out", (40,), "uint32_t")],
+            ATTR_SRC,
+            grid=(1, 1, 1),
+            threadgroup=(1024, 2, 1),
+        )
 
 
 def test_empty_grid_runs_nothing():
-    (out,) = run_kernel("attrs", [("dummy", np.zeros(8, np.float32))], [("out", (40,), "uint32_t")], ATTR_SRC,
-                        grid=(0, 1, 1), threadgroup=(32, 1, 1), init=3)
+    (out,) = run_kernel(
+        "attrs",
+        [("dummy", np.zeros(8, np.float32))],
+        [("out", (40,), "uint32_t")],
+        ATTR_SRC,
+        grid=(0, 1, 1),
+        threadgroup=(32, 1, 1),
+        init=3,
+    )
     assert (out == 3).all()
 
 
@@ -92,21 +136,36 @@ ELEMENTWISE = """
 @pytest.mark.parametrize("in_t,out_t", [("float", "float"), ("float16_t", "float16_t")])
 def test_template_elementwise_with_scalar_and_constant_inputs(in_t, out_t):
     x = np.linspace(-3, 3, 1001).astype(np.float32 if in_t == "float" else np.float16)
-    (out,) = run_kernel("myexp", [("inp", x), ("s", np.float32(0.5))], [("out", x.shape, out_t)], ELEMENTWISE,
-                        grid=(x.size, 1, 1), threadgroup=(256, 1, 1), template=[("T", "float"), ("O", out_t)])
+    (out,) = run_kernel(
+        "myexp",
+        [("inp", x), ("s", np.float32(0.5))],
+        [("out", x.shape, out_t)],
+        ELEMENTWISE,
+        grid=(x.size, 1, 1),
+        threadgroup=(256, 1, 1),
+        template=[("T", "float"), ("O", out_t)],
+    )
     ref = np.exp(x.astype(np.float32)) * np.float32(0.5)
-    np.testing.assert_allclose(out.astype(np.float32), ref.astype(out.dtype), rtol=1e-6 if in_t == "float" else 1e-3)
+    np.testing.assert_allclose(
+        out.astype(np.float32), ref.astype(out.dtype), rtol=1e-6 if in_t == "float" else 1e-3
+    )
 
 
 def test_small_input_in_constant_address_space():
-    idx = np.array([3, 1, 2], np.int64)       # < 8 elements: `const constant int64_t*`
+    idx = np.array([3, 1, 2], np.int64)  # < 8 elements: `const constant int64_t*`
     w = np.arange(40, dtype=np.float32)
     src = """
   uint i = thread_position_in_grid.x;
   out[i] = w[idx[i] * 10 + 1];
 """
-    (out,) = run_kernel("gather", [("w", w), ("idx", idx)], [("out", (3,), "float")], src, grid=(3, 1, 1),
-                        threadgroup=(32, 1, 1))
+    (out,) = run_kernel(
+        "gather",
+        [("w", w), ("idx", idx)],
+        [("out", (3,), "float")],
+        src,
+        grid=(3, 1, 1),
+        threadgroup=(32, 1, 1),
+    )
     np.testing.assert_array_equal(out, w[idx * 10 + 1])
 
 
@@ -115,8 +174,14 @@ def test_outputs_are_written_in_place_and_garbage_stays_visible():
   uint i = thread_position_in_grid.x;
   if (i % 2 == 0) out[i] = float(i);
 """
-    (out,) = run_kernel("half_write", [("w", np.zeros(8, np.float32))], [("out", (10,), "float")], src,
-                        grid=(10, 1, 1), threadgroup=(4, 1, 1))
+    (out,) = run_kernel(
+        "half_write",
+        [("w", np.zeros(8, np.float32))],
+        [("out", (10,), "float")],
+        src,
+        grid=(10, 1, 1),
+        threadgroup=(4, 1, 1),
+    )
     np.testing.assert_array_equal(out[::2], np.arange(0, 10, 2))
     assert np.isnan(out[1::2]).all()
 
@@ -140,8 +205,16 @@ TG_SRC = """
 
 def test_threadgroup_array_is_shared_private_and_repoisoned():
     x = np.arange(150, dtype=np.float32)
-    out, stale = run_kernel("tgrev", [("x", x)], [("out", (150,), "float"), ("stale", (150,), "float")], TG_SRC,
-                            grid=(150, 1, 1), threadgroup=(64, 1, 1), seed=1, workers=1)
+    out, stale = run_kernel(
+        "tgrev",
+        [("x", x)],
+        [("out", (150,), "float"), ("stale", (150,), "float")],
+        TG_SRC,
+        grid=(150, 1, 1),
+        threadgroup=(64, 1, 1),
+        seed=1,
+        workers=1,
+    )
     ref = np.concatenate([x[0:64][::-1], x[64:128][::-1], x[128:150][::-1]])
     np.testing.assert_array_equal(out, ref)
     # Each threadgroup starts from garbage, never the previous group's data.
@@ -156,8 +229,14 @@ def test_barrier_skipped_by_returned_threads_is_an_error():
   out[t] = 1.0f;
 """
     with pytest.raises(RuntimeError, match=r"(?s)kernel `early_return`.*returned without reaching it"):
-        run_kernel("early_return", [("x", np.zeros(8, np.float32))], [("out", (64,), "float")], src,
-                   grid=(64, 1, 1), threadgroup=(64, 1, 1))
+        run_kernel(
+            "early_return",
+            [("x", np.zeros(8, np.float32))],
+            [("out", (64,), "float")],
+            src,
+            grid=(64, 1, 1),
+            threadgroup=(64, 1, 1),
+        )
 
 
 def test_threads_at_different_barriers_is_an_error():
@@ -168,8 +247,14 @@ def test_threads_at_different_barriers_is_an_error():
   out[t] = 1.0f;
 """
     with pytest.raises(RuntimeError, match=r"(?s)kernel `two_barriers`.*different threadgroup_barrier"):
-        run_kernel("two_barriers", [("x", np.zeros(8, np.float32))], [("out", (64,), "float")], src,
-                   grid=(64, 1, 1), threadgroup=(64, 1, 1))
+        run_kernel(
+            "two_barriers",
+            [("x", np.zeros(8, np.float32))],
+            [("out", (64,), "float")],
+            src,
+            grid=(64, 1, 1),
+            threadgroup=(64, 1, 1),
+        )
 
 
 def test_simd_function_not_reached_by_all_live_lanes_is_an_error():
@@ -180,8 +265,14 @@ def test_simd_function_not_reached_by_all_live_lanes_is_an_error():
   out[thread_position_in_grid.x] = v;
 """
     with pytest.raises(RuntimeError, match=r"(?s)kernel `divergent_simd`"):
-        run_kernel("divergent_simd", [("x", np.zeros(8, np.float32))], [("out", (64,), "float")], src,
-                   grid=(64, 1, 1), threadgroup=(64, 1, 1))
+        run_kernel(
+            "divergent_simd",
+            [("x", np.zeros(8, np.float32))],
+            [("out", (64,), "float")],
+            src,
+            grid=(64, 1, 1),
+            threadgroup=(64, 1, 1),
+        )
 
 
 def test_simdgroup_barrier_and_loop_of_barriers():
@@ -198,8 +289,9 @@ def test_simdgroup_barrier_and_loop_of_barriers():
   if (t == 0) out[threadgroup_position_in_grid.x] = acc[0];
 """
     x = np.random.default_rng(0).integers(0, 100, 512).astype(np.float32)
-    (out,) = run_kernel("tree", [("x", x)], [("out", (4,), "float")], src, grid=(512, 1, 1),
-                        threadgroup=(128, 1, 1), seed=2)
+    (out,) = run_kernel(
+        "tree", [("x", x)], [("out", (4,), "float")], src, grid=(512, 1, 1), threadgroup=(128, 1, 1), seed=2
+    )
     np.testing.assert_array_equal(out, x.reshape(4, 128).sum(1))
 
 
@@ -251,22 +343,30 @@ def simd_reference(x, live):
     return o
 
 
-@pytest.mark.parametrize("T,dtype", [("float", np.float32), ("float16_t", np.float16), ("int32_t", np.int32),
-                                     ("uint32_t", np.uint32)])
+@pytest.mark.parametrize(
+    "T,dtype",
+    [("float", np.float32), ("float16_t", np.float16), ("int32_t", np.int32), ("uint32_t", np.uint32)],
+)
 def test_simd_functions_match_lockstep_model(T, dtype):
     rng = np.random.default_rng(1)
     lo = 0 if T == "uint32_t" else -2
     x = rng.integers(lo, 5, 64).astype(dtype)
     # 64 threads, threadgroups of 64: two full SIMD-groups.
-    (out,) = run_kernel("simd_ops", [("x", x)], [("out", (64 * 14,), T)],
-                        SIMD_SRC.replace("T(uint(", "T(uint("), grid=(64, 1, 1), threadgroup=(64, 1, 1),
-                        template=[("T", T)])
+    (out,) = run_kernel(
+        "simd_ops",
+        [("x", x)],
+        [("out", (64 * 14,), T)],
+        SIMD_SRC.replace("T(uint(", "T(uint("),
+        grid=(64, 1, 1),
+        threadgroup=(64, 1, 1),
+        template=[("T", T)],
+    )
     out = out.reshape(64, 14).astype(np.float64)
     for g in range(2):
-        ref = simd_reference(x[g * 32:(g + 1) * 32], 32)
+        ref = simd_reference(x[g * 32 : (g + 1) * 32], 32)
         if T == "uint32_t":
             ref = np.where(ref < 0, ref + 2.0**32, ref)
-        np.testing.assert_array_equal(out[g * 32:(g + 1) * 32], ref, err_msg=f"SIMD-group {g}")
+        np.testing.assert_array_equal(out[g * 32 : (g + 1) * 32], ref, err_msg=f"SIMD-group {g}")
 
 
 def test_simd_functions_in_a_partial_simdgroup_use_live_lanes_only():
@@ -280,8 +380,14 @@ def test_simd_functions_in_a_partial_simdgroup_use_live_lanes_only():
   out[i * 4 + 3] = simd_shuffle(v, 20);    // lane 20 does not exist in this group: garbage
 """
     x = np.arange(1, 41, dtype=np.float32)
-    (out,) = run_kernel("simd_partial", [("x", x), ("n", np.int32(37))], [("out", (40 * 4,), "float")], src,
-                        grid=(40, 1, 1), threadgroup=(64, 1, 1))
+    (out,) = run_kernel(
+        "simd_partial",
+        [("x", x), ("n", np.int32(37))],
+        [("out", (40 * 4,), "float")],
+        src,
+        grid=(40, 1, 1),
+        threadgroup=(64, 1, 1),
+    )
     out = out.reshape(40, 4)
     np.testing.assert_array_equal(out[:32, 0], np.full(32, x[:32].sum()))
     np.testing.assert_array_equal(out[32:37, 0], np.full(5, x[32:37].sum()))
@@ -289,7 +395,7 @@ def test_simd_functions_in_a_partial_simdgroup_use_live_lanes_only():
     np.testing.assert_array_equal(out[32:37, 2], np.cumsum(np.r_[0, x[32:36]]))
     np.testing.assert_array_equal(out[:32, 3], np.full(32, x[20]))
     assert np.isnan(out[32:37, 3]).all()
-    assert np.isnan(out[37:]).all()     # returned threads wrote nothing
+    assert np.isnan(out[37:]).all()  # returned threads wrote nothing
 
 
 SUM_ALL_SRC = """
@@ -309,8 +415,17 @@ SUM_ALL_SRC = """
 
 def test_simd_reduction_over_many_threadgroups_is_fast_and_exact():
     x = np.random.default_rng(2).integers(0, 8, 300_000).astype(np.float32)
-    (total,) = run_kernel("sum_all", [("x", x), ("n", np.int32(x.size))], [("total", (1,), "float")], SUM_ALL_SRC,
-                          grid=(x.size, 1, 1), threadgroup=(1024, 1, 1), atomic_outputs=True, init=0.0, seed=3)
+    (total,) = run_kernel(
+        "sum_all",
+        [("x", x), ("n", np.int32(x.size))],
+        [("total", (1,), "float")],
+        SUM_ALL_SRC,
+        grid=(x.size, 1, 1),
+        threadgroup=(1024, 1, 1),
+        atomic_outputs=True,
+        init=0.0,
+        seed=3,
+    )
     assert total[0] == x.sum(dtype=np.float64)
 
 
@@ -322,9 +437,18 @@ def test_atomic_outputs_histogram_is_exact_under_concurrency():
   atomic_fetch_add_explicit(&sums[idx[i]], 0.5f, memory_order_relaxed);
 """
     idx = np.random.default_rng(3).integers(0, 5, 100_000).astype(np.int32)
-    counts, sums = run_kernel("hist", [("idx", idx)], [("counts", (5,), "int32_t"), ("sums", (5,), "float")],
-                              src, grid=(idx.size, 1, 1), threadgroup=(64, 1, 1), atomic_outputs=True, init=0,
-                              workers=2, seed=4)
+    counts, sums = run_kernel(
+        "hist",
+        [("idx", idx)],
+        [("counts", (5,), "int32_t"), ("sums", (5,), "float")],
+        src,
+        grid=(idx.size, 1, 1),
+        threadgroup=(64, 1, 1),
+        atomic_outputs=True,
+        init=0,
+        workers=2,
+        seed=4,
+    )
     ref = np.bincount(idx, minlength=5)
     np.testing.assert_array_equal(counts, ref)
     np.testing.assert_array_equal(sums, ref * 0.5)
@@ -360,11 +484,22 @@ def test_atomics_through_casts_of_device_pointers():
     from emulator.harness import generate
     from mlx_embag.emulator import runtime as rt
 
-    kname, text = generate("atom_cast", [("vals", vals, "uint32_t")],
-                           [("uout", "uint32_t"), ("iout", "int32_t"), ("fout", "float")], src)
+    kname, text = generate(
+        "atom_cast",
+        [("vals", vals, "uint32_t")],
+        [("uout", "uint32_t"), ("iout", "int32_t"), ("fout", "float")],
+        src,
+    )
     u, i32, f = uinit.copy(), iinit.copy(), finit.copy()
-    rt.launch(display_name="atom_cast", kernel_name=kname, kernel_source=text, buffers=[vals, u, i32, f],
-              grid=(vals.size, 1, 1), threadgroup=(32, 1, 1), workers=2)
+    rt.launch(
+        display_name="atom_cast",
+        kernel_name=kname,
+        kernel_source=text,
+        buffers=[vals, u, i32, f],
+        grid=(vals.size, 1, 1),
+        threadgroup=(32, 1, 1),
+        workers=2,
+    )
     bits = 0
     for v in vals:
         bits |= 1 << (int(v) % 32)
@@ -395,14 +530,23 @@ def test_half_and_bfloat_conversions_round_to_nearest_even():
   back[i] = float(bfloat16_t(x[i])) + float(as_type<bfloat>(bits[i]));
 """
     rng = np.random.default_rng(5)
-    x = np.concatenate([rng.standard_normal(500).astype(np.float32),
-                        # exact ties for bfloat: low 16 bits 0x8000, even and odd mantissa
-                        np.array([0x3F808000, 0x3F818000, 0x3F80C000, 0xBF818000], np.uint32).view(np.float32),
-                        np.array([1 + 2**-11, 1 + 3 * 2**-11, 65519.0, 65520.0, 1e-8], np.float32)])
+    x = np.concatenate(
+        [
+            rng.standard_normal(500).astype(np.float32),
+            # exact ties for bfloat: low 16 bits 0x8000, even and odd mantissa
+            np.array([0x3F808000, 0x3F818000, 0x3F80C000, 0xBF818000], np.uint32).view(np.float32),
+            np.array([1 + 2**-11, 1 + 3 * 2**-11, 65519.0, 65520.0, 1e-8], np.float32),
+        ]
+    )
     bits = bf16_rne(x)
-    h, b, back = run_kernel("conv", [("x", x), ("bits", bits, "uint16_t")],
-                            [("h", x.shape, "float16_t"), ("b", x.shape, "bfloat16_t"), ("back", x.shape, "float")],
-                            src, grid=(x.size, 1, 1), threadgroup=(128, 1, 1))
+    h, b, back = run_kernel(
+        "conv",
+        [("x", x), ("bits", bits, "uint16_t")],
+        [("h", x.shape, "float16_t"), ("b", x.shape, "bfloat16_t"), ("back", x.shape, "float")],
+        src,
+        grid=(x.size, 1, 1),
+        threadgroup=(128, 1, 1),
+    )
     with np.errstate(over="ignore"):
         np.testing.assert_array_equal(h, x.astype(np.float16))
     np.testing.assert_array_equal(b, bits)
@@ -427,8 +571,14 @@ def test_vectors_loads_swizzles_and_conversions():
 """
     x = np.arange(32, dtype=np.float32)
     hx = (np.arange(32) * 0.5).astype(np.float16)
-    out, misc = run_kernel("vec", [("x", x), ("hx", hx)], [("out", (8, 4), "float"), ("misc", (8, 4), "float")],
-                           src, grid=(8, 1, 1), threadgroup=(8, 1, 1))
+    out, misc = run_kernel(
+        "vec",
+        [("x", x), ("hx", hx)],
+        [("out", (8, 4), "float"), ("misc", (8, 4), "float")],
+        src,
+        grid=(8, 1, 1),
+        threadgroup=(8, 1, 1),
+    )
     a = x.reshape(8, 4)
     b = hx.reshape(8, 4).astype(np.float32)
     r = a[:, ::-1] + b
@@ -466,16 +616,37 @@ MATH_SRC = """
 
 def test_math_functions_and_limits():
     x = np.array([-2.0, -0.5, 0.0, 0.3, 1.0, 3.5, np.inf, np.nan], np.float32)
-    (out,) = run_kernel("math", [("x", x)], [("out", (x.size * 16,), "float")], MATH_SRC, grid=(x.size, 1, 1),
-                        threadgroup=(8, 1, 1))
+    (out,) = run_kernel(
+        "math",
+        [("x", x)],
+        [("out", (x.size * 16,), "float")],
+        MATH_SRC,
+        grid=(x.size, 1, 1),
+        threadgroup=(8, 1, 1),
+    )
     o = out.reshape(-1, 16)
     with np.errstate(all="ignore"):
-        ref = np.stack([
-            np.exp(x), np.log(np.abs(x) + 1), np.sqrt(np.abs(x)), 1 / np.sqrt(np.abs(x) + 1), np.abs(x) ** 1.5,
-            np.tanh(x), np.fmax(x, 0.25), np.fmin(x, 0.25), np.clip(x, -0.5, 0.5), x * 2 + 1, np.isnan(x),
-            np.isinf(x), np.full(x.shape, -np.inf), np.full(x.shape, np.finfo(np.float32).max),
-            np.zeros(x.shape), np.abs(np.where(np.isfinite(x), (x * 4), 0).astype(np.int64)),
-        ], 1).astype(np.float32)
+        ref = np.stack(
+            [
+                np.exp(x),
+                np.log(np.abs(x) + 1),
+                np.sqrt(np.abs(x)),
+                1 / np.sqrt(np.abs(x) + 1),
+                np.abs(x) ** 1.5,
+                np.tanh(x),
+                np.fmax(x, 0.25),
+                np.fmin(x, 0.25),
+                np.clip(x, -0.5, 0.5),
+                x * 2 + 1,
+                np.isnan(x),
+                np.isinf(x),
+                np.full(x.shape, -np.inf),
+                np.full(x.shape, np.finfo(np.float32).max),
+                np.zeros(x.shape),
+                np.abs(np.where(np.isfinite(x), (x * 4), 0).astype(np.int64)),
+            ],
+            1,
+        ).astype(np.float32)
     finite = np.isfinite(x)
     np.testing.assert_allclose(o[finite], ref[finite], rtol=2e-6, atol=1e-7)
     np.testing.assert_array_equal(o[~finite][:, 10:14], ref[~finite][:, 10:14])
@@ -491,13 +662,18 @@ def test_mlx_helpers_elem_to_loc_ceildiv_workperthread():
     from emulator.harness import generate
 
     kname, text = generate("e2l", [("x", base, "float")], [("out", "float")], src)
-    view = base.transpose(2, 0, 1)   # logical (5, 3, 4), strided
+    view = base.transpose(2, 0, 1)  # logical (5, 3, 4), strided
     shape = np.array(view.shape, np.int32)
     strides = np.array([s // 4 for s in view.strides], np.int64)
     out = np.full(60, np.nan, np.float32)
-    runtime.launch(display_name="e2l", kernel_name=kname, kernel_source=text,
-                   buffers=[base.reshape(-1), shape, strides, np.array([3], np.int32), out],
-                   grid=(60, 1, 1), threadgroup=(32, 1, 1))
+    runtime.launch(
+        display_name="e2l",
+        kernel_name=kname,
+        kernel_source=text,
+        buffers=[base.reshape(-1), shape, strides, np.array([3], np.int32), out],
+        grid=(60, 1, 1),
+        threadgroup=(32, 1, 1),
+    )
     i = np.arange(60)
     np.testing.assert_array_equal(out, view.reshape(-1) + (-(-i // 4)) * 1000 + 4 * 100000)
 
@@ -515,14 +691,23 @@ def test_seeded_threadgroup_order_exposes_an_order_dependent_kernel():
     x = np.ones(64, np.float32)
 
     def run(seed):
-        (out,) = run_kernel("order_race", [("x", x)], [("out", (64,), "float")], RACE_SRC, grid=(64 * 4, 1, 1),
-                            threadgroup=(4, 1, 1), seed=seed, workers=1, init=0.0)
+        (out,) = run_kernel(
+            "order_race",
+            [("x", x)],
+            [("out", (64,), "float")],
+            RACE_SRC,
+            grid=(64 * 4, 1, 1),
+            threadgroup=(4, 1, 1),
+            seed=seed,
+            workers=1,
+            init=0.0,
+        )
         return out
 
-    np.testing.assert_array_equal(run(None), np.arange(1, 65))     # grid order hides the bug
+    np.testing.assert_array_equal(run(None), np.arange(1, 65))  # grid order hides the bug
     shuffled = run(7)
-    assert not np.array_equal(shuffled, np.arange(1, 65))          # a random order exposes it
-    np.testing.assert_array_equal(run(7), shuffled)                # and the seed reproduces it
+    assert not np.array_equal(shuffled, np.arange(1, 65))  # a random order exposes it
+    np.testing.assert_array_equal(run(7), shuffled)  # and the seed reproduces it
 
 
 @pytest.mark.parametrize("mode,expected", [("safe", 0), ("relaxed", 0), ("fast", 1)])
@@ -534,8 +719,15 @@ def test_fast_math_macro_only_in_fast_mode(mode, expected):
   out[0] = 0;
 #endif
 """
-    (out,) = run_kernel("mathmode", [("x", np.zeros(8, np.float32))], [("out", (1,), "int32_t")], src,
-                        grid=(1, 1, 1), threadgroup=(1, 1, 1), math_mode=mode)
+    (out,) = run_kernel(
+        "mathmode",
+        [("x", np.zeros(8, np.float32))],
+        [("out", (1,), "int32_t")],
+        src,
+        grid=(1, 1, 1),
+        threadgroup=(1, 1, 1),
+        math_mode=mode,
+    )
     assert out[0] == expected
 
 
@@ -550,9 +742,15 @@ def test_half_and_bfloat_arithmetic_rounds_each_operation():
   out[3] = float(x[0] + x[1]);            // half + half stays half
 """
     x = np.array([0.1, 0.2] + [0] * 6, np.float16)
-    (out,) = run_kernel("half_ops", [("x", x)], [("out", (4,), "float")],
-                        src + "  (void)thread_position_in_grid;", header="#include <metal_stdlib>\nusing namespace metal;\n",
-                        grid=(1, 1, 1), threadgroup=(1, 1, 1))
+    (out,) = run_kernel(
+        "half_ops",
+        [("x", x)],
+        [("out", (4,), "float")],
+        src + "  (void)thread_position_in_grid;",
+        header="#include <metal_stdlib>\nusing namespace metal;\n",
+        grid=(1, 1, 1),
+        threadgroup=(1, 1, 1),
+    )
     h = np.float16
     np.testing.assert_array_equal(out, [0.0, 0.0, float(h(0.1) * h(3.0)), float(x[0] + x[1])])
 
@@ -566,8 +764,9 @@ def test_quad_functions():
   out[i * 3 + 2] = float(thread_index_in_quadgroup + 10 * quadgroup_index_in_threadgroup);
 """
     x = np.arange(16, dtype=np.float32) ** 2
-    (out,) = run_kernel("quads", [("x", x)], [("out", (48,), "float")], src, grid=(16, 1, 1),
-                        threadgroup=(16, 1, 1))
+    (out,) = run_kernel(
+        "quads", [("x", x)], [("out", (48,), "float")], src, grid=(16, 1, 1), threadgroup=(16, 1, 1)
+    )
     out = out.reshape(16, 3)
     i = np.arange(16)
     np.testing.assert_array_equal(out[:, 0], x.reshape(4, 4).sum(1).repeat(4))
@@ -626,12 +825,18 @@ SURFACE_SRC = r"""
 
 def test_shim_api_surface_compiles_and_runs():
     x = np.linspace(0.1, 2, 64).astype(np.float32)
-    out, lout, tc = run_kernel("surface", [("x", x)], [("out", (64,), "float"), ("lout", (2,), "int64_t"),
-                                                      ("tc", (64,), "uint32_t")], SURFACE_SRC,
-                               grid=(64, 1, 1), threadgroup=(64, 1, 1), init=0)
-    np.testing.assert_array_equal(lout, [64, 1])          # 32-bit atomic add into an int64 buffer, atomic_bool store
-    np.testing.assert_array_equal(tc, 64)                 # threadgroup atomic counted every thread
-    assert (out != 0).all()                               # every thread got to its last store
+    out, lout, tc = run_kernel(
+        "surface",
+        [("x", x)],
+        [("out", (64,), "float"), ("lout", (2,), "int64_t"), ("tc", (64,), "uint32_t")],
+        SURFACE_SRC,
+        grid=(64, 1, 1),
+        threadgroup=(64, 1, 1),
+        init=0,
+    )
+    np.testing.assert_array_equal(lout, [64, 1])  # 32-bit atomic add into an int64 buffer, atomic_bool store
+    np.testing.assert_array_equal(tc, 64)  # threadgroup atomic counted every thread
+    assert (out != 0).all()  # every thread got to its last store
 
 
 @pytest.mark.parametrize("n", [1, 3, 1000, 4097])
@@ -642,9 +847,17 @@ def test_seeded_order_runs_every_threadgroup_exactly_once(n):
 """
 
     def run(seed):
-        order, _ = run_kernel("order_rec", [("x", np.zeros(8, np.float32))],
-                              [("order", (n,), "uint32_t"), ("counter", (1,), "uint32_t")], src, grid=(n, 1, 1),
-                              threadgroup=(1, 1, 1), seed=seed, workers=1, init=0)
+        order, _ = run_kernel(
+            "order_rec",
+            [("x", np.zeros(8, np.float32))],
+            [("order", (n,), "uint32_t"), ("counter", (1,), "uint32_t")],
+            src,
+            grid=(n, 1, 1),
+            threadgroup=(1, 1, 1),
+            seed=seed,
+            workers=1,
+            init=0,
+        )
         return order
 
     natural, shuffled = run(None), run(11)

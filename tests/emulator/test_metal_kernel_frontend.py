@@ -23,8 +23,14 @@ def test_axpy_scalars_and_dtypes(dtype):
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal(37).astype(np.float32), rng.standard_normal(37).astype(np.float32)
     xs, ys = mx.array(x).astype(dtype), mx.array(y).astype(dtype)
-    (out,) = _axpy()(inputs=[2.5, xs, ys, 37], output_shapes=[(37,)], output_dtypes=[dtype], grid=(64, 1, 1),
-                     threadgroup=(16, 1, 1), template=[("T", dtype)])
+    (out,) = _axpy()(
+        inputs=[2.5, xs, ys, 37],
+        output_shapes=[(37,)],
+        output_dtypes=[dtype],
+        grid=(64, 1, 1),
+        threadgroup=(16, 1, 1),
+        template=[("T", dtype)],
+    )
     assert out.dtype == dtype and out.shape == (37,)
     xe, ye = np.array(xs.astype(mx.float32)), np.array(ys.astype(mx.float32))
     want = np.array(mx.array(2.5 * xe + ye).astype(dtype).astype(mx.float32))
@@ -38,8 +44,16 @@ def test_verbose_prints_mlx_text(capsys):
     call = dict(output_shapes=[(10,)], output_dtypes=[mx.int32], grid=(10, 1, 1), threadgroup=(4, 1, 1))
     (b,) = k(inputs=[a], verbose=True, **call)
     assert b.tolist() == list(range(10))
-    text = mlx_generated_source(dict(name="copy", input_names=["a"], output_names=["b"],
-                                     source="uint i = thread_position_in_grid.x; b[i] = a[i];"), call, [a])
+    text = mlx_generated_source(
+        dict(
+            name="copy",
+            input_names=["a"],
+            output_names=["b"],
+            source="uint i = thread_position_in_grid.x; b[i] = a[i];",
+        ),
+        call,
+        [a],
+    )
     assert capsys.readouterr().out == f"Generated source code for `copy`:\n```\n{text}\n```\n"
 
 
@@ -67,16 +81,22 @@ def test_shape_strides_ndim_buffers():
     """
     k = metal_kernel("meta", ["a"], ["s", "st"], src)
     a = mx.arange(24, dtype=mx.int32).reshape(2, 3, 4)
-    s, st = k(inputs=[a], output_shapes=[(4,), (4,)], output_dtypes=[mx.int32, mx.int32], grid=(4, 1, 1),
-              threadgroup=(4, 1, 1))
+    s, st = k(
+        inputs=[a],
+        output_shapes=[(4,), (4,)],
+        output_dtypes=[mx.int32, mx.int32],
+        grid=(4, 1, 1),
+        threadgroup=(4, 1, 1),
+    )
     assert s.tolist() == [2, 3, 4, 5] and st.tolist() == [12, 4, 1, 3]
 
 
 def test_non_contiguous_input_is_made_row_contiguous():
     k = metal_kernel("flat", ["a"], ["b"], "uint i = thread_position_in_grid.x; b[i] = a[i];")
     a = mx.arange(12, dtype=mx.float32).reshape(3, 4).T
-    (b,) = k(inputs=[a], output_shapes=[(12,)], output_dtypes=[mx.float32], grid=(12, 1, 1),
-             threadgroup=(8, 1, 1))
+    (b,) = k(
+        inputs=[a], output_shapes=[(12,)], output_dtypes=[mx.float32], grid=(12, 1, 1), threadgroup=(8, 1, 1)
+    )
     np.testing.assert_array_equal(np.array(b), np.arange(12).reshape(3, 4).T.ravel())
 
 
@@ -87,8 +107,14 @@ def test_atomic_outputs_histogram():
     """
     k = metal_kernel("hist", ["idx"], ["h"], src, atomic_outputs=True)
     idx = np.random.default_rng(1).integers(0, 5, 300).astype(np.int32)
-    (h,) = k(inputs=[mx.array(idx)], output_shapes=[(5,)], output_dtypes=[mx.float32], grid=(300, 1, 1),
-             threadgroup=(64, 1, 1), init_value=0)
+    (h,) = k(
+        inputs=[mx.array(idx)],
+        output_shapes=[(5,)],
+        output_dtypes=[mx.float32],
+        grid=(300, 1, 1),
+        threadgroup=(64, 1, 1),
+        init_value=0,
+    )
     np.testing.assert_array_equal(np.array(h), np.bincount(idx, minlength=5))
 
 
@@ -114,8 +140,13 @@ def test_argument_errors():
 def test_compile_error_names_kernel_and_numbers_source():
     k = metal_kernel("broken", ["a"], ["b"], "b[0] = a[0] +;")
     with pytest.raises(RuntimeError, match="broken") as info:
-        k(inputs=[mx.zeros(1)], output_shapes=[(1,)], output_dtypes=[mx.float32], grid=(1, 1, 1),
-          threadgroup=(1, 1, 1))
+        k(
+            inputs=[mx.zeros(1)],
+            output_shapes=[(1,)],
+            output_dtypes=[mx.float32],
+            grid=(1, 1, 1),
+            threadgroup=(1, 1, 1),
+        )
     assert "b[0] = a[0] +;" in str(info.value)
 
 
@@ -123,8 +154,13 @@ def test_under_grad_via_custom_function_and_refused_under_compile():
     k = metal_kernel("sq", ["x"], ["y"], "uint i = thread_position_in_grid.x; y[i] = x[i] * x[i];")
 
     def fwd(x):
-        return k(inputs=[x], output_shapes=[x.shape], output_dtypes=[x.dtype], grid=(x.size, 1, 1),
-                 threadgroup=(8, 1, 1))[0]
+        return k(
+            inputs=[x],
+            output_shapes=[x.shape],
+            output_dtypes=[x.dtype],
+            grid=(x.size, 1, 1),
+            threadgroup=(8, 1, 1),
+        )[0]
 
     sq = mx.custom_function(fwd)
 
@@ -180,10 +216,19 @@ def test_seed_reaches_runtime_and_exposes_order_dependence(monkeypatch):
         }
     """
     k = metal_kernel("order", [], ["order", "counter"], src)
+
     def run(seed):
-        order, _ = k(inputs=[], output_shapes=[(16,), (1,)], output_dtypes=[mx.int32, mx.int32], grid=(64, 1, 1),
-                     threadgroup=(4, 1, 1), init_value=0, seed=seed)
+        order, _ = k(
+            inputs=[],
+            output_shapes=[(16,), (1,)],
+            output_dtypes=[mx.int32, mx.int32],
+            grid=(64, 1, 1),
+            threadgroup=(4, 1, 1),
+            init_value=0,
+            seed=seed,
+        )
         return order.tolist()
+
     assert sorted(run(5)) == list(range(16))
     assert run(5) == run(5) and run(5) != run(6)
 
@@ -205,7 +250,9 @@ def test_math_mode_reaches_compiler(mode, want):
 
 def test_empty_grid_and_empty_output():
     k = metal_kernel("noop", [], ["o"], "o[thread_position_in_grid.x] = 1;")
-    (o,) = k(inputs=[], output_shapes=[(0, 4)], output_dtypes=[mx.float32], grid=(0, 1, 1), threadgroup=(1, 1, 1))
+    (o,) = k(
+        inputs=[], output_shapes=[(0, 4)], output_dtypes=[mx.float32], grid=(0, 1, 1), threadgroup=(1, 1, 1)
+    )
     assert o.shape == (0, 4)
 
 
@@ -213,8 +260,13 @@ def test_grad_through_a_bare_kernel_raises_as_on_metal():
     k = metal_kernel("bare", ["x"], ["y"], "uint i = thread_position_in_grid.x; y[i] = 3 * x[i];")
 
     def f(x):
-        return k(inputs=[x], output_shapes=[x.shape], output_dtypes=[x.dtype], grid=(x.size, 1, 1),
-                 threadgroup=(8, 1, 1))[0].sum()
+        return k(
+            inputs=[x],
+            output_shapes=[x.shape],
+            output_dtypes=[x.dtype],
+            grid=(x.size, 1, 1),
+            threadgroup=(8, 1, 1),
+        )[0].sum()
 
     assert f(mx.ones(5)).item() == 15
     with pytest.raises(RuntimeError, match="VJP is not implemented for the custom kernel `bare`"):
@@ -226,8 +278,13 @@ def test_jvp_and_vmap_through_a_bare_kernel_raise_as_on_metal():
     k = metal_kernel("bare_fwd", ["x"], ["y"], "uint i = thread_position_in_grid.x; y[i] = x[i] * x[i];")
 
     def f(x):
-        return k(inputs=[x], output_shapes=[x.shape], output_dtypes=[x.dtype], grid=(x.size, 1, 1),
-                 threadgroup=(8, 1, 1))[0]
+        return k(
+            inputs=[x],
+            output_shapes=[x.shape],
+            output_dtypes=[x.dtype],
+            grid=(x.size, 1, 1),
+            threadgroup=(8, 1, 1),
+        )[0]
 
     x, t = mx.arange(4, dtype=mx.float32), mx.ones(4)
     want = r"JVP is not implemented for the custom kernel `bare_fwd`.*\[Primitive::jvp\] Not implemented for CustomKernel"
@@ -267,7 +324,9 @@ def test_library_metal_path_refuses_jvp_under_the_emulator():
         def loss(w, backend):
             return meb.embedding_bag(idx, w, mode="sum", backend=backend).sum()
 
-        np.testing.assert_array_equal(np.array(mx.grad(loss)(w, "metal")), np.array(mx.grad(loss)(w, "reference")))
+        np.testing.assert_array_equal(
+            np.array(mx.grad(loss)(w, "metal")), np.array(mx.grad(loss)(w, "reference"))
+        )
         with pytest.raises(ValueError, match="JVP is not implemented for the custom kernel"):
             mx.jvp(lambda v: meb.embedding_bag(idx, v, mode="sum", backend="metal"), [w], [mx.ones_like(w)])
     finally:

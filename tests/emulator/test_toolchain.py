@@ -6,11 +6,16 @@ import numpy as np
 
 from mlx_embag.emulator import compiler, runtime
 
+
 def test_compiled_kernels_are_cached_on_disk(tmp_path, monkeypatch):
     from emulator.harness import generate
 
-    kname, text = generate("cached", [("x", np.zeros(8, np.float32), "float")], [("out", "float")],
-                           "  out[thread_position_in_grid.x] = 1.0f;")
+    kname, text = generate(
+        "cached",
+        [("x", np.zeros(8, np.float32), "float")],
+        [("out", "float")],
+        "  out[thread_position_in_grid.x] = 1.0f;",
+    )
     p1, _, _ = runtime.prepare(display_name="cached", kernel_name=kname, kernel_source=text)
     mtime = p1.stat().st_mtime_ns
     p2, _, _ = runtime.prepare(display_name="cached", kernel_name=kname, kernel_source=text)
@@ -68,14 +73,18 @@ assert (out == np.arange(1, 9)).all()
 print("ok")
 """.format(tests=str(Path(__file__).parent.parent))
     env = dict(os.environ, MLX_EMBAG_EMULATOR_CACHE=str(tmp_path))
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate() for p in procs]
     for p, (out, err) in zip(procs, results):
         assert p.returncode == 0 and out.strip() == "ok", err[-2000:]
     built = [p.name for p in tmp_path.iterdir() if p.suffix == ".so"]
     assert any(name.startswith("custom_kernel_shared_cache") for name in built)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build-")]   # no leftovers
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build-")]  # no leftovers
 
 
 def test_compiler_docstring_examples_run():
