@@ -13,6 +13,7 @@ here and raises as before.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import mlx.core as mx
 
@@ -22,17 +23,26 @@ _backward_checked = set()
 _reference_only = set()  # signatures with a kernel that failed: no more tries
 
 
+_SHAPE_FIELDS = ("num_bags", "bag_size")  # a call's shape: no kernel specialisation depends on it
+
+
+@functools.lru_cache(maxsize=None)
+def _option_names(cls):
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _SHAPE_FIELDS)
+
+
 def _signature(op_name, args):
-    """What decides the backward kernels' specialisations: dtypes, the table's width, static options."""
+    """What decides the backward kernels' specialisations: dtypes, the table's width, static options.
+
+    Every ``"auto"`` call computes it, so it reads the spec's fields directly
+    (``dataclasses.asdict`` alone cost ~30 us a call).
+    """
     parts = [op_name, args[0].shape[-1:]]
     for a in args:
         if isinstance(a, mx.array):
             parts.append(a.dtype)
         elif dataclasses.is_dataclass(a):
-            fields = dataclasses.asdict(a)
-            fields.pop("num_bags", None)
-            fields.pop("bag_size", None)
-            parts.append(tuple(sorted(fields.items())))
+            parts.append((type(a), *(getattr(a, name) for name in _option_names(type(a)))))
         else:
             parts.append(a is None)
     return tuple(parts)
