@@ -102,14 +102,11 @@ def assert_close(actual, expected, rtol, atol, name="value", *, scale_atol=False
         )
 
 
-def random_bag_config(rng, allow_invalid=False):
-    """A small random configuration; bag lengths drawn from 0 so empty bags occur."""
-    V = int(rng.integers(1, 12))
-    D = int(rng.choice([1, 3, 5, 8, 17]))
-    mode = str(rng.choice(["sum", "mean", "max"]))
-    two_d = rng.random() < 0.3
+def bag_config(**options):
+    """The options of an ``embedding_bag`` call as the oracle and ``run_meb`` take them:
+    PyTorch's defaults (mode ``"mean"``), overridden by ``options``."""
     cfg = dict(
-        mode=mode,
+        mode="mean",
         include_last_offset=False,
         padding_idx=None,
         max_norm=None,
@@ -117,6 +114,19 @@ def random_bag_config(rng, allow_invalid=False):
         scale_grad_by_freq=False,
         per_sample_weights=None,
     )
+    unknown = set(options) - set(cfg)
+    assert not unknown, f"not an embedding_bag option: {unknown}"
+    cfg.update(options)
+    return cfg
+
+
+def random_bag_config(rng, allow_invalid=False):
+    """A small random configuration; bag lengths drawn from 0 so empty bags occur."""
+    V = int(rng.integers(1, 12))
+    D = int(rng.choice([1, 3, 5, 8, 17]))
+    mode = str(rng.choice(["sum", "mean", "max"]))
+    two_d = rng.random() < 0.3
+    cfg = bag_config(mode=mode)
     if two_d:
         B, L = int(rng.integers(1, 5)), int(rng.integers(0, 5))
         inp = rng.integers(0, V, size=(B, L))

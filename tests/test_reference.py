@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from oracle import oracle_embedding, oracle_embedding_bag
-from support import TOL, assert_close, random_bag_config, run_meb, to_np
+from support import TOL, assert_close, bag_config, random_bag_config, run_meb, to_np
 
 import mlx_embag as meb
 
@@ -57,30 +57,14 @@ def test_malformed_offsets_poison(offsets, mode):
     rng = np.random.default_rng(7)
     inp = np.array([0, 1, 2, 3, 1], np.int32)
     W = rng.standard_normal((5, 3)).astype(np.float32)
-    cfg = dict(
-        mode=mode,
-        include_last_offset=False,
-        padding_idx=None,
-        max_norm=None,
-        norm_type=2.0,
-        scale_grad_by_freq=False,
-        per_sample_weights=None,
-    )
+    cfg = bag_config(mode=mode)
     check_against_oracle(inp, np.array(offsets, np.int32), W, cfg, mx.float32, rng)
 
 
 def test_poison_nan_and_no_gradient_explicit():
     W = np.arange(12, dtype=np.float32).reshape(4, 3)
     inp = np.array([0, 1, 9, 2, 3], np.int64)
-    cfg = dict(
-        mode="sum",
-        include_last_offset=False,
-        padding_idx=None,
-        max_norm=None,
-        norm_type=2.0,
-        scale_grad_by_freq=False,
-        per_sample_weights=np.ones(5, np.float32),
-    )
+    cfg = bag_config(mode="sum", per_sample_weights=np.ones(5, np.float32))
     out, dW, dP = run_meb(inp, np.array([0, 2]), W, cfg)
     assert np.isnan(out[1]).all() and np.allclose(out[0], W[0] + W[1])
     assert np.allclose(dW[2], 0) and np.allclose(dW[3], 0) and np.allclose(dW[0], 1)
@@ -89,15 +73,7 @@ def test_poison_nan_and_no_gradient_explicit():
 
 def test_max_tie_earliest_position():
     W = np.array([[1.0, 2.0], [1.0, 5.0], [0.0, 0.0]], np.float32)
-    cfg = dict(
-        mode="max",
-        include_last_offset=False,
-        padding_idx=None,
-        max_norm=None,
-        norm_type=2.0,
-        scale_grad_by_freq=False,
-        per_sample_weights=None,
-    )
+    cfg = bag_config(mode="max")
     out, dW, _ = run_meb(np.array([1, 0, 2]), np.array([0]), W, cfg)
     assert_close(out, [[1.0, 5.0]], 0, 0, "max out")
     assert_close(dW, [[0, 0], [1, 1], [0, 0]], 0, 0, "tie goes to earliest position (row 1)")
@@ -174,15 +150,7 @@ def test_malformed_offsets_include_last_offset_poison(offsets, mode):
     rng = np.random.default_rng(8)
     inp = np.array([0, 1, 2, 3, 1], np.int64)
     W = rng.standard_normal((5, 3)).astype(np.float32)
-    cfg = dict(
-        mode=mode,
-        include_last_offset=True,
-        padding_idx=None,
-        max_norm=None,
-        norm_type=2.0,
-        scale_grad_by_freq=False,
-        per_sample_weights=None,
-    )
+    cfg = bag_config(mode=mode, include_last_offset=True)
     check_against_oracle(inp, np.array(offsets, np.int64), W, cfg, mx.float32, rng)
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch  # noqa: E402  (pinned in the test extra: missing must fail, not skip)
 import torch.nn.functional as F  # noqa: E402
 from oracle import oracle_embedding_bag  # noqa: E402
-from support import TOL, assert_close, random_bag_config, run_meb, to_np  # noqa: E402
+from support import TOL, assert_close, bag_config, random_bag_config, run_meb, to_np  # noqa: E402
 
 import mlx_embag as meb  # noqa: E402
 
@@ -117,15 +117,7 @@ def test_pytorch_190063_scale_grad_by_freq_divergence():
     ).sum().backward()
     # PyTorch 2.13 CPU: row 2 (one occurrence) gets 1/3 instead of 1
     assert_close(w.grad.numpy(), [[0, 0], [1, 1], [1 / 3, 1 / 3], [0, 0]], 1e-6, 1e-6, "torch 2.13")
-    cfg = dict(
-        mode="sum",
-        include_last_offset=False,
-        padding_idx=None,
-        max_norm=None,
-        norm_type=2.0,
-        scale_grad_by_freq=True,
-        per_sample_weights=None,
-    )
+    cfg = bag_config(mode="sum", scale_grad_by_freq=True)
     _, odW, _ = oracle_embedding_bag(inp, W, off, **cfg)
     assert_close(odW, [[0, 0], [1, 1], [1, 1], [0, 0]], 0, 0, "oracle")
     _, mdW, _ = run_meb(inp, off, W.astype(np.float32), cfg)
@@ -162,15 +154,7 @@ def test_pytorch_trailing_indices_divergence(mode, tdtype):
         include_last_offset=True,
     ).numpy()
     assert_close(t, TORCH_TRAILING[(tdtype, mode)], 1e-6, 1e-6, f"torch 2.13 {tdtype} {mode}")
-    cfg = dict(
-        mode=mode,
-        include_last_offset=True,
-        padding_idx=None,
-        max_norm=None,
-        norm_type=2.0,
-        scale_grad_by_freq=False,
-        per_sample_weights=None,
-    )
+    cfg = bag_config(mode=mode, include_last_offset=True)
     o, _, _ = oracle_embedding_bag(inp, W, off, **cfg)
     expected = {"sum": [[2, 4], [2, 3]], "mean": [[1, 2], [2, 3]], "max": [[2, 3], [2, 3]]}[mode]
     assert_close(o, expected, 0, 0, "oracle: bag 1 is only row 1")
