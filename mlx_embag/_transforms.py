@@ -34,6 +34,27 @@ JVP_UNSUPPORTED = (
 )
 
 
+def evaluate_unless_traced(*arrays) -> bool:
+    """``mx.eval(*arrays)``; False instead when MLX is tracing (``mx.compile``, ``mx.vmap``),
+    where arrays cannot be evaluated. Only for the documented sync points (a requested
+    host check, a sparse optimizer's step), never on the forward or backward path.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> evaluate_unless_traced(mx.ones(2))
+        True
+        >>> mx.compile(lambda x: x + evaluate_unless_traced(x))(mx.ones(2)).tolist()
+        [1.0, 1.0]
+    """
+    try:
+        mx.eval(*arrays)
+        return True
+    except (ValueError, RuntimeError) as e:
+        if "transformations" not in str(e) and "compile" not in str(e):
+            raise
+        return False
+
+
 def _rule(fn):
     def rule(inputs, axes):
         if isinstance(inputs, mx.array):  # MLX unwraps a single argument

@@ -34,6 +34,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.optimizers as optim
 
+from ._transforms import evaluate_unless_traced
 from .sparse_grad import RowSparseGrad, row_runs
 
 _F32 = mx.float32
@@ -42,13 +43,9 @@ __all__ = ["SparseSGD", "SparseAdagrad", "SparseAdam", "RowWiseAdagrad"]
 
 
 def _evaluate(grad):
-    """The step's sync point: evaluate the gradient unless we are being traced."""
-    try:
-        mx.eval(grad.indices, grad.values, *grad._pending)
-    except (ValueError, RuntimeError) as e:
-        # Inside mx.compile (or vmap) MLX refuses to evaluate; the graph then stays whole.
-        if "transformations" not in str(e) and "compile" not in str(e):
-            raise
+    """The step's sync point: evaluate the gradient unless we are being traced (inside
+    mx.compile the graph then stays whole)."""
+    evaluate_unless_traced(grad.indices, grad.values, *grad._pending)
 
 
 class _RowOptimizer(optim.Optimizer):
