@@ -35,6 +35,22 @@ enum : int {
   F_NORM_TYPE = 4,
 };
 
+// Slots of sparse_update's float32 optimizer constants (built by mlx_embag/_sparse_kernels.py).
+enum : int {
+  O_LR = 0,           // learning rate (SparseAdam: its step size, lr * sqrt(1 - b2^t) / (1 - b1^t))
+  O_EPS = 1,          // added to the root of the accumulator / second moment
+  O_SHARE1 = 2,       // 1 - beta1: the new gradient's share in SparseAdam's first moment
+  O_SHARE2 = 3,       // 1 - beta2: its share in the second moment
+};
+
+// sparse_update's RULE template value: the optimizer rule applied to each listed row.
+enum : int {
+  RULE_SGD = 0,       // SparseSGD: no state
+  RULE_ADAGRAD = 1,   // SparseAdagrad: one accumulator per element
+  RULE_ADAM = 2,      // SparseAdam: two moments per element
+  RULE_ROWWISE = 3,   // RowWiseAdagrad: one accumulator per row (a threadgroup reduction)
+};
+
 // Bits of params[P_FLAGS]: what the call has beyond plain sums.
 enum : int {
   FLAG_MEAN = 1,      // divide each bag by its non-padding count

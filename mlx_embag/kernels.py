@@ -46,6 +46,11 @@ KERNELS = {
     "bag_owner": (("indices", "offsets", "meta", "psw", "freq", "params"), ("owner", "coef"), False),
     "det_partial": (("skey", "order", "srcrow", "coef", "src", "params"), ("part",), False),
     "det_write": (("skey", "order", "srcrow", "coef", "src", "part", "params"), ("grad",), False),
+    "sparse_update": (
+        ("skey", "order", "values", "part", "state1", "state2", "hyper", "params"),
+        ("dw", "dstate1", "dstate2"),
+        False,
+    ),
 }
 
 MIN_DEVICE_SIZE = 8

@@ -14,10 +14,17 @@ no longer reads the table) unless it runs inside ``mx.compile``, where nothing
 can be evaluated; a compiled update should be given a gradient that was
 evaluated before (see the README's "Sparse training").
 
-The state rows are updated without gathering them first (a gather and a
-scatter of one array in one graph would copy the array): e.g. Adam's moment
-is ``m.at[rows].multiply(b1).at[rows].add((1 - b1) * g)``, and only the new
-rows are read back.
+Two paths, picked by ``backend=`` (by default the table's, from the gradient):
+on the reference path the state rows are updated without gathering them
+first (a gather and a scatter of one array in one graph would copy the
+array): e.g. Adam's moment is ``m.at[rows].multiply(b1).at[rows].add((1 - b1) * g)``,
+and only the new rows are read back. On the Metal path one kernel per rule
+(``metal/sparse_update.metal``, see :mod:`mlx_embag._sparse_kernels`) sums each
+row's entries in a fixed order and computes the row's update in the same pass;
+the sync point then evaluates the kernel's output instead of the gradient (still
+one evaluation), and the scatter-adds that apply it run in place. Inside
+``mx.compile`` a rule with state takes the split path instead (the sums from the
+deterministic backward's kernels, the rule in MLX ops), which stays in place.
 
 Example:
     >>> import mlx.core as mx, mlx_embag as meb
@@ -31,10 +38,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 import mlx.core as mx
 import mlx.optimizers as optim
 
+from . import _sparse_kernels, kernels
+from . import backend as _backend
 from ._transforms import evaluate_unless_traced
+from ._validate import check_backend
 from .sparse_grad import RowSparseGrad, row_runs
 
 _F32 = mx.float32
@@ -49,16 +61,55 @@ def _evaluate(grad):
 
 
 class _RowOptimizer(optim.Optimizer):
-    """Dispatch per leaf: a ``RowSparseGrad`` to ``_rows``, an array to ``_dense``."""
+    """Dispatch per leaf: a ``RowSparseGrad`` to the fused kernel (Metal) or ``_rows``, an array
+    to ``_dense``. ``_RULE`` names the kernel's rule, ``_STATE`` the state arrays it updates."""
+
+    _RULE = ""
+    _STATE = ()
+
+    def __init__(self, backend=None):
+        super().__init__()
+        self.backend = check_backend(backend)
 
     def apply_single(self, gradient, parameter, state):
         if not isinstance(gradient, RowSparseGrad):
             return self._dense(gradient.astype(_F32), parameter, state)
         if gradient.indices.size == 0:
             return parameter
+        backend = self.backend if self.backend is not None else gradient._backend
+        path = _backend.resolve_backend(
+            backend, lambda: _sparse_kernels.unsupported(parameter, gradient.values)
+        )
+        if path == "metal":
+            try:
+                with kernels.auto_fallback() if _backend.is_auto(backend) else contextlib.nullcontext():
+                    fused = self._fused(gradient, parameter, state)
+            except kernels.KernelUnavailable:  # "auto": this Mac cannot build it (warned once)
+                fused, path = None, "reference"
+            if fused is not None:
+                return fused
         _evaluate(gradient)
-        rows, sums, live = row_runs(gradient.indices, gradient.values, gradient._backend)
+        rows, sums, live = row_runs(gradient.indices, gradient.values, path)
         return self._rows(rows, sums, live, parameter, state)
+
+    def _fused(self, gradient, parameter, state):
+        """The Metal kernel's step, or None where it must not run (traced, with state to read)."""
+        out = _sparse_kernels.step(
+            self._RULE,
+            gradient.indices,
+            gradient.values,
+            parameter.dtype,
+            parameter.shape[0],
+            [state[name] for name in self._STATE],
+            self._constants(),
+            gradient._pending,
+        )
+        if out is None:
+            return None
+        rows, dw, increments = out
+        for name, inc in zip(self._STATE, increments):
+            state[name] = state[name].at[rows].add(inc)
+        return parameter.at[rows].add(dw)
 
     def _lr(self):
         return self.learning_rate.astype(_F32)
@@ -75,6 +126,8 @@ class SparseSGD(_RowOptimizer):
 
     Args:
         learning_rate (float or callable): the step size (or a schedule).
+        backend (str, optional): ``"auto"``, ``"metal"`` or ``"reference"``; None (default)
+            follows the table's ``backend=``. Metal runs the fused kernel.
 
     Example:
         >>> import mlx.core as mx
@@ -86,12 +139,17 @@ class SparseSGD(_RowOptimizer):
         [-0.2, 0.0]
     """
 
-    def __init__(self, learning_rate):
-        super().__init__()
+    _RULE = "sgd"
+
+    def __init__(self, learning_rate, backend=None):
+        super().__init__(backend)
         self._maybe_schedule("learning_rate", learning_rate)
 
     def init_single(self, parameter, state):
         pass
+
+    def _constants(self):
+        return dict(LR=self._lr())
 
     def _dense(self, g, parameter, state):
         return (parameter - self._lr() * g).astype(parameter.dtype)
@@ -109,6 +167,7 @@ class SparseAdagrad(_RowOptimizer):
         learning_rate (float or callable): the step size.
         eps (float): added to the root of the accumulator.
         initial_accumulator_value (float): the accumulator's starting value.
+        backend (str, optional): as :class:`SparseSGD`'s.
 
     Example:
         >>> import mlx.core as mx
@@ -119,13 +178,18 @@ class SparseAdagrad(_RowOptimizer):
         [0.0, -1.0, 0.0]
     """
 
-    def __init__(self, learning_rate, eps=1e-10, initial_accumulator_value=0.0):
-        super().__init__()
+    _RULE, _STATE = "adagrad", ("sum",)
+
+    def __init__(self, learning_rate, eps=1e-10, initial_accumulator_value=0.0, backend=None):
+        super().__init__(backend)
         self._maybe_schedule("learning_rate", learning_rate)
         self.eps, self.initial_accumulator_value = eps, initial_accumulator_value
 
     def init_single(self, parameter, state):
         state["sum"] = mx.full(parameter.shape, self.initial_accumulator_value, dtype=_F32)
+
+    def _constants(self):
+        return dict(LR=self._lr(), EPS=self.eps)
 
     def _dense(self, g, parameter, state):
         state["sum"] = state["sum"] + g * g
@@ -148,6 +212,7 @@ class SparseAdam(_RowOptimizer):
         learning_rate (float or callable): the step size.
         betas (tuple): the moments' decay rates ``(b1, b2)``.
         eps (float): added to the root of the second moment.
+        backend (str, optional): as :class:`SparseSGD`'s.
 
     Example:
         >>> import mlx.core as mx
@@ -158,14 +223,20 @@ class SparseAdam(_RowOptimizer):
         [0.0, 0.0, -0.1]
     """
 
-    def __init__(self, learning_rate, betas=(0.9, 0.999), eps=1e-8):
-        super().__init__()
+    _RULE, _STATE = "adam", ("m", "v")
+
+    def __init__(self, learning_rate, betas=(0.9, 0.999), eps=1e-8, backend=None):
+        super().__init__(backend)
         self._maybe_schedule("learning_rate", learning_rate)
         self.betas, self.eps = tuple(betas), eps
 
     def init_single(self, parameter, state):
         state["m"] = mx.zeros(parameter.shape, dtype=_F32)
         state["v"] = mx.zeros(parameter.shape, dtype=_F32)
+
+    def _constants(self):
+        b1, b2 = self.betas
+        return dict(LR=self._step_size(), EPS=self.eps, SHARE1=1 - b1, SHARE2=1 - b2)
 
     def _step_size(self):
         b1, b2 = self.betas
@@ -197,6 +268,7 @@ class RowWiseAdagrad(_RowOptimizer):
     Args:
         learning_rate (float or callable): the step size.
         eps (float): added to the root of the accumulator.
+        backend (str, optional): as :class:`SparseSGD`'s.
 
     Example:
         >>> import mlx.core as mx
@@ -208,13 +280,18 @@ class RowWiseAdagrad(_RowOptimizer):
         ([-0.8485, -1.1314], [12.5, 0.0])
     """
 
-    def __init__(self, learning_rate, eps=1e-8):
-        super().__init__()
+    _RULE, _STATE = "rowwise", ("sum",)
+
+    def __init__(self, learning_rate, eps=1e-8, backend=None):
+        super().__init__(backend)
         self._maybe_schedule("learning_rate", learning_rate)
         self.eps = eps
 
     def init_single(self, parameter, state):
         state["sum"] = mx.zeros(tuple(parameter.shape[:-1]), dtype=_F32)
+
+    def _constants(self):
+        return dict(LR=self._lr(), EPS=self.eps)
 
     def _dense(self, g, parameter, state):
         g2 = mx.mean(g * g, axis=-1) if g.ndim else g * g

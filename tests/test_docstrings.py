@@ -12,6 +12,7 @@ from mlx_embag import (
     _fallback,
     _scatter,
     _settings,
+    _sparse_kernels,
     _validate,
     autograd,
     backend,
@@ -77,6 +78,7 @@ MODULES = [
     sparse_grad,
     autograd,
     optimizers,
+    _sparse_kernels,
     compiled,
 ]
 

@@ -17,7 +17,7 @@ import mlx.core as mx
 import pytest
 
 from mlx_embag import _embag_common as common
-from mlx_embag import kernels, launchers
+from mlx_embag import _sparse_kernels, kernels, launchers
 from mlx_embag._sources import read_metal
 
 I64, F32 = mx.int64, mx.float32
@@ -108,10 +108,23 @@ def _sorted(M, DV):
     )
 
 
+def _sparse_update(M, D, rule):
+    skey, order = mx.arange(M) % 5, mx.arange(M, dtype=mx.int32)
+    values = mx.zeros((M, D))
+    p = common.params(M=M, R=5, DV=D, WINDOW=launchers.WINDOW)
+    part = _sparse_kernels.partials(skey, order, values, p)
+    states = {"sgd": [], "adagrad": [mx.zeros((5, D))], "adam": [mx.zeros((5, D))] * 2}
+    states["rowwise"] = [mx.zeros((5,))]
+    hyper = _sparse_kernels.hyper(LR=0.1)
+    _sparse_kernels.sparse_update(rule, skey, order, values, part, states[rule], hyper, mx.float32, 5)
+
+
 # (N, B, D): short bags and small D (TZ > 1), D a multiple of 4 (VEC), long bags (TY > 1)
 # split over threadgroups (S > 1, bag_combine), and wide rows.
 BAG_CASES = [(12, 6, 3), (40, 4, 8), (4000, 2, 5), (64, 8, 300)]
 SORTED_CASES = [(7, 1), (100, 3), (70, 129)]
+# (M, D, rule): one window, several (TY > 1), the row-wise rule (TY = 1), two columns per thread.
+SPARSE_CASES = [(7, 1, "sgd"), (100, 3, "adam"), (100, 64, "rowwise"), (70, 300, "adagrad")]
 
 
 def _check(call):
@@ -160,9 +173,19 @@ def test_sorted_scatter_launches_match_their_headers(case, monkeypatch):
         _check(call)
 
 
+@pytest.mark.parametrize("case", SPARSE_CASES, ids=str)
+def test_sparse_update_launches_match_their_headers(case, monkeypatch):
+    calls = _capture(monkeypatch)
+    _sparse_update(*case)
+    assert [c["name"] for c in calls] == ["det_partial", "sparse_update"]
+    for call in calls:
+        _check(call)
+
+
 def test_every_kernel_is_checked(monkeypatch):
     calls = _capture(monkeypatch)
     monkeypatch.setattr(launchers, "SPLIT_POSITIONS", 1)
     _bag_kernels(*BAG_CASES[0])
     _sorted(*SORTED_CASES[0])
+    _sparse_update(*SPARSE_CASES[0])
     assert {c["name"] for c in calls} == set(kernels.KERNELS)
