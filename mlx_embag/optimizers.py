@@ -81,10 +81,13 @@ class _RowOptimizer(optim.Optimizer):
             backend, lambda: _sparse_kernels.unsupported(parameter, gradient.values)
         )
         if path == "metal":
+            auto = _backend.is_auto(backend)
             try:
-                with kernels.auto_fallback() if _backend.is_auto(backend) else contextlib.nullcontext():
+                with kernels.auto_fallback() if auto else contextlib.nullcontext():
                     fused = self._fused(gradient, parameter, state)
             except kernels.KernelUnavailable:  # "auto": this Mac cannot build it (warned once)
+                if not auto:
+                    raise
                 fused, path = None, "reference"
             if fused is not None:
                 return fused

@@ -188,8 +188,9 @@ def rowwise_oracle(W, g, acc, lr, eps):
         W[r] -= lr * gr / (np.sqrt(acc[r]) + eps)
 
 
-def test_rowwise_adagrad_matches_numpy_oracle():
-    lr, eps = 0.1, 1e-8
+def rowwise_oracle_run(lr, eps):
+    """Losses and final table of PyTorch's model trained with PyTorch's gradients and the
+    row-wise formula in NumPy (:func:`rowwise_oracle`)."""
     W0, A0 = initial()
     # The oracle trains PyTorch's model with PyTorch's gradients and the formula in NumPy.
     emb = torch.nn.EmbeddingBag(V, D, sparse=True, mode="sum", _weight=torch.tensor(W0))
@@ -218,9 +219,15 @@ def test_rowwise_adagrad_matches_numpy_oracle():
             gb = head.bias.grad.numpy()
             dense_acc["b"] = dense_acc["b"] + np.mean(gb.astype(np.float64) ** 2)
             hb -= lr * gb / (np.sqrt(dense_acc["b"]) + eps)
+    return np.array(want), emb.weight.detach().numpy()
+
+
+def test_rowwise_adagrad_matches_numpy_oracle():
+    lr, eps = 0.1, 1e-8
+    want_losses, want_w = rowwise_oracle_run(lr, eps)
     got_losses, got_w = mlx_run(meb.optimizers.RowWiseAdagrad(lr, eps=eps), KW)
-    assert_close(got_losses, np.array(want), "losses")
-    assert_close(got_w, emb.weight.detach().numpy(), "table")
+    assert_close(got_losses, want_losses, "losses")
+    assert_close(got_w, want_w, "table")
 
 
 # ----------------------------------------------------------------- the gradient itself
@@ -457,14 +464,3 @@ def test_metal_path_sums_duplicate_rows_like_the_reference_path():
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[2], want[2])
     np.testing.assert_allclose(got[1], want[1], rtol=2e-5, atol=2e-5)
     assert all(np.array_equal(a, b) for a, b in zip(got, again))  # fixed order: the same bits
-
-
-def test_metal_path_trains_like_pytorch():
-    from support import emulated
-
-    kw = dict(mode="sum", backend="metal")
-    want_losses, want_w = torch_run(OPTIMIZERS["sparse_adam"][0], dict(mode="sum"))
-    with emulated(seed=3):
-        got_losses, got_w = mlx_run(OPTIMIZERS["sparse_adam"][1](), kw)
-    assert_close(got_losses, want_losses, "losses")
-    assert_close(got_w, want_w, "table")
