@@ -80,6 +80,15 @@ def test_fused_step_matches_the_reference_optimizer(rule, D, dtype):
         )
 
 
+@pytest.mark.parametrize("rule", sorted(MAKE))
+def test_fused_step_stays_in_bounds_under_the_sanitizer(rule):
+    # AddressSanitizer build: a read or write out of bounds raises naming the kernel.
+    want_w, _ = train(rule, "reference", D=9, steps=1)
+    with emulated(seed=15, sanitize=True):
+        got_w, _ = train(rule, "metal", D=9, steps=1)
+    np.testing.assert_allclose(got_w, want_w, rtol=2e-5, atol=2e-5)
+
+
 def test_fused_sums_are_the_deterministic_backwards_bits(monkeypatch):
     # SparseSGD's update is -lr * sum: the fused kernel and the split path (det_partial /
     # det_write sums, then MLX ops) must give the same bits, hot row across windows included.

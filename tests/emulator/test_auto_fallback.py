@@ -103,6 +103,11 @@ def test_every_kernel_probe_is_clean_under_the_sanitizer(simulated_mac):
                 ).sum()
                 mx.eval(mx.grad(f, argnums=(0, 1))(w, psw))
         mx.eval(meb.embedding_bag(idx.reshape(1, -1), w, mode="max"))
+        emb = meb.EmbeddingBag(64, 8, mode="sum", sparse=True, _weight=w)
+        opt = meb.optimizers.SparseAdam(0.1)
+        _, grads = meb.value_and_grad(emb, lambda x: emb(x).sum())(idx[:64].reshape(8, 8))
+        opt.update(emb, grads)
+        mx.eval(emb.parameters(), opt.state)
     probed = {key[0] for key, failure in kernels._probed.items() if failure is None}
     assert probed == set(kernels.KERNELS)
 

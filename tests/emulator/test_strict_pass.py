@@ -45,6 +45,17 @@ def _exercise(dtype):
             mx.eval(mx.grad(f, argnums=(0, 1))(w, psw))
     big = lambda w: meb.embedding_bag(idx.reshape(1, -1), w, mode="max", backend="metal").sum()
     mx.eval(mx.grad(big)(w), meb.embedding(idx[:16], w, scale_grad_by_freq=True, backend="metal"))
+    # The sparse optimizers' fused step, every rule (template RULE).
+    for opt in (
+        meb.optimizers.SparseSGD(0.1),
+        meb.optimizers.SparseAdagrad(0.1),
+        meb.optimizers.SparseAdam(0.1),
+        meb.optimizers.RowWiseAdagrad(0.1),
+    ):
+        emb = meb.EmbeddingBag(64, 8, mode="sum", sparse=True, _weight=w, backend="metal")
+        _, grads = meb.value_and_grad(emb, lambda x: emb(x).sum())(idx[:64].reshape(8, 8))
+        opt.update(emb, grads)
+        mx.eval(emb.parameters(), opt.state)
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16, mx.bfloat16])
