@@ -16,6 +16,7 @@ Example:
 """
 
 from .kernel import MetalKernel, metal_kernel
+from .profile import profile
 from .settings import disable, enable, is_enabled, reset
 
-__all__ = ["MetalKernel", "metal_kernel", "enable", "disable", "is_enabled", "reset"]
+__all__ = ["MetalKernel", "metal_kernel", "enable", "disable", "is_enabled", "reset", "profile"]
