@@ -11,8 +11,16 @@ change the memory picture a GPU compiler produces are fixed here:
   source stays one);
 - ``-fno-builtin-memset/-memcpy/-memmove``: no loop becomes a library call
   the callbacks cannot see (loop idiom recognition);
+- ``-fno-unroll-loops``: a loop with a data-dependent trip count stays one
+  loop (runtime unrolling would spread its accesses over remainder copies);
 - ``-mllvm -inline-threshold=100000``: every function is inlined, as GPU
   compilers do, so a branch's reconvergence point lies in the same function;
+- ``-mllvm -simplifycfg-sink-common=false`` / ``-simplifycfg-hoist-common=false``:
+  the two arms of a branch keep their own accesses (merged, an ``if``/``else``
+  becomes one access through a selected pointer, with no source line);
+- ``-mllvm -enable-tail-merge=false``: the code generator does not merge the
+  identical tails of two arms (their callbacks included) into one block,
+  which would credit both arms' accesses to one block run apart for each arm;
 - the rest as the plain build (``-O1``, math mode).
 
 Example:
@@ -40,11 +48,18 @@ COST_FLAGS = [
     "-gline-tables-only",
     "-fno-vectorize",
     "-fno-slp-vectorize",
+    "-fno-unroll-loops",
     "-fno-builtin-memset",
     "-fno-builtin-memcpy",
     "-fno-builtin-memmove",
     "-mllvm",
     "-inline-threshold=100000",
+    "-mllvm",
+    "-simplifycfg-sink-common=false",
+    "-mllvm",
+    "-simplifycfg-hoist-common=false",
+    "-mllvm",
+    "-enable-tail-merge=false",
 ]
 
 # Figures per site and space as the runtime reports them (shim/cost_record.cpp, Stats).
@@ -87,7 +102,11 @@ def _bind(rt: ctypes.CDLL) -> ctypes.CDLL:
     rt.emu_cost_module_count.restype = ctypes.c_int
     rt.emu_cost_module.argtypes = [ctypes.c_int, u64p]
     rt.emu_cost_set_ipdom.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int32)]
-    rt.emu_cost_begin.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
+    rt.emu_cost_begin.argtypes = [
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_int64),
+        ctypes.c_int,
+    ]
     rt.emu_cost_end.restype = ctypes.c_int
     rt.emu_cost_site_count.restype = ctypes.c_int
     rt.emu_cost_site.argtypes = [ctypes.c_int, u64p]
@@ -108,7 +127,9 @@ def prepare(display_name: str, kernel_name: str, kernel_source: str, math_mode: 
     flags = compiler.kernel_flags(math_mode, False)
     try:
         strict.check(tu, kernel_source, parsed.lines_before_signature, flags)
-        path = str(compiler.build(tu, flags + COST_FLAGS, suffix=kernel_name + "_cost", source_name="kernel.cpp"))
+        path = str(
+            compiler.build(tu, flags + COST_FLAGS, suffix=kernel_name + "_cost", source_name="kernel.cpp")
+        )
     except compiler.CompileError as e:
         raise RuntimeError(
             f"[metal_kernel emulator] kernel `{display_name}`: compilation failed:\n{e}\n\n"
@@ -123,14 +144,18 @@ def prepare(display_name: str, kernel_name: str, kernel_source: str, math_mode: 
         _libs.append(lib)
         module = rt.emu_cost_module_count() - 1
         if module < before:
-            raise RuntimeError(f"[metal_kernel emulator] kernel `{display_name}`: the cost build registered no blocks")
+            raise RuntimeError(
+                f"[metal_kernel emulator] kernel `{display_name}`: the cost build registered no blocks"
+            )
         info = (ctypes.c_uint64 * 7)()
         rt.emu_cost_module(module, info)
         _base, count, pcs_at, npcs, cfs_at, ncfs, load_base = list(info)
         pcs = _words(pcs_at, 2 * npcs)[0::2]
         ipdom = _cost_cfg.instrumented_post_dominators(pcs, _words(cfs_at, ncfs))
         if len(ipdom) != count:
-            raise RuntimeError(f"[metal_kernel emulator] kernel `{display_name}`: inconsistent coverage tables")
+            raise RuntimeError(
+                f"[metal_kernel emulator] kernel `{display_name}`: inconsistent coverage tables"
+            )
         rt.emu_cost_set_ipdom(module, (ctypes.c_int32 * max(count, 1))(*ipdom))
         kernel = CostKernel(path, entry, parsed, needs_fibers, load_base)
         _loaded[path] = kernel
@@ -180,10 +205,13 @@ def run(kernel: CostKernel, buffers: list, how: _abi.Launch) -> tuple[str | None
     sites = []
     k = len(STAT_FIELDS)
     for r in raw:
-        line = (r[0] & (SOURCE_SITE - 1)) // 4096 if r[0] & SOURCE_SITE else lines[r[0] - kernel.load_base - _CALL_BYTES]
+        line = (
+            (r[0] & (SOURCE_SITE - 1)) // 4096
+            if r[0] & SOURCE_SITE
+            else lines[r[0] - kernel.load_base - _CALL_BYTES]
+        )
         dev = dict(zip(STAT_FIELDS, r[2 : 2 + k]))
         tg = dict(zip(STAT_FIELDS, r[2 + k : 2 + 2 * k]))
         sites.append(RawSite(line, KINDS[r[1]], dev, tg))
     atomics = {"device": tuple(atom[0:3]), "threadgroup": tuple(atom[3:6])}
     return err, sites, atomics
-

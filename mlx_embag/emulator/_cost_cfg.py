@@ -151,7 +151,9 @@ def instrumented_post_dominators(pcs: list[int], cfs: list[int]) -> list[int]:
 
 @functools.lru_cache(maxsize=1)
 def _symbolizer() -> list[str] | None:
-    tool = shutil.which("llvm-symbolizer") or next(iter(sorted(glob.glob("/usr/bin/llvm-symbolizer-*"))), None)
+    tool = shutil.which("llvm-symbolizer") or next(
+        iter(sorted(glob.glob("/usr/bin/llvm-symbolizer-*"))), None
+    )
     if tool:
         return [tool, "--inlines", "--functions=none", "--output-style=GNU", "--addresses"]
     tool = shutil.which("addr2line")

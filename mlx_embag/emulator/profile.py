@@ -110,7 +110,12 @@ class Figures:
 @dataclass(frozen=True)
 class Site(Figures):
     """One source line of the generated kernel: ``line`` (1-based; None when the
-    line tables were unavailable) and its ``source`` text."""
+    line tables were unavailable) and its ``source`` text.
+
+    Example:
+        >>> Site(line=3, source="b[i] = a[i];").totals("device", "store").instructions
+        0
+    """
 
     line: int | None = None
     source: str = ""
@@ -119,7 +124,12 @@ class Site(Figures):
 @dataclass(frozen=True)
 class Launch(Figures):
     """One profiled kernel launch: its name, grid and threadgroup (threads, as
-    passed), and its figures in total and per source line (``sites``)."""
+    passed), and its figures in total and per source line (``sites``).
+
+    Example:
+        >>> Launch(name="copy", grid=(64, 1, 1), threadgroup=(32, 1, 1)).bank_conflicts
+        0
+    """
 
     name: str = ""
     grid: tuple = ()
@@ -128,7 +138,12 @@ class Launch(Figures):
 
 
 class Profile:
-    """The launches recorded by :func:`profile`, in launch order."""
+    """The launches recorded by :func:`profile`, in launch order.
+
+    Example:
+        >>> Profile().launches
+        []
+    """
 
     def __init__(self) -> None:
         self.launches: list[Launch] = []
@@ -225,6 +240,16 @@ def recorder() -> Profile | None:
     """
     with _active_lock:
         return _active[-1] if _active else None
+
+
+def recording() -> bool:
+    """Whether a :func:`profile` is active (no lock: a cheap check for the kernel factory).
+
+    Example:
+        >>> recording()
+        False
+    """
+    return bool(_active)
 
 
 @contextlib.contextmanager
