@@ -40,6 +40,9 @@ from mlx_embag.bench import (
     training,
     workloads,
 )
+from mlx_embag.bench import (
+    profile as bench_profile,
+)
 from mlx_embag.emulator import _cost_build as emulator_cost_build
 from mlx_embag.emulator import _cost_cfg as emulator_cost_cfg
 from mlx_embag.emulator import _cost_report as emulator_cost_report
@@ -56,7 +59,19 @@ emulator_profile = importlib.import_module(
 
 # The benchmark's modules; the package itself only re-exports them (its __all__ names
 # constants too, which carry no docstring of their own).
-BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, timing, training, workloads]
+BENCH_MODULES = [
+    cli,
+    contenders,
+    hardware,
+    report,
+    results,
+    runner,
+    targets,
+    timing,
+    training,
+    workloads,
+    bench_profile,
+]
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
 MODULES = [

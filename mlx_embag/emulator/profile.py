@@ -70,7 +70,7 @@ class Totals:
 @dataclass(frozen=True)
 class Atomics:
     """Atomic operations: ``ops`` (one per lane), ``addresses`` (distinct), ``max_per_address``,
-    and ``instructions`` (SIMD-group instructions).
+    ``instructions`` (SIMD-group instructions) and ``sectors`` (per instruction, summed).
 
     Example:
         >>> Atomics(ops=64, addresses=2, max_per_address=32, instructions=2).ops
@@ -81,6 +81,7 @@ class Atomics:
     addresses: int = 0
     max_per_address: int = 0
     instructions: int = 0
+    sectors: int = 0  # distinct 32-byte sectors per instruction, summed
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ class Profile:
 
 def _figures(raw: list, atomics: dict | None = None) -> dict:
     by_access: dict = {}
-    atom = {s: [0, 0, 0, 0] for s in SPACES}  # ops, addresses, max, instructions
+    atom = {s: [0, 0, 0, 0, 0] for s in SPACES}  # ops, addresses, max, instructions, sectors
     bank = 0
     for r in raw:
         for space in SPACES:
@@ -191,6 +192,7 @@ def _figures(raw: list, atomics: dict | None = None) -> dict:
                 a[1] += st["addresses"]
                 a[2] = max(a[2], st["max_per_address"])
                 a[3] += st["instructions"]
+                a[4] += st["sectors"]
                 continue
             t = Totals(st["instructions"], st["lanes"], st["bytes"], st["sectors"], st["lines"])
             by_access[(space, r.kind)] = by_access.get((space, r.kind), Totals()) + t
