@@ -17,6 +17,7 @@ MODELS = (
     "immediate post-dominator."
 )
 
+_SHORT = {"device": "device", "threadgroup": "tgroup"}
 _HEAD = f"  {'space':<12} {'kind':<8} {'instr':>10} {'lanes':>7} {'bytes':>10} {'sectors':>8} {'lines':>8} {'used':>6}"
 
 
@@ -62,13 +63,13 @@ def _site_rows(launch) -> list[str]:
                 used = f"{100 * t.efficiency:.0f}%" if t.sectors else "-"
                 bank = str(s.bank_conflicts) if space == "threadgroup" else ""
                 out.append(
-                    f"  {line:>5} {space[:6] + ' ' + kind:<18} {t.instructions:>8} {t.lanes:>7} {t.sectors:>8} "
+                    f"  {line:>5} {_SHORT[space] + ' ' + kind:<18} {t.instructions:>8} {t.lanes:>7} {t.sectors:>8} "
                     f"{used:>6} {bank:>5}  {s.source[:70]}"
                 )
         for space, a in (("device", s.atomics), ("threadgroup", s.threadgroup_atomics)):
             if a.ops:
                 out.append(
-                    f"  {line:>5} {space[:6] + ' atomic':<18} {a.instructions:>8} {a.ops:>7} {'':>8} {'':>6} "
+                    f"  {line:>5} {_SHORT[space] + ' atomic':<18} {a.instructions:>8} {a.ops:>7} {'':>8} {'':>6} "
                     f"{'':>5}  {s.source[:70]}"
                 )
     out.append("")

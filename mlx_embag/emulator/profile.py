@@ -23,8 +23,9 @@ generated kernel, the figures below. Definitions:
   distinct addresses, most operations on one address.
 
 The bank model and the reconvergence rule are models of Apple GPUs, not
-documented facts. A profiled launch runs 30-90x slower than a plain emulated one
-(on one worker thread), and the cost build compiles once per kernel source.
+documented facts. A profiled launch runs on one worker thread, several times slower
+than a plain emulated one (3-20x measured), and the cost build compiles once per kernel
+source.
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def profile():
     Yields a :class:`Profile`: ``prof.launches`` in launch order, each with
     ``name``, ``grid``, ``threadgroup``, ``totals(space, kind)``, ``atomics``,
     ``bank_conflicts`` and ``sites`` (the same per source line); ``prof.report()``
-    prints them. Launches inside run a cost build on one thread (30-90x slower).
+    prints them. Launches inside run a cost build on one thread (several times slower).
 
     Example:
         >>> import mlx.core as mx
