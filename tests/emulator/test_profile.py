@@ -274,3 +274,91 @@ def test_project_kernel_forward_sum():
     assert table.bytes == B * L * D * 4 and table.sectors == B * L * D * 4 // 32
     stores = [s.totals("device", "store") for s in fwd[0].sites]
     assert max(t.bytes for t in stores) == B * D * 4
+
+
+def test_partial_simdgroup_at_the_grid_edge():
+    # 40 threads in threadgroups of 32: the second SIMD-group has 8 lanes (bytes 128..159).
+    launch, (b,) = profiled(
+        "uint i = thread_position_in_grid.x;\nout0[i] = in0[i];",
+        [mx.arange(40, dtype=F32)],
+        [(40,)],
+        (40, 1, 1),
+        (32, 1, 1),
+    )
+    np.testing.assert_array_equal(b, np.arange(40))
+    assert launch.totals("device", "load") == Totals(2, 40, 160, 5, 2)
+
+
+def test_divergence_before_a_barrier_and_a_loop_around_barriers():
+    # Lanes split before the barrier (odd lanes load), then run together after it: the
+    # trace of each lane resumes in the block where the barrier stopped it. The loop
+    # around two barriers runs 4 times with all lanes: 4 instructions per access.
+    src = (
+        "threadgroup float s[32];\n"
+        "uint i = thread_position_in_threadgroup.x;\n"
+        "if (i % 2 == 1) {\n"
+        "  s[i] = in0[i];\n"
+        "} else {\n"
+        "  s[i] = 0.0f;\n"
+        "}\n"
+        "threadgroup_barrier(mem_flags::mem_threadgroup);\n"
+        "float acc = 0.0f;\n"
+        "for (uint k = 0; k < 4; ++k) {\n"
+        "  acc += s[(i + k) % 32];\n"
+        "  threadgroup_barrier(mem_flags::mem_threadgroup);\n"
+        "  s[i] = acc;\n"
+        "  threadgroup_barrier(mem_flags::mem_threadgroup);\n"
+        "}\n"
+        "out0[i] = acc;"
+    )
+    launch, (b,) = profiled(src, [mx.arange(32, dtype=F32)], [(32,)], (32, 1, 1), (32, 1, 1))
+    s = np.where(np.arange(32) % 2 == 1, np.arange(32), 0).astype(np.float64)
+    acc = np.zeros(32)
+    for k in range(4):
+        acc = acc + s[(np.arange(32) + k) % 32]
+        s = acc.copy()
+    np.testing.assert_allclose(b, acc)
+    assert line_of(launch, "s[i] = in0[i]").totals("device", "load") == Totals(1, 16, 64, 4, 1)
+    assert line_of(launch, "s[i] = in0[i]").totals("threadgroup", "store").lanes == 16
+    assert line_of(launch, "s[i] = 0.0f").totals("threadgroup", "store").lanes == 16
+    assert line_of(launch, "acc += s[(i + k) % 32]").totals("threadgroup", "load") == Totals(
+        4, 128, 512, 16, 4
+    )
+    assert line_of(launch, "s[i] = acc").totals("threadgroup", "store").instructions == 4
+    assert line_of(launch, "out0[i] = acc").totals("device", "store") == Totals(1, 32, 128, 4, 1)
+
+
+def test_threadgroup_atomics_and_launch_order():
+    # Every lane increments one threadgroup counter (32 ops on 1 address), then a second
+    # kernel runs: launches come back in order.
+    src = (
+        "threadgroup atomic_uint c[1];\n"
+        "uint i = thread_position_in_threadgroup.x;\n"
+        "if (i == 0) atomic_store_explicit(&c[0], 0u, memory_order_relaxed);\n"
+        "threadgroup_barrier(mem_flags::mem_threadgroup);\n"
+        "atomic_fetch_add_explicit(&c[0], 1u, memory_order_relaxed);\n"
+        "threadgroup_barrier(mem_flags::mem_threadgroup);\n"
+        "out0[i] = float(atomic_load_explicit(&c[0], memory_order_relaxed));"
+    )
+    first = emulator.metal_kernel("count", ["in0"], ["out0"], src)
+    second = emulator.metal_kernel(
+        "copy_after", ["in0"], ["out0"], "uint i = thread_position_in_grid.x;\nout0[i] = in0[i];"
+    )
+    with emulator.profile() as prof:
+        (a,) = first(
+            inputs=[mx.zeros(8)],
+            output_shapes=[(32,)],
+            output_dtypes=[F32],
+            grid=(32, 1, 1),
+            threadgroup=(32, 1, 1),
+        )
+        (b,) = second(
+            inputs=[a], output_shapes=[(32,)], output_dtypes=[F32], grid=(32, 1, 1), threadgroup=(32, 1, 1)
+        )
+        mx.eval(b)
+    np.testing.assert_array_equal(np.array(b), np.full(32, 32.0))
+    assert [x.name for x in prof.launches] == ["count", "copy_after"]
+    t = prof.launches[0].threadgroup_atomics
+    # 1 store + 32 adds + 32 loads, all on the one counter; 3 instructions.
+    assert (t.ops, t.addresses, t.max_per_address, t.instructions) == (65, 1, 65, 3)
+    assert prof.launches[0].atomics.ops == 0
