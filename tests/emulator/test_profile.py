@@ -362,3 +362,30 @@ def test_threadgroup_atomics_and_launch_order():
     # 1 store + 32 adds + 32 loads, all on the one counter; 3 instructions.
     assert (t.ops, t.addresses, t.max_per_address, t.instructions) == (65, 1, 65, 3)
     assert prof.launches[0].atomics.ops == 0
+
+
+def test_loop_with_a_data_dependent_break():
+    # Lane i breaks out in iteration i % 4 (in0 is negative there). Iteration k's load of
+    # in0 runs on the lanes that have not broken yet (32, 24, 16, 8 lanes); the load of in1
+    # after the test only on those that go on (24, 16, 8): lanes that broke wait at the
+    # loop's exit, the others keep looping together.
+    src = (
+        "uint i = thread_position_in_grid.x;\n"
+        "float acc = 0.0f;\n"
+        "for (uint k = 0; k < 8; ++k) {\n"
+        "  float v = in0[k * 32 + i];\n"
+        "  if (v < 0.0f) break;\n"
+        "  acc += in1[k * 32 + i];\n"
+        "}\n"
+        "out0[i] = acc;"
+    )
+    lanes = np.arange(32)
+    a = np.ones((8, 32), np.float32)
+    a[lanes % 4, lanes] = -1.0
+    b = np.arange(256, dtype=np.float32).reshape(8, 32)
+    launch, (o,) = profiled(src, [mx.array(a.ravel()), mx.array(b.ravel())], [(32,)], (32, 1, 1), (32, 1, 1))
+    np.testing.assert_array_equal(o, [b[: i % 4, i].sum() for i in lanes])
+    assert line_of(launch, "float v = in0[k * 32 + i]").totals("device", "load").instructions == 4
+    assert line_of(launch, "float v = in0[k * 32 + i]").totals("device", "load").lanes == 32 + 24 + 16 + 8
+    assert line_of(launch, "acc += in1[k * 32 + i]").totals("device", "load").instructions == 3
+    assert line_of(launch, "acc += in1[k * 32 + i]").totals("device", "load").lanes == 24 + 16 + 8
