@@ -171,11 +171,20 @@ def test_training_refuses_fewer_than_three_steps(capsys):
     assert "--training-steps" in capsys.readouterr().err
 
 
-def test_profile_quick_prints_every_launch_the_minimum_and_a_labelled_prediction(capsys):
+def test_profile_quick_prints_every_launch_the_minimum_and_a_labelled_prediction(capsys, tmp_path):
     from mlx_embag.bench import profile as bprof
 
-    assert bench.main(["--profile", "--quick", "--batch", "8"]) == 0
+    js = tmp_path / "p.json"
+    assert bench.main(["--profile", "--quick", "--batch", "8", "--json", str(js)]) == 0
     out = capsys.readouterr().out
+    saved = json.loads(js.read_text())["profile"]
+    assert [(r["pass"], r["mode"], r["deterministic"]) for r in saved] == [
+        ("fwd", "sum", None),
+        ("fwd", "mean", None),
+        ("fwd", "max", None),
+        ("bwd", "sum", False),
+        ("bwd", "sum", True),
+    ]
     assert "MODEL, not a measurement" in out and "not documented facts" in out
     for line in ("fwd sum  float32 D=64 L=16", "fwd max  float32 D=64 L=16", "bwd sum deterministic=True"):
         assert line in out
