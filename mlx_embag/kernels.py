@@ -30,6 +30,7 @@ import mlx.core as mx
 
 from . import backend, emulator
 from ._sources import HEADER, read_metal, read_source
+from .emulator.profile import recording
 
 # name -> (input names, output names, atomic outputs)
 KERNELS = {
@@ -73,6 +74,8 @@ def emulator_enabled() -> bool:
 
 def _factory():
     """``(metal_kernel, tag)`` for this machine; raises ``RuntimeError`` without either."""
+    if recording():  # a profile measures the emulator, also on a Mac
+        return emulator.metal_kernel, "emulator"
     if mx.metal.is_available():
         return mx.fast.metal_kernel, "metal"
     if emulator_enabled():

@@ -169,3 +169,39 @@ def test_training_run_times_every_optimizer_and_checks_the_targets(capsys):
 def test_training_refuses_fewer_than_three_steps(capsys):
     assert bench.main(["--training", "--training-steps", "2"]) == 2
     assert "--training-steps" in capsys.readouterr().err
+
+
+def test_profile_quick_prints_every_launch_the_minimum_and_a_labelled_prediction(capsys, tmp_path):
+    from mlx_embag.bench import profile as bprof
+
+    js = tmp_path / "p.json"
+    assert bench.main(["--profile", "--quick", "--batch", "8", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads(js.read_text())["profile"]
+    assert [(r["pass"], r["mode"], r["deterministic"]) for r in saved] == [
+        ("fwd", "sum", None),
+        ("fwd", "mean", None),
+        ("fwd", "max", None),
+        ("bwd", "sum", False),
+        ("bwd", "sum", True),
+    ]
+    assert "MODEL, not a measurement" in out and "not documented facts" in out
+    for line in ("fwd sum  float32 D=64 L=16", "fwd max  float32 D=64 L=16", "bwd sum deterministic=True"):
+        assert line in out
+    for kernel in ("bag_fwd", "bag_bwd", "det_write"):
+        assert kernel in out
+    # The minimum by hand: 8 bags x 16 rows x 8 sectors (256-byte rows), 128 int32 indices
+    # (16 sectors), offsets and running maximum (8 x int64: 2 sectors each), meta (1 sector),
+    # 8 output rows (64 sectors).
+    need = 8 * 16 * 8 + 16 + 2 + 2 + 1 + 64
+    assert f"minimum {need}," in out
+    case = bprof.ProfileCase("float32", 64, 16, 8)
+    assert bprof.forward_minimum_sectors(case, "sum") == need
+    # The atomic backward: one float atomic per position and column (sum mode, no duplicates dropped).
+    rows = bprof.run_profile(quick=True, batch=8, out=lambda s: None)
+    bwd = [r for r in rows if r["pass"] == "bwd" and r["deterministic"] is False][0]
+    assert bwd["atomics"] == 8 * 16 * 64
+    fwd = [r for r in rows if r["pass"] == "fwd"]
+    assert {r["mode"] for r in fwd} == {"sum", "mean", "max"} and all(r["ratio"] >= 1 for r in fwd)
+    # Roofline: bytes over bandwidth, for every chip in the table.
+    assert "Apple M4 Max" in out and "546.0" in out

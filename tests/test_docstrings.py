@@ -2,6 +2,7 @@
 and no example leaves global state (backend context, emulator switch) changed."""
 
 import doctest
+import importlib
 import inspect
 
 import pytest
@@ -40,6 +41,12 @@ from mlx_embag.bench import (
     training,
     workloads,
 )
+from mlx_embag.bench import (
+    profile as bench_profile,
+)
+from mlx_embag.emulator import _cost_build as emulator_cost_build
+from mlx_embag.emulator import _cost_cfg as emulator_cost_cfg
+from mlx_embag.emulator import _cost_report as emulator_cost_report
 from mlx_embag.emulator import _tokens as emulator_tokens
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
@@ -47,9 +54,25 @@ from mlx_embag.emulator import strict as emulator_strict
 from mlx_embag.emulator import translate as emulator_translate
 from mlx_embag.emulator import vectors as emulator_vectors
 
+emulator_profile = importlib.import_module(
+    "mlx_embag.emulator.profile"
+)  # the package's `profile` is the function
+
 # The benchmark's modules; the package itself only re-exports them (its __all__ names
 # constants too, which carry no docstring of their own).
-BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, timing, training, workloads]
+BENCH_MODULES = [
+    cli,
+    contenders,
+    hardware,
+    report,
+    results,
+    runner,
+    targets,
+    timing,
+    training,
+    workloads,
+    bench_profile,
+]
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
 MODULES = [
@@ -70,6 +93,10 @@ MODULES = [
     emulator_strict,
     emulator_vectors,
     emulator_tokens,
+    emulator_profile,
+    emulator_cost_build,
+    emulator_cost_cfg,
+    emulator_cost_report,
     _fallback,
     bench,
     *BENCH_MODULES,
@@ -92,6 +119,7 @@ PUBLIC_MODULES = [
     _scatter,
     _embag_common,
     emulator,
+    emulator_profile,
     sparse_grad,
     autograd,
     optimizers,

@@ -35,7 +35,9 @@ The package, one job a module: :mod:`~.timing` (the interleaved measurement),
 backend), :mod:`~.runner` (a case on every backend), :mod:`~.results` (typed
 results and their JSON form), :mod:`~.targets` (the :data:`~.targets.TARGETS`
 table), :mod:`~.hardware` (device name and bandwidth), :mod:`~.report` (table,
-verdicts, plot) and :mod:`~.cli` (the command line).
+verdicts, plot), :mod:`~.profile` (``--profile``: every kernel launch's memory
+traffic from the emulator's cost model, and a roofline per Apple chip) and
+:mod:`~.cli` (the command line).
 
 Example:
     >>> from mlx_embag.bench import measure

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 
@@ -132,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="timed steps per --training figure, median reported (default 5, minimum 3)",
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="memory traffic of every kernel launch from the emulator's cost model (also on a Mac), "
+        "against the forward's minimum, with a roofline prediction per Apple chip; --quick: one shape, "
+        "--batch: bags per shape (default 64), --json: the figures per pass",
+    )
     p.add_argument("--json", metavar="PATH", help="write every measurement and check as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw time vs bag length per backend (matplotlib)")
     return p
@@ -213,6 +221,17 @@ def main(argv=None) -> int:
         return 2
     if args.training:
         return _training(args)
+    if args.profile:
+        from .profile import run_profile
+
+        rows = run_profile(
+            quick=args.quick, batch=args.batch or 64, log=lambda m: print(m, file=sys.stderr, flush=True)
+        )
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"profile": rows}, f, indent=1)
+            print(f"wrote {args.json}")
+        return 0
     shapes = args.shapes or ([(1000, 16)] if args.quick else [(1_000_000, 16), (100_000, 64), (20_000, 256)])
     bag_sizes = args.bag_sizes or ([1, 4, 16] if args.quick else [1, 4, 16, 64])
     batch = args.batch or (16 if args.quick else 1024)

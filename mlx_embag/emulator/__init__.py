@@ -4,7 +4,8 @@
 exact source MLX 0.32 would, compiles it as C++ with clang against a small
 Metal Shading Language shim and runs the grid on the CPU (threadgroups as
 fibers with real barriers, SIMD groups of 32, atomics, seeded threadgroup
-order, optional AddressSanitizer).
+order, optional AddressSanitizer). Inside ``with profile() as prof:`` every launch is
+recorded with the memory traffic a GPU would see (``prof.launches``, ``prof.report()``).
 
 Example:
     >>> import mlx.core as mx
@@ -16,6 +17,7 @@ Example:
 """
 
 from .kernel import MetalKernel, metal_kernel
+from .profile import profile
 from .settings import disable, enable, is_enabled, reset
 
-__all__ = ["MetalKernel", "metal_kernel", "enable", "disable", "is_enabled", "reset"]
+__all__ = ["MetalKernel", "metal_kernel", "enable", "disable", "is_enabled", "reset", "profile"]

@@ -259,7 +259,8 @@ def build_runtime(sanitize: bool = False) -> Path:
         f'#line 1 "runtime.cpp"\n{src}',
         runtime_flags(sanitize),
         suffix="runtime_asan" if sanitize else "runtime",
-        link=["-lpthread"],
+        # dladdr (the profiler's load address of a kernel) lives in libdl before glibc 2.34.
+        link=["-lpthread"] + (["-ldl"] if sys.platform.startswith("linux") else []),
         source_name="runtime.cpp",
     )
 

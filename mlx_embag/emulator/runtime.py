@@ -228,6 +228,24 @@ def launch(
         return
     workers = default_workers() if workers is None else max(1, int(workers))
     timeout = default_timeout() if timeout is None else max(0.0, float(timeout))
+    from .profile import recorder
+
+    prof = recorder()
+    if prof is not None:  # a cost build on one worker, recorded (sanitize and seed do not apply)
+        err = prof._record(
+            display_name=display_name,
+            kernel_name=kernel_name,
+            kernel_source=kernel_source,
+            buffers=buffers,
+            grid=grid,
+            threadgroup=threadgroup,
+            math_mode=math_mode,
+            stack_bytes=_stack_bytes(False),
+            timeout=timeout,
+        )
+        if err:
+            raise _fail(display_name, err, EmulatorError)
+        return
     seed_value = -1 if seed is None else int(seed) & 0x7FFFFFFFFFFFFFFF
     how = _abi.Launch(
         tuple(grid), tuple(threadgroup), seed_value, needs_fibers, workers, _stack_bytes(sanitize), timeout

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "emu_abi.h"
+#include "cost.h"
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -168,6 +169,7 @@ void fiber_prepare(Fiber* f) { emu_ctx_prepare(&f->ctx, f->stack_lo, f->stack_si
 // Scheduler -> fiber.
 void resume(Worker* w, Fiber* f) {
   w->cur = f;
+  EMU_COST_HOOK(set_lane(f->index));
 #ifdef EMU_ASAN
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, f->stack_lo, f->stack_size);
@@ -196,6 +198,7 @@ void fiber_main(Fiber* f) {
   __sanitizer_finish_switch_fiber(nullptr, &w->sched_bottom, &w->sched_size);
 #endif
   w->L->entry(w->L->bufs, &f->attrs);
+  EMU_COST_HOOK(lane_done(f->index));
   f->state = DONE;
   yield_to_scheduler(w, f, true);
   abort();  // unreachable: a finished fiber is never resumed
@@ -396,6 +399,8 @@ bool resolve(Worker* w) {
   return true;
 }
 
+void run_threads(Worker* w, unsigned n, const unsigned act[3]);
+
 void run_threadgroup(Worker* w, uint64_t linear) {
   Launch* L = w->L;
   w->tgpos[0] = (unsigned)(linear % L->ntg[0]);
@@ -411,11 +416,20 @@ void run_threadgroup(Worker* w, uint64_t linear) {
   arena_reset(w);
   w->aborted = 0;
   shuffle(w, w->perm, n);
+  EMU_COST_HOOK(tg_begin(n, w->arena, 2 * EMU_MAX_TG_MEMORY + 64 * EMU_MAX_TG_VARS));
+  run_threads(w, n, act);
+  EMU_COST_HOOK(tg_end());
+}
+
+void run_threads(Worker* w, unsigned n, const unsigned act[3]) {
+  Launch* L = w->L;
   if (!L->use_fibers) {
     EmuAttrs a;
     for (unsigned k = 0; k < n && !w->aborted; ++k) {
       fill_attrs(w, L, w->perm[k], act, &a);
+      EMU_COST_HOOK(set_lane(w->perm[k]));
       L->entry(L->bufs, &a);
+      EMU_COST_HOOK(lane_done(w->perm[k]));
     }
     return;
   }
@@ -439,6 +453,7 @@ void run_threadgroup(Worker* w, uint64_t linear) {
       if (f->state == DONE) done++;
     }
     if (done == n) return;
+    EMU_COST_HOOK(sync_point());
     if (!resolve(w)) return;
     if (w->L->seed >= 0) shuffle(w, w->perm, n);
   }
@@ -838,3 +853,18 @@ EMU_EXPORT int emu_launch(EmuEntry entry, void** bufs, const int64_t* sizes, int
 }
 
 EMU_EXPORT int emu_abi_version() { return EMU_ABI_VERSION; }
+
+// The profiler's recording and replay (cost.h): one library, one translation unit.
+#ifndef EMU_ASAN
+#include "cost_record.cpp"
+#include "cost_replay.cpp"
+#else
+namespace cost {
+int g_on = 0;
+void tg_begin(unsigned, const char*, size_t) {}
+void set_lane(unsigned) {}
+void lane_done(unsigned) {}
+void sync_point() {}
+void tg_end() {}
+}  // namespace cost
+#endif

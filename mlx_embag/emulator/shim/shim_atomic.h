@@ -35,34 +35,57 @@ typedef atomic<bool> atomic_bool;
 typedef atomic<ulong> atomic_ulong;
 typedef atomic<long> atomic_long;
 
+// Cost builds (the profiler, EMU_COST) report every atomic operation to the
+// runtime with its call's source position; the function is kept out of line
+// and uninstrumented, so the loads inside the compare-and-swap loop below do
+// not count as the kernel's loads.
+#ifdef EMU_COST
+extern "C" void __emu_cost_atomic(const void* p, unsigned size, unsigned site);
+#define EMU_ATOMIC_FN __attribute__((noinline, no_sanitize("coverage"))) inline
+#define EMU_ATOMIC_SITE , unsigned __emu_site = __builtin_LINE() * 4096u + __builtin_COLUMN()
+#define EMU_ATOMIC_COST(obj) __emu_cost_atomic((const void*)(obj), sizeof(__emu_aval<A>), __emu_site)
+#else
+#define EMU_ATOMIC_FN EMU_INLINE
+#define EMU_ATOMIC_SITE
+#define EMU_ATOMIC_COST(obj) (void)0
+#endif
+
 // The atomic object may sit in any address space (it is deduced into A); a C
 // cast moves it to the generic one the __atomic builtins need.
 template <class A> using __emu_aval = typename remove_cv_t<A>::value_type;
 template <class A> EMU_INLINE __emu_aval<A>* __emu_aptr(A* obj) {
   return (__emu_aval<A>*)(void*)obj;
 }
-template <class A> EMU_INLINE __emu_aval<A> atomic_load_explicit(A* obj, memory_order) {
+template <class A> EMU_ATOMIC_FN __emu_aval<A> atomic_load_explicit(A* obj, memory_order EMU_ATOMIC_SITE) {
+  EMU_ATOMIC_COST(obj);
   __emu_aval<A> r;
   __atomic_load(__emu_aptr(obj), &r, __ATOMIC_SEQ_CST);
   return r;
 }
-template <class A> EMU_INLINE void atomic_store_explicit(A* obj, __emu_aval<A> v, memory_order) {
+template <class A> EMU_ATOMIC_FN void atomic_store_explicit(A* obj, __emu_aval<A> v, memory_order EMU_ATOMIC_SITE) {
+  EMU_ATOMIC_COST(obj);
   __atomic_store(__emu_aptr(obj), &v, __ATOMIC_SEQ_CST);
 }
-template <class A> EMU_INLINE __emu_aval<A> atomic_exchange_explicit(A* obj, __emu_aval<A> v, memory_order) {
+template <class A>
+EMU_ATOMIC_FN __emu_aval<A> atomic_exchange_explicit(A* obj, __emu_aval<A> v, memory_order EMU_ATOMIC_SITE) {
+  EMU_ATOMIC_COST(obj);
   __emu_aval<A> r;
   __atomic_exchange(__emu_aptr(obj), &v, &r, __ATOMIC_SEQ_CST);
   return r;
 }
 template <class A>
-EMU_INLINE bool atomic_compare_exchange_weak_explicit(A* obj, thread __emu_aval<A>* expected,
-                                                     __emu_aval<A> desired, memory_order, memory_order) {
+EMU_ATOMIC_FN bool atomic_compare_exchange_weak_explicit(A* obj, thread __emu_aval<A>* expected,
+                                                        __emu_aval<A> desired, memory_order,
+                                                        memory_order EMU_ATOMIC_SITE) {
+  EMU_ATOMIC_COST(obj);
   return __atomic_compare_exchange(__emu_aptr(obj), (__emu_aval<A>*)(void*)expected, &desired, true,
                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 template <class A>
-EMU_INLINE bool atomic_compare_exchange_strong_explicit(A* obj, thread __emu_aval<A>* expected,
-                                                       __emu_aval<A> desired, memory_order, memory_order) {
+EMU_ATOMIC_FN bool atomic_compare_exchange_strong_explicit(A* obj, thread __emu_aval<A>* expected,
+                                                          __emu_aval<A> desired, memory_order,
+                                                          memory_order EMU_ATOMIC_SITE) {
+  EMU_ATOMIC_COST(obj);
   return __atomic_compare_exchange(__emu_aptr(obj), (__emu_aval<A>*)(void*)expected, &desired, false,
                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
@@ -79,8 +102,9 @@ template <class A, class F> EMU_INLINE __emu_aval<A> __emu_rmw(A* obj, F f) {
 }
 #define EMU_ATOMIC_ARITH(op, builtin, fexpr)                                   \
   template <class A>                                                           \
-  EMU_INLINE __emu_aval<A> atomic_fetch_##op##_explicit(A* obj, __emu_aval<A> v, memory_order) { \
+  EMU_ATOMIC_FN __emu_aval<A> atomic_fetch_##op##_explicit(A* obj, __emu_aval<A> v, memory_order EMU_ATOMIC_SITE) { \
     typedef __emu_aval<A> T;                                                   \
+    EMU_ATOMIC_COST(obj);                                                      \
     static_assert(!is_same_v<T, bool>, "atomic_fetch_" #op " is not defined for atomic_bool"); \
     static_assert(sizeof(T) != 8, "Metal has no 64-bit atomic_fetch_" #op "_explicit (atomic<long> / " \
                   "atomic<ulong> have no fetch operations; use 32-bit atomics)"); \
@@ -94,7 +118,8 @@ EMU_ATOMIC_ARITH(max, __atomic_fetch_max, (v > a ? v : a))
 #undef EMU_ATOMIC_ARITH
 #define EMU_ATOMIC_BITS(op, builtin)                                           \
   template <class A>                                                           \
-  EMU_INLINE __emu_aval<A> atomic_fetch_##op##_explicit(A* obj, __emu_aval<A> v, memory_order) { \
+  EMU_ATOMIC_FN __emu_aval<A> atomic_fetch_##op##_explicit(A* obj, __emu_aval<A> v, memory_order EMU_ATOMIC_SITE) { \
+    EMU_ATOMIC_COST(obj);                                                      \
     static_assert(is_integral_v<__emu_aval<A>> && !is_same_v<__emu_aval<A>, bool>, \
                   "atomic_fetch_" #op " needs an integer atomic");             \
     static_assert(sizeof(__emu_aval<A>) != 8, "Metal has no 64-bit atomic_fetch_" #op "_explicit " \
