@@ -56,19 +56,37 @@ def _count(kind, x, group):
 
 
 def all_gather(x, group):
-    """``mx.distributed.all_gather`` (no gradient), counted: ``(K * n, ...)`` for ``(n, ...)``."""
+    """``mx.distributed.all_gather`` (no gradient), counted: ``(K * n, ...)`` for ``(n, ...)``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> all_gather(mx.ones((2, 3)), mx.distributed.init()).shape
+        (2, 3)
+    """
     _count("all_gather", x, group)
     return mx.distributed.all_gather(x, group=group)
 
 
 def all_max(x, group):
-    """``mx.distributed.all_max`` (no gradient), counted."""
+    """``mx.distributed.all_max`` (no gradient), counted.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> all_max(mx.array([2, 5]), mx.distributed.init()).tolist()
+        [2, 5]
+    """
     _count("all_max", x, group)
     return mx.distributed.all_max(x, group=group)
 
 
 def all_sum(x, group):
-    """``mx.distributed.all_sum`` (no gradient), counted."""
+    """``mx.distributed.all_sum`` (no gradient), counted.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> all_sum(mx.array([2.0]), mx.distributed.init()).tolist()
+        [2.0]
+    """
     _count("all_sum", x, group)
     return mx.distributed.all_sum(x, group=group)
 
@@ -84,7 +102,7 @@ def gather(x, group):
         >>> mx.grad(lambda x: (gather(x, g) * 3).sum())(mx.ones(2)).tolist()
         [3.0, 3.0]
     """
-    k, r = group.size(), group.rank()
+    r = group.rank()
 
     @mx.custom_function
     def op(x):

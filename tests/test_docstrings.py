@@ -12,6 +12,8 @@ from mlx_embag import (
     _fallback,
     _scatter,
     _settings,
+    _sharded_lookup,
+    _sharded_ops,
     _validate,
     autograd,
     backend,
@@ -25,6 +27,7 @@ from mlx_embag import (
     metal_ops,
     optimizers,
     reference,
+    sharded,
     sparse_grad,
 )
 from mlx_embag.bench import (
@@ -78,6 +81,9 @@ MODULES = [
     autograd,
     optimizers,
     compiled,
+    sharded,
+    _sharded_ops,
+    _sharded_lookup,
 ]
 
 # Modules every public function and class of which must carry a `>>>` example.
@@ -94,6 +100,8 @@ PUBLIC_MODULES = [
     autograd,
     optimizers,
     compiled,
+    sharded,
+    _sharded_ops,
     *BENCH_MODULES,
 ]
 
