@@ -42,6 +42,9 @@ from mlx_embag.bench import (
     training,
     workloads,
 )
+from mlx_embag.bench import (
+    sharded as bench_sharded,
+)
 from mlx_embag.emulator import _tokens as emulator_tokens
 from mlx_embag.emulator import kernel as emulator_kernel
 from mlx_embag.emulator import settings as emulator_settings
@@ -51,7 +54,19 @@ from mlx_embag.emulator import vectors as emulator_vectors
 
 # The benchmark's modules; the package itself only re-exports them (its __all__ names
 # constants too, which carry no docstring of their own).
-BENCH_MODULES = [cli, contenders, hardware, report, results, runner, targets, timing, training, workloads]
+BENCH_MODULES = [
+    cli,
+    contenders,
+    hardware,
+    report,
+    results,
+    runner,
+    bench_sharded,
+    targets,
+    timing,
+    training,
+    workloads,
+]
 
 # Modules whose docstring examples (module, functions, classes, methods) must all run.
 MODULES = [

@@ -132,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="timed steps per --training figure, median reported (default 5, minimum 3)",
     )
+    p.add_argument(
+        "--sharded",
+        action="store_true",
+        help="time a training step of a ShardedEmbeddingBag model instead (run under mlx.launch: "
+        "bytes sent per rank, step time vs one process, peak memory per rank); --shapes sets V "
+        "and D, --batch the global B, the first --bag-sizes L (default 4000000x64, B=1024, L=20)",
+    )
     p.add_argument("--json", metavar="PATH", help="write every measurement and check as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw time vs bag length per backend (matplotlib)")
     return p
@@ -139,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _refusal(args):
     # Checked before any timing, so a bad flag costs nothing.
-    if args.training:
+    if args.training or args.sharded:
         return "error: --training-steps must be at least 3" if args.training_steps < 3 else None
     if args.repeat < MIN_RUNS:
         return f"error: --repeat must be at least {MIN_RUNS} (each figure is a median)"
@@ -213,6 +220,10 @@ def main(argv=None) -> int:
         return 2
     if args.training:
         return _training(args)
+    if args.sharded:
+        from .sharded import main_sharded
+
+        return main_sharded(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     shapes = args.shapes or ([(1000, 16)] if args.quick else [(1_000_000, 16), (100_000, 64), (20_000, 256)])
     bag_sizes = args.bag_sizes or ([1, 4, 16] if args.quick else [1, 4, 16, 64])
     batch = args.batch or (16 if args.quick else 1024)
