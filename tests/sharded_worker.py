@@ -48,7 +48,10 @@ def batch(cfg, seed, k):
     """Rank ``k``'s batch ``(input, offsets, psw)``: its own length and bag count."""
     rng = np.random.default_rng([seed, k])
     b = 2 + (k + seed) % 3
-    if cfg.get("two_d"):
+    two_d = cfg.get("two_d")
+    if two_d == "odd ranks":
+        two_d = k % 2 == 1
+    if two_d:
         length = 2 + k % 2
         x = rng.integers(0, V, size=(b, length))
         x[0, 0], x[-1, -1] = V - 1, 0  # a tie on different shards
@@ -98,7 +101,7 @@ def reassemble(block):
 
 
 def close(name, got, want, rtol=RTOL, atol=1e-5):
-    got, want = np.array(got), np.array(want)
+    got, want = np.array(got.astype(mx.float32)), np.array(want.astype(mx.float32))
     if got.shape == want.shape and np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True):
         print(f"CHECK {name} ok", flush=True)
         return
@@ -107,7 +110,7 @@ def close(name, got, want, rtol=RTOL, atol=1e-5):
 
 
 def check_config(name, cfg, seed, backend):
-    w = table(seed)
+    w = table(seed).astype(cfg.get("dtype", mx.float32))
     opts = options(cfg)
     batches = [batch(cfg, seed, k) for k in range(K)]
     x, off, psw = batches[RANK]
@@ -117,8 +120,8 @@ def check_config(name, cfg, seed, backend):
     # forward against the functional on the full table
     fn_opts = {key: v for key, v in opts.items() if key != "sparse"}
     want = meb.embedding_bag(x, w, off, per_sample_weights=psw, **fn_opts)
-    close(f"{name}/forward", bag(x, off, psw), want)
-    if cfg.get("poison"):
+    close(f"{name}/forward", bag(x, off, psw), want, *cfg.get("tol", (RTOL, 1e-5)))
+    if cfg.get("poison") or "dtype" in cfg:
         return
 
     # one gradient of the sum of all ranks' losses
@@ -174,6 +177,9 @@ CONFIGS = {
     "mean_freq_2d": {"mode": "mean", "scale_grad_by_freq": True, "two_d": True},
     "sum_maxnorm": {"mode": "sum", "max_norm": 1.0},
     "max_maxnorm": {"mode": "max", "max_norm": 1.2},
+    "max_mixed_layouts": {"mode": "max", "two_d": "odd ranks"},
+    "mean_float16": {"mode": "mean", "dtype": mx.float16, "tol": (1e-2, 1e-2)},
+    "max_bfloat16": {"mode": "max", "dtype": mx.bfloat16, "tol": (0, 0)},
     "sum_poison": {"mode": "sum", "poison": True},
     "max_poison": {"mode": "max", "poison": True, "two_d": True},
     "sparse_sgd_mean": {"mode": "mean", "sparse": True, "optimizer": lambda: meb.optimizers.SparseSGD(0.05)},

@@ -68,7 +68,7 @@ def _expected(names):
     n = 0
     for name in names:
         cfg = CONFIGS[name]
-        n += 1 if cfg.get("poison") else 3 + bool(cfg.get("psw"))
+        n += 1 if cfg.get("poison") or "dtype" in cfg else 3 + bool(cfg.get("psw"))
     return n
 
 
