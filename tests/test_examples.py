@@ -37,7 +37,15 @@ def run(script, *args, timeout=300):
 
 
 @pytest.mark.parametrize(
-    "script", ["train_text.py", "recommender.py", "movielens.py", "ctr.py", "compare_backends.py"]
+    "script",
+    [
+        "train_text.py",
+        "recommender.py",
+        "sharded_recommender.py",
+        "movielens.py",
+        "ctr.py",
+        "compare_backends.py",
+    ],
 )
 def test_help(script):
     proc = subprocess.run(
