@@ -60,7 +60,7 @@ def batch(cfg, seed, k):
         lens = rng.integers(0, 5, size=b)
         lens[0] = max(lens[0], 2)
         x = rng.integers(0, V, size=int(lens.sum()))
-        x[0], x[1] = 1, V - 2  # a tie on different shards
+        x[0], x[1] = V - 2, 1  # a tie across shards: the later rank's row is earlier in the bag
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
         off = np.concatenate([starts, [x.size]]) if cfg.get("include_last_offset") else starts
         off = mx.array(off.astype(np.int32))

@@ -107,6 +107,19 @@ def test_one_process_group_holds_the_whole_table():
     np.testing.assert_array_equal(np.array(bag(x, off)), np.array(meb.embedding_bag(x, w, off, mode="max")))
 
 
+def test_module_conventions(tmp_path):
+    # A parameter that saves and loads like any module's, freezes, and shows its block in the repr.
+    bag = meb.ShardedEmbeddingBag(6, 2, mode="sum", padding_idx=1)
+    assert list(bag.parameters()) == ["weight"] and bag.weight[1].tolist() == [0.0, 0.0]
+    bag.save_weights(str(tmp_path / "block.safetensors"))
+    other = meb.ShardedEmbeddingBag(6, 2, mode="sum", padding_idx=1)
+    other.load_weights(str(tmp_path / "block.safetensors"))
+    np.testing.assert_array_equal(np.array(other.weight), np.array(bag.weight))
+    assert "rank=0/1" in repr(bag) and "padding_idx=1" in repr(bag)
+    frozen = meb.ShardedEmbeddingBag.from_pretrained(mx.ones((4, 2)), mode="sum")
+    assert frozen.trainable_parameters() == {}
+
+
 def test_bad_arguments_name_themselves():
     with pytest.raises(ValueError, match="capacity"):
         meb.ShardedEmbeddingBag(5, 2, capacity=(3,))
