@@ -128,3 +128,24 @@ def test_bad_arguments_name_themselves():
         bag(mx.array([[1, 2, 3]]))
     with pytest.raises(ValueError, match="_weight"):
         meb.ShardedEmbeddingBag(5, 2, _weight=mx.zeros((4, 2)))
+
+
+def test_bench_sharded_under_the_launcher():
+    # The benchmark as the README runs it; the bytes it reports are the ring algorithms' count of
+    # this scheme's collectives, recomputed here from the sizes: K=2, local B=32 bags of L=4, D=16.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [*LAUNCH, "--backend", "ring", "-n", "2", "--python", sys.executable]
+    cmd += ["-m", "mlx_embag.bench", "--sharded", "--quick", "--training-steps", "3", "--warmup", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    out = proc.stdout
+    assert "sharded step, 2 ranks" in out, out + proc.stderr[-3000:]
+    k, b, n, d = 2, 32, 128, 16
+    sizes = 2 * (k - 1) * 12 // k  # all_max of three int32
+    call = (k - 1) * 4 * (n + b + 1)  # all_gather of indices and offsets
+    forward = 2 * (k - 1) * (k * b * d * 4) // k  # all_sum of every rank's partial bags
+    backward = (k - 1) * b * d * 4  # all_gather of the cotangents
+    sent = int(re.search(r"bytes sent per rank per step: (\d+)", out).group(1))
+    assert sent == sizes + call + forward + backward
+    bound = int(re.search(r"lower bound of this scheme (\d+)", out).group(1))
+    assert bound == (k - 1) * 4 * (n + b + 1 + 2 * b * d) < sent
+    assert re.search(r"peak memory per rank: .*: met\)", out)
