@@ -153,9 +153,16 @@ def check_config(name, cfg, seed, backend):
     grad_fn = meb.value_and_grad if cfg.get("sparse") else nn.value_and_grad
     step = grad_fn(bag, lambda: loss_of(bag(x, off, psw), c[RANK]))
     step_o = grad_fn(oracle, lambda: sum(loss_of(oracle(*bt), ck) for bt, ck in zip(batches, c)))
-    for _ in range(STEPS):
+
+    def train_step():
         _, g = step()
         opt.update(bag, g)
+
+    if cfg.get("compile"):  # the whole step in one mx.compile (needs capacity: no host sync)
+        state = [bag.state, opt.state]
+        train_step = mx.compile(train_step, inputs=state, outputs=state)
+    for _ in range(STEPS):
+        train_step()
         mx.eval(bag.parameters(), opt.state)
         _, go = step_o()
         opt_o.update(oracle, go)
@@ -180,6 +187,8 @@ CONFIGS = {
     "max_mixed_layouts": {"mode": "max", "two_d": "odd ranks"},
     "mean_float16": {"mode": "mean", "dtype": mx.float16, "tol": (1e-2, 1e-2)},
     "max_bfloat16": {"mode": "max", "dtype": mx.bfloat16, "tol": (0, 0)},
+    "sum_compiled": {"mode": "sum", "psw": True, "capacity": True, "compile": True},
+    "max_compiled_2d": {"mode": "max", "two_d": True, "capacity": True, "compile": True},
     "sum_poison": {"mode": "sum", "poison": True},
     "max_poison": {"mode": "max", "poison": True, "two_d": True},
     "sparse_sgd_mean": {"mode": "mean", "sparse": True, "optimizer": lambda: meb.optimizers.SparseSGD(0.05)},
