@@ -175,7 +175,7 @@ class ShardedEmbeddingBag(_Table):
         else:
             own = ops.reduce_own(parts, group)
         out = own[:b]
-        if spec.mode == "mean":
+        if spec.mode == "mean" and b:  # (a rank with no bags has no counts to take)
             out = (out.astype(mx.float32) / L.mean_counts(flat, offsets, spec, V)[:, None]).astype(
                 block.dtype
             )

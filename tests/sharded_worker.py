@@ -47,6 +47,9 @@ def table(seed):
 def batch(cfg, seed, k):
     """Rank ``k``'s batch ``(input, offsets, psw)``: its own length and bag count."""
     rng = np.random.default_rng([seed, k])
+    if cfg.get("empty_rank0") and k == 0:  # no bags at all on rank 0
+        empty = mx.array(np.zeros((0,), np.int32))
+        return empty, empty, None
     b = 2 + (k + seed) % 3
     two_d = cfg.get("two_d")
     if two_d == "odd ranks":
@@ -189,6 +192,7 @@ CONFIGS = {
     "max_bfloat16": {"mode": "max", "dtype": mx.bfloat16, "tol": (0, 0)},
     "sum_compiled": {"mode": "sum", "psw": True, "capacity": True, "compile": True},
     "max_compiled_2d": {"mode": "max", "two_d": True, "capacity": True, "compile": True},
+    "mean_empty_rank0": {"mode": "mean", "empty_rank0": True},
     "sum_poison": {"mode": "sum", "poison": True},
     "max_poison": {"mode": "max", "poison": True, "two_d": True},
     "sparse_sgd_mean": {"mode": "mean", "sparse": True, "optimizer": lambda: meb.optimizers.SparseSGD(0.05)},
