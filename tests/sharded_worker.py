@@ -72,6 +72,8 @@ def batch(cfg, seed, k):
         x.reshape(-1)[-1] = pad % V
     if cfg.get("poison") and k == K - 1:
         x.reshape(-1)[0] = V + 3
+        if off is not None:  # and a last bag that starts past the end (broken, so NaN)
+            off = mx.concatenate([off[:-1], mx.array([x.size + 5], dtype=off.dtype)])
     psw = None
     if cfg.get("psw"):
         psw = mx.array(rng.uniform(0.5, 2.0, size=x.shape).astype(np.float32))
@@ -195,6 +197,7 @@ CONFIGS = {
     "mean_empty_rank0": {"mode": "mean", "empty_rank0": True},
     "sum_poison": {"mode": "sum", "poison": True},
     "max_poison": {"mode": "max", "poison": True, "two_d": True},
+    "mean_poison_broken_offsets": {"mode": "mean", "poison": True},
     "sparse_sgd_mean": {"mode": "mean", "sparse": True, "optimizer": lambda: meb.optimizers.SparseSGD(0.05)},
     "sparse_adam_sum": {
         "mode": "sum", "sparse": True, "psw": True, "padding_idx": 4, "capacity": True,
