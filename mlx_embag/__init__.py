@@ -13,6 +13,7 @@ from .backend import use_backend
 from .compiled import compiled_step
 from .functional import embedding, embedding_bag
 from .layers import Embedding, EmbeddingBag
+from .sharded import ShardedEmbeddingBag
 from .sparse_grad import RowSparseGrad, arrays_to_grads, grads_to_arrays
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "embedding",
     "EmbeddingBag",
     "Embedding",
+    "ShardedEmbeddingBag",
     "use_backend",
     "backend",
     "RowSparseGrad",

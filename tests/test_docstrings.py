@@ -13,6 +13,8 @@ from mlx_embag import (
     _fallback,
     _scatter,
     _settings,
+    _sharded_lookup,
+    _sharded_ops,
     _sparse_kernels,
     _validate,
     autograd,
@@ -27,6 +29,7 @@ from mlx_embag import (
     metal_ops,
     optimizers,
     reference,
+    sharded,
     sparse_grad,
 )
 from mlx_embag.bench import (
@@ -43,6 +46,9 @@ from mlx_embag.bench import (
 )
 from mlx_embag.bench import (
     profile as bench_profile,
+)
+from mlx_embag.bench import (
+    sharded as bench_sharded,
 )
 from mlx_embag.emulator import _cost_build as emulator_cost_build
 from mlx_embag.emulator import _cost_cfg as emulator_cost_cfg
@@ -67,6 +73,7 @@ BENCH_MODULES = [
     report,
     results,
     runner,
+    bench_sharded,
     targets,
     timing,
     training,
@@ -107,6 +114,9 @@ MODULES = [
     optimizers,
     _sparse_kernels,
     compiled,
+    sharded,
+    _sharded_ops,
+    _sharded_lookup,
 ]
 
 # Modules every public function and class of which must carry a `>>>` example.
@@ -124,6 +134,8 @@ PUBLIC_MODULES = [
     autograd,
     optimizers,
     compiled,
+    sharded,
+    _sharded_ops,
     *BENCH_MODULES,
 ]
 

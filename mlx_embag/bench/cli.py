@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         "against the forward's minimum, with a roofline prediction per Apple chip; --quick: one shape, "
         "--batch: bags per shape (default 64), --json: the figures per pass",
     )
+    p.add_argument(
+        "--sharded",
+        action="store_true",
+        help="time a training step of a ShardedEmbeddingBag model instead (run under mlx.launch: "
+        "bytes sent per rank, step time vs one process, peak memory per rank); --shapes sets V "
+        "and D, --batch the global B, the first --bag-sizes L (default 4000000x64, B=1024, L=20)",
+    )
     p.add_argument("--json", metavar="PATH", help="write every measurement and check as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw time vs bag length per backend (matplotlib)")
     return p
@@ -147,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _refusal(args):
     # Checked before any timing, so a bad flag costs nothing.
-    if args.training:
+    if args.training or args.sharded:
         return "error: --training-steps must be at least 3" if args.training_steps < 3 else None
     if args.repeat < MIN_RUNS:
         return f"error: --repeat must be at least {MIN_RUNS} (each figure is a median)"
@@ -232,6 +239,10 @@ def main(argv=None) -> int:
                 json.dump({"profile": rows}, f, indent=1)
             print(f"wrote {args.json}")
         return 0
+    if args.sharded:
+        from .sharded import main_sharded
+
+        return main_sharded(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     shapes = args.shapes or ([(1000, 16)] if args.quick else [(1_000_000, 16), (100_000, 64), (20_000, 256)])
     bag_sizes = args.bag_sizes or ([1, 4, 16] if args.quick else [1, 4, 16, 64])
     batch = args.batch or (16 if args.quick else 1024)
