@@ -147,11 +147,13 @@ def test_embedding_bag_matches_reference_and_oracle(seed):
             check_oracle(got, cot, w, ind, off, psw, spec, desc)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("split", [False, True], ids=["one-threadgroup", "split-threadgroups"])
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
-def test_long_bags_split_across_threads(mode, split, monkeypatch):
+def test_long_bags_split_across_threads(mode, split, dtype, monkeypatch):
     """Bags of hundreds of positions: split over the threads of one threadgroup, or over
-    several threadgroups with the second reduction step (bag_combine); ties included."""
+    several threadgroups with the second reduction step (bag_combine); ties included, and
+    every table dtype (half tables keep float32 partials between the two steps)."""
     if split:
         monkeypatch.setattr(launchers, "SPLIT_POSITIONS", 2)
         assert launchers.splits(400, 2, (1, 64, 1)) > 1
@@ -159,7 +161,7 @@ def test_long_bags_split_across_threads(mode, split, monkeypatch):
         monkeypatch.setattr(launchers, "FILL_THREADS", 1)
     rng = np.random.default_rng(7)
     for _ in range(4):
-        w, ind, off, psw, spec, desc = random_case(rng, mode=mode, long_bags=True, dtype=mx.float32)
+        w, ind, off, psw, spec, desc = random_case(rng, mode=mode, long_bags=True, dtype=dtype)
         if mode == "max":
             w = mx.round(w * 2) / 2  # many exact ties: the earliest position must win
         check_pair(
