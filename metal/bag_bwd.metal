@@ -3,7 +3,7 @@
 // Grid (ceil(D / CPT), TY, B); threadgroup (TX, TY, TZ), the forward's layout
 // (TZ > 1 packs several short bags into one threadgroup; no threadgroup memory here):
 // thread (x, y) owns CPT columns of bag b, x + k * NX for k < CPT (NX = ceil(D / CPT),
-// the grid's width): it adds the bag's output gradient, times each position's
+// the grid's width; CPT = 4 with VEC, which the launcher sets from D = 32 on): it adds the bag's output gradient, times each position's
 // coefficient, into those columns of the position's row, for positions start+y,
 // start+y+TY, ... Float32 atomic adds into a zero-initialised (V, D) gradient (no
 // half/bfloat atomics: the caller casts). Poisoned bags send nothing; padding positions
@@ -15,7 +15,8 @@
 // atomic instructions, one float per lane each; the columns are NX apart (not CPT
 // consecutive ones per thread) so that for each k the lanes of one row add into
 // consecutive words: a sector per 8 columns, fully used (consecutive columns per thread
-// touched 4x the sectors at 25 % use). Each position also costs one sector for its index
+// touched 4x the sectors at 25 % use); below D = 32 one instruction holds the whole row.
+// Each position also costs one sector for its index
 // (one more each for psw and freq[row]) shared by the lanes of the row; the bag's
 // gradient is read once per thread, coalesced the same way. mlx_embag/_cost.py counts
 // this variant against the sorted one (bag_owner, det_partial, det_write).

@@ -12,8 +12,10 @@ Layout of one call. 2-D input becomes offsets ``arange(B) * L`` and
 ``POISONED``) and, in max mode, the arg-max row per (bag, column), which the
 VJP reuses. ``max_norm`` adds one kernel computing each position's rescaling
 factor (``row_scale``). The weight gradient is either atomic (``bag_bwd``,
-``max_bwd``) or, with ``deterministic=True``, sorted by row (MLX ``argsort``)
-and reduced in a fixed order (``bag_owner``, ``det_partial``, ``det_write``).
+``max_bwd``) or sorted by row (MLX ``argsort``) and reduced in a fixed order
+(``bag_owner``, ``det_partial``, ``det_write``): always sorted with
+``deterministic=True``, else whichever moves fewer device sectors at the call's
+shape (``_cost.prefers_sorted``, from shapes only).
 Each kernel's launch lives in ``launchers.py``; this module composes them.
 """
 
@@ -24,8 +26,8 @@ from dataclasses import replace
 
 import mlx.core as mx
 
+from . import _cost, kernels, launchers
 from . import _embag_common as common
-from . import kernels, launchers
 from ._layout import checked_indices, largest_earlier_offset, offsets_int64, row_counts
 from ._spec import FLOAT_TABLES, BagSpec, EmbSpec
 
@@ -202,11 +204,23 @@ def _bag_function(spec: BagSpec, pad_forward: bool):
             pad_bwd,
             common.FLAG_FREQ if spec.scale_grad_by_freq else 0,
         )
+        # deterministic=False takes whichever variant moves fewer device sectors (_cost.py).
+        sort = spec.deterministic or _cost.prefers_sorted(
+            idx.size,
+            prevmax.size,
+            D,
+            V,
+            index_bytes=idx.dtype.size,
+            weight_bytes=weight.dtype.size,
+            psw=psw is not None,
+            freq=spec.scale_grad_by_freq,
+            max_mode=max_mode,
+        )
         if max_mode:
-            dw = _max_weight_grad(cot, argmax, V, spec.deterministic)
+            dw = _max_weight_grad(cot, argmax, V, sort)
         else:
             g = cot / mx.maximum(meta, 1).astype(_F32)[:, None] if spec.mode == "mean" else cot
-            weight_grad = _sorted_weight_grad if spec.deterministic else launchers.bag_bwd
+            weight_grad = _sorted_weight_grad if sort else launchers.bag_bwd
             dw = weight_grad(bwd, g, meta, freq)
         dpsw = None
         if psw is not None:

@@ -8,6 +8,7 @@ import pytest
 
 import mlx_embag
 from mlx_embag import (
+    _cost,
     _embag_common,
     _fallback,
     _scatter,
@@ -78,6 +79,7 @@ MODULES = [
     autograd,
     optimizers,
     compiled,
+    _cost,
 ]
 
 # Modules every public function and class of which must carry a `>>>` example.
@@ -94,6 +96,7 @@ PUBLIC_MODULES = [
     autograd,
     optimizers,
     compiled,
+    _cost,
     *BENCH_MODULES,
 ]
 
