@@ -18,8 +18,8 @@
 // position costs its row block (CPT * sizeof(T) per lane; a row's lanes read one
 // contiguous span, so every sector touched is fully used) and one sector for its index
 // (one more each for psw / scale), shared by the lanes of that row; once per SIMD-group,
-// 7 params slots, offsets[b], offsets[b + 1], offsets[0] and prevmax[b] (uniform loads,
-// a sector each). Threads with y = 0 write their CPT outputs with one vector store (VEC:
+// the params slots (four 16-byte loads), offsets[b], offsets[b + 1], offsets[0] and
+// prevmax[b] (uniform loads, a sector each). Threads with y = 0 write their CPT outputs with one vector store (VEC:
 // D is a multiple of 4, so the block is whole and 4 * sizeof(O)-aligned in MLX's 16-byte
 // aligned buffers), the arg-max rows likewise (the row is kept beside its position, so
 // indices are not read again) and meta one int per bag: each output sector written once,
@@ -44,10 +44,16 @@ threadgroup int red_pos[TG_MAX * 4];
 threadgroup int red_row[TG_MAX * 4];
 threadgroup int red_cnt[TG_MAX];
 
-const int64_t N = params[P_N], V = params[P_V], D = params[P_D];
-const int64_t pad = params[P_PAD], flags = params[P_FLAGS];
+// The params slots in four 16-byte loads (a sector per SIMD-group each) instead of seven
+// scalar ones; params is a 64-byte array of its own, so 16-byte aligned.
+static_assert(P_N == 0 && P_V == 1 && P_D == 2 && P_NOFF == 3 && P_PAD == 4 && P_FLAGS == 5 && P_S == 7,
+              "bag_fwd reads the params slots in pairs");
+const device vec<int64_t, 2>* pairs = (const device vec<int64_t, 2>*)params;
+const vec<int64_t, 2> nv = pairs[0], dn = pairs[1], pf = pairs[2], bs = pairs[3];
+const int64_t N = nv.x, V = nv.y, D = dn.x, NOFF = dn.y;
+const int64_t pad = pf.x, flags = pf.y;
 const uint z = thread_position_in_grid.z;
-const int64_t S = params[P_S] > 1 ? params[P_S] : 1;
+const int64_t S = bs.y > 1 ? bs.y : 1;
 const uint b = uint(int64_t(z) / S);
 const uint lx = thread_position_in_threadgroup.x, ly = thread_position_in_threadgroup.y;
 const uint TY = threads_per_threadgroup.y;
@@ -58,7 +64,7 @@ const uint TXA = threads_per_threadgroup.x;
 const uint slot = (thread_position_in_threadgroup.z * TY + ly) * TXA + lx;
 const int64_t c0 = int64_t(thread_position_in_grid.x) * CPT;
 
-const BagRange bag = bag_bounds(offsets, params, b);
+const BagRange bag = bag_bounds(offsets, N, NOFF, b);
 const int64_t start = bag.start, end = bag.end;
 bool bad = bag_range_poisoned(offsets, bag, prevmax[b], N);
 
