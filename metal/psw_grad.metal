@@ -7,6 +7,11 @@
 // Poisoned bags and padding positions keep the zero the output starts with,
 // as do positions outside every bag. Bytes per output element: D * (sizeof(T)
 // + 4) read, 4 written.
+// Traffic per SIMD-group: each position's row and the bag's gradient row are read by
+// consecutive lanes (32 * sizeof(T) and 128 contiguous bytes per instruction, sectors
+// fully used); its index (and scale) is one uniform load; lane 0's store of the dot
+// product is one 4-byte store, a sector per position (negligible beside the D-wide
+// reads). Once per SIMD-group: 5 params slots, meta[b], offsets[b], offsets[b + 1].
 //
 // Inputs: cot (B, D) float32; weight (V, D) T; indices (N) int32 or int64; offsets (NOFF)
 // int64; meta (B) int32; scale (N) float32 (FLAG_SCALE); params int64, slots P_N .. P_B
