@@ -19,7 +19,7 @@
 // contiguous span, so every sector touched is fully used) and one sector for its index
 // (one more each for psw / scale), shared by the lanes of that row; once per SIMD-group,
 // the params slots (four 16-byte loads), offsets[b], offsets[b + 1], offsets[0] and
-// prevmax[b] (uniform loads, a sector each). Threads with y = 0 write their CPT outputs with one vector store (VEC:
+// prevmax[b] (uniform loads, a sector each; none of these four with FLAG_FIXED). Threads with y = 0 write their CPT outputs with one vector store (VEC:
 // D is a multiple of 4, so the block is whole and 4 * sizeof(O)-aligned in MLX's 16-byte
 // aligned buffers), the arg-max rows likewise (the row is kept beside its position, so
 // indices are not read again) and meta one int per bag: each output sector written once,
@@ -46,7 +46,8 @@ threadgroup int red_cnt[TG_MAX];
 
 // The params slots in four 16-byte loads (a sector per SIMD-group each) instead of seven
 // scalar ones; params is a 64-byte array of its own, so 16-byte aligned.
-static_assert(P_N == 0 && P_V == 1 && P_D == 2 && P_NOFF == 3 && P_PAD == 4 && P_FLAGS == 5 && P_S == 7,
+static_assert(P_N == 0 && P_V == 1 && P_D == 2 && P_NOFF == 3 && P_PAD == 4 && P_FLAGS == 5 && P_B == 6 &&
+                  P_S == 7,
               "bag_fwd reads the params slots in pairs");
 const device vec<int64_t, 2>* pairs = (const device vec<int64_t, 2>*)params;
 const vec<int64_t, 2> nv = pairs[0], dn = pairs[1], pf = pairs[2], bs = pairs[3];
@@ -64,9 +65,18 @@ const uint TXA = threads_per_threadgroup.x;
 const uint slot = (thread_position_in_threadgroup.z * TY + ly) * TXA + lx;
 const int64_t c0 = int64_t(thread_position_in_grid.x) * CPT;
 
-const BagRange bag = bag_bounds(offsets, N, NOFF, b);
+BagRange bag;
+bool bad = false;
+if ((flags & FLAG_FIXED) != 0) {
+  // Bags of one length L (2-D input, embedding): no bounds to read or check.
+  const int64_t L = N / bs.x;
+  bag.start = int64_t(b) * L;
+  bag.end = bag.start + L;
+} else {
+  bag = bag_bounds(offsets, N, NOFF, b);
+  bad = bag_range_poisoned(offsets, bag, prevmax[b], N);
+}
 const int64_t start = bag.start, end = bag.end;
-bool bad = bag_range_poisoned(offsets, bag, prevmax[b], N);
 
 float acc[CPT];
 int pos[CPT];

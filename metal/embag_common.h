@@ -41,6 +41,8 @@ enum : int {
   FLAG_PSW = 2,       // per_sample_weights multiply each position
   FLAG_SCALE = 4,     // max_norm factors (row_scale's output) rescale each position's row
   FLAG_FREQ = 8,      // divide each row's gradient by its count in the call (scale_grad_by_freq)
+  FLAG_FIXED = 16,    // forward: bag b is positions [b * L, b * L + L), L = N / B (2-D input,
+                      // embedding): offsets and prevmax are not read, no bag is malformed
 };
 
 enum : int {

@@ -154,12 +154,14 @@ def _sorted_weight_grad(bags: launchers.Bags, g, meta, freq):
 
 
 @functools.lru_cache(maxsize=None)
-def _bag_function(spec: BagSpec, pad_forward: bool):
+def _bag_function(spec: BagSpec, pad_forward: bool, fixed: bool = False):
     """A custom_function over normalised arrays for one set of static options.
 
     ``spec``'s shape fields are unused (the arrays carry them); ``pad_forward``
     says whether the forward skips the padding row too (``embedding_bag``) or
-    only the backward does (``embedding``). Arguments: weight (V, D), psw (N,)
+    only the backward does (``embedding``); ``fixed``, that every bag has
+    ``N / B`` positions (2-D input, ``embedding``: the forward reads no
+    offsets, ``FLAG_FIXED``). Arguments: weight (V, D), psw (N,)
     or None, idx (N,) int32/int64, off (NOFF,) int64, prevmax (B,) int64.
     Outputs: out (B, D), argmax, meta, scale (the last three for the VJP).
     """
@@ -170,7 +172,7 @@ def _bag_function(spec: BagSpec, pad_forward: bool):
     @mx.custom_function
     def bag(weight, psw, idx, off, prevmax):
         N = idx.size
-        fwd = _bags(spec, weight, psw, idx, off, prevmax.size, pad_fwd)
+        fwd = _bags(spec, weight, psw, idx, off, prevmax.size, pad_fwd, common.FLAG_FIXED if fixed else 0)
         if spec.max_norm is not None and N:
             scale = launchers.row_scale(weight, idx, spec.max_norm, spec.norm_type)
         else:
@@ -259,7 +261,8 @@ def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
     else:
         off = offsets_int64(offsets.reshape(-1), idx.size)
     prevmax = largest_earlier_offset(off, B)
-    return _bag_function(_options(spec), True)(weight, per_sample_weights, idx, off, prevmax)[0]
+    bag = _bag_function(_options(spec), True, offsets is None)
+    return bag(weight, per_sample_weights, idx, off, prevmax)[0]
 
 
 def embedding(weight, indices, spec: EmbSpec):
@@ -294,7 +297,7 @@ def embedding(weight, indices, spec: EmbSpec):
         spec.scale_grad_by_freq,
         spec.deterministic,
     )
-    out = _bag_function(as_bags, False)(weight, None, idx, off, off)[0]
+    out = _bag_function(as_bags, False, True)(weight, None, idx, off, off)[0]
     return out.reshape(*indices.shape, D)
 
 
