@@ -174,6 +174,26 @@ def test_long_bags_split_across_threads(mode, split, dtype, monkeypatch):
         )
 
 
+@pytest.mark.parametrize("D", [256, 300], ids=["gradient-row-in-registers", "gradient-row-from-memory"])
+def test_psw_gradient_of_wide_rows(D):
+    """psw_grad keeps the bag's gradient row in registers up to D = 256, reads it per position above."""
+    rng = np.random.default_rng(D)
+    for dtype in DTYPES:
+        V, N, B = 9, 60, 3
+        w = mx.array(rng.standard_normal((V, D)).astype(np.float32)).astype(dtype)
+        ind, off = mx.array(rng.integers(0, V, N)), mx.array([0, 25, 26])
+        psw = mx.array(rng.standard_normal(N).astype(np.float32)).astype(dtype)
+        spec = BagSpec("sum", B, None, False, 1, None, 2.0, False, False)
+        check_pair(
+            lambda w_, p_: metal_ops.embedding_bag(w_, ind, off, p_, spec),
+            lambda w_, p_: reference.embedding_bag(w_, ind, off, p_, spec),
+            w,
+            psw,
+            rng,
+            f"{dtype} D={D}",
+        )
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_embedding_matches_reference(seed):
     rng = np.random.default_rng(100 + seed)
