@@ -8,6 +8,10 @@
 // position still wins ties; NaN beats every number, as in bag_fwd). A chunk
 // that saw a poisoned bag (meta POISONED) makes the result NaN with meta POISONED.
 // Bytes per output element: S * (4 + 4 + 4) read, sizeof(T) + 4 written.
+// Traffic per SIMD-group: consecutive lanes own consecutive columns, so every partial,
+// arg-max, output and arg-max store instruction covers consecutive elements (all
+// sectors fully used, no vector store needed); per chunk s one uniform pmeta load (a
+// sector), 3 params slots once. No threadgroup memory.
 //
 // Inputs: part (B * S, D) float32; pargmax (B * S, D) int32 (max mode);
 // pmeta (B * S) int32; params int64, slots P_N .. P_S (embag_common.h).

@@ -10,6 +10,10 @@
 // coef = -1.0, and that coef is never read (det_partial / det_write use
 // coef[e] only when srcrow[e] = owner[e] >= 0, i.e. for written positions).
 // Bytes per position: index + psw + frequency read, 8 written.
+// Traffic per SIMD-group: 32 consecutive positions per instruction, so indices, psw,
+// owner and coef move in whole sectors; freq[row] is a gather (a sector per position
+// with FLAG_FREQ); once per SIMD-group meta[b], offsets[b], offsets[b + 1] and 4 params
+// slots. MLX fills both outputs with -1 first (init_value): 8 more bytes per position.
 //
 // Inputs: indices (N) int32 or int64; offsets (NOFF) int64; meta (B) int32; psw (N) table dtype
 // (FLAG_PSW); freq (V) float32 (FLAG_FREQ); params int64, slots P_N .. P_B (embag_common.h).

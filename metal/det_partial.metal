@@ -9,6 +9,10 @@
 // thus costs WINDOW entries per thread here and one add per window in step 3,
 // instead of one thread walking the whole run. Bytes per entry: key, order,
 // source row, coefficient and 4 bytes of the source row per column read.
+// Traffic per SIMD-group: the lanes of one window share its keys (uniform loads, a
+// sector each: the two at its start, then per entry of a crossing run key, order,
+// srcrow and coef) and read consecutive columns of the source row; part is written
+// coalesced. With DV < 32 a SIMD-group packs 32 / DV windows, each its own sectors.
 //
 // Inputs: skey (M) int32 or int64 sorted keys; order (M) int32 entry of each sorted slot;
 // srcrow (M) int32 source row of each entry (-1: sends nothing); coef (M)

@@ -9,6 +9,11 @@
 // writer per row, so no atomics and the same bits on every run and every
 // threadgroup order). Rows that no entry names keep the zero they start with.
 // Bytes per entry as in step 2, plus 4 written per (row, column).
+// Traffic per SIMD-group: per entry 4 uniform loads (key, order, srcrow, coef: a sector
+// each, shared by the window's lanes) and the source row's 32 consecutive columns; per
+// run one written row, coalesced. mlx_embag/_cost.py counts these against the atomic
+// variant: about DV / 4 sectors per entry against DV / 4 for the atomics' read-modify-
+// write, so the sort decides, and hot rows (one write per row) favour this variant.
 //
 // Inputs: skey (M) int32 or int64; order (M) int32; srcrow (M) int32; coef (M) float32;
 // src (S, DV) float32; part (W, DV) float32; params int64, slots P_M, P_R, P_DV, P_WINDOW

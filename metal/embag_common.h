@@ -57,6 +57,8 @@ enum : int {
   FLAG_PSW = 2,       // per_sample_weights multiply each position
   FLAG_SCALE = 4,     // max_norm factors (row_scale's output) rescale each position's row
   FLAG_FREQ = 8,      // divide each row's gradient by its count in the call (scale_grad_by_freq)
+  FLAG_FIXED = 16,    // forward: bag b is positions [b * L, b * L + L), L = N / B (2-D input,
+                      // embedding): offsets and prevmax are not read, no bag is malformed
 };
 
 enum : int {
@@ -74,12 +76,15 @@ struct BagRange {
   int64_t end;
 };
 
-inline BagRange bag_bounds(const device int64_t* offsets, const device int64_t* params, uint b) {
-  const int64_t n = params[P_N], noff = params[P_NOFF];
+inline BagRange bag_bounds(const device int64_t* offsets, int64_t n, int64_t noff, uint b) {
   BagRange r;
   r.start = offsets[b];
   r.end = (int64_t(b) + 1 < noff) ? int64_t(offsets[b + 1]) : n;
   return r;
+}
+
+inline BagRange bag_bounds(const device int64_t* offsets, const device int64_t* params, uint b) {
+  return bag_bounds(offsets, params[P_N], params[P_NOFF], b);
 }
 
 // The poison rule's structural half: a bag is poisoned unless its range is well formed and

@@ -6,6 +6,10 @@
 // it (-1: empty, all-padding or poisoned bag, nothing sent). Float32 atomic
 // adds into a zero-initialised (V, D) gradient. Bytes per output-gradient
 // element: 4 (gradient) + 4 (arg-max) read, one 4-byte atomic add.
+// Traffic per SIMD-group: the gradient and arg-max reads are coalesced (consecutive
+// columns); the atomic instruction's lanes hit the arg-max rows of 32 columns, one
+// sector each when those rows differ, 4 per 32 columns when they are one row (a bag of
+// one position). mlx_embag/_cost.py counts it against the sorted variant.
 //
 // Inputs: cot (B, D) float32; argmax (B, D) int32; params int64, slot P_D (embag_common.h).
 // Output: grad (V, D) atomic float32.

@@ -6,6 +6,9 @@
 // (simd_max for p = inf); lane 0 writes the scale (1 for an index outside
 // [0, V), which the poison rule handles elsewhere). Bytes per output element:
 // D * sizeof(T) read, 4 written.
+// Traffic per SIMD-group (one position): the row by consecutive lanes (sectors fully
+// used), its index and 3 params + 5 fparams slots as uniform loads (a sector each),
+// lane 0's 4-byte store.
 //
 // PyTorch reads the float norm as a double, tests norm > max_norm and computes
 // max_norm / (norm + 1e-7) in double, then rounds the scale to float. Metal

@@ -33,6 +33,10 @@ WINDOW = 32
 FILL_THREADS = 16384
 SPLIT_POSITIONS = 16
 MAX_SPLITS = 1024
+# bag_bwd gives a thread 4 columns only from this D on: its 4 atomic instructions each
+# cover D / 4 consecutive floats, whole sectors from D = 32; below, one column per thread
+# puts a row's D floats into one instruction (fewer sectors touched).
+ATOMIC_VEC_MIN_D = 32
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: identity, not element-wise, comparison
@@ -74,9 +78,10 @@ def _row_threads(D: int) -> tuple:
     return (min(pow2_at_least(D), common.TG_MAX), 1, 1)
 
 
-def bag_geometry(D: int, N: int, B: int):
-    """``(vec, threads along x, threadgroup)`` of the bag-parallel kernels (bag_fwd, bag_bwd)."""
-    vec = D % 4 == 0
+def bag_geometry(D: int, N: int, B: int, vector: bool = True):
+    """``(vec, threads along x, threadgroup)`` of the bag-parallel kernels (bag_fwd, bag_bwd);
+    ``vector=False`` keeps one column per thread."""
+    vec = vector and D % 4 == 0
     nxt = max(1, -(-D // (4 if vec else 1)))
     tx = min(pow2_at_least(nxt), 64)
     # Split long bags over TY threads (at least ~8 positions each).
@@ -160,7 +165,7 @@ def bag_combine(bags: Bags, part, pargmax, pmeta, S: int, dtype, max_mode: bool)
 
 def bag_bwd(bags: Bags, g, meta, freq):
     """The atomic weight gradient of sum / mean: float32 (V, D); ``g`` (B, D) is already divided for mean."""
-    vec, nxt, tg = bag_geometry(bags.D, bags.N, bags.B)
+    vec, nxt, tg = bag_geometry(bags.D, bags.N, bags.B, vector=bags.D >= ATOMIC_VEC_MIN_D)
     return kernels.call(
         "bag_bwd",
         [g, bags.idx, bags.off, meta, bags.psw, freq, bags.params()],

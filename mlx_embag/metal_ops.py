@@ -12,8 +12,10 @@ Layout of one call. 2-D input becomes offsets ``arange(B) * L`` and
 ``POISONED``) and, in max mode, the arg-max row per (bag, column), which the
 VJP reuses. ``max_norm`` adds one kernel computing each position's rescaling
 factor (``row_scale``). The weight gradient is either atomic (``bag_bwd``,
-``max_bwd``) or, with ``deterministic=True``, sorted by row (MLX ``argsort``)
-and reduced in a fixed order (``bag_owner``, ``det_partial``, ``det_write``).
+``max_bwd``) or sorted by row (MLX ``argsort``) and reduced in a fixed order
+(``bag_owner``, ``det_partial``, ``det_write``): always sorted with
+``deterministic=True``, else whichever moves fewer device sectors at the call's
+shape (``_cost.prefers_sorted``, from shapes only).
 Each kernel's launch lives in ``launchers.py``; this module composes them.
 """
 
@@ -24,8 +26,8 @@ from dataclasses import replace
 
 import mlx.core as mx
 
+from . import _cost, kernels, launchers
 from . import _embag_common as common
-from . import kernels, launchers
 from ._layout import checked_indices, largest_earlier_offset, offsets_int64, row_counts
 from ._spec import FLOAT_TABLES, BagSpec, EmbSpec
 
@@ -152,12 +154,14 @@ def _sorted_weight_grad(bags: launchers.Bags, g, meta, freq):
 
 
 @functools.lru_cache(maxsize=None)
-def _bag_function(spec: BagSpec, pad_forward: bool):
+def _bag_function(spec: BagSpec, pad_forward: bool, fixed: bool = False):
     """A custom_function over normalised arrays for one set of static options.
 
     ``spec``'s shape fields are unused (the arrays carry them); ``pad_forward``
     says whether the forward skips the padding row too (``embedding_bag``) or
-    only the backward does (``embedding``). Arguments: weight (V, D), psw (N,)
+    only the backward does (``embedding``); ``fixed``, that every bag has
+    ``N / B`` positions (2-D input, ``embedding``: the forward reads no
+    offsets, ``FLAG_FIXED``). Arguments: weight (V, D), psw (N,)
     or None, idx (N,) int32/int64, off (NOFF,) int64, prevmax (B,) int64.
     Outputs: out (B, D), argmax, meta, scale (the last three for the VJP).
     """
@@ -168,7 +172,7 @@ def _bag_function(spec: BagSpec, pad_forward: bool):
     @mx.custom_function
     def bag(weight, psw, idx, off, prevmax):
         N = idx.size
-        fwd = _bags(spec, weight, psw, idx, off, prevmax.size, pad_fwd)
+        fwd = _bags(spec, weight, psw, idx, off, prevmax.size, pad_fwd, common.FLAG_FIXED if fixed else 0)
         if spec.max_norm is not None and N:
             scale = launchers.row_scale(weight, idx, spec.max_norm, spec.norm_type)
         else:
@@ -202,11 +206,23 @@ def _bag_function(spec: BagSpec, pad_forward: bool):
             pad_bwd,
             common.FLAG_FREQ if spec.scale_grad_by_freq else 0,
         )
+        # deterministic=False takes whichever variant moves fewer device sectors (_cost.py).
+        sort = spec.deterministic or _cost.prefers_sorted(
+            idx.size,
+            prevmax.size,
+            D,
+            V,
+            index_bytes=idx.dtype.size,
+            weight_bytes=weight.dtype.size,
+            psw=psw is not None,
+            freq=spec.scale_grad_by_freq,
+            max_mode=max_mode,
+        )
         if max_mode:
-            dw = _max_weight_grad(cot, argmax, V, spec.deterministic)
+            dw = _max_weight_grad(cot, argmax, V, sort)
         else:
             g = cot / mx.maximum(meta, 1).astype(_F32)[:, None] if spec.mode == "mean" else cot
-            weight_grad = _sorted_weight_grad if spec.deterministic else launchers.bag_bwd
+            weight_grad = _sorted_weight_grad if sort else launchers.bag_bwd
             dw = weight_grad(bwd, g, meta, freq)
         dpsw = None
         if psw is not None:
@@ -245,7 +261,8 @@ def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
     else:
         off = offsets_int64(offsets.reshape(-1), idx.size)
     prevmax = largest_earlier_offset(off, B)
-    return _bag_function(_options(spec), True)(weight, per_sample_weights, idx, off, prevmax)[0]
+    bag = _bag_function(_options(spec), True, offsets is None)
+    return bag(weight, per_sample_weights, idx, off, prevmax)[0]
 
 
 def embedding(weight, indices, spec: EmbSpec):
@@ -280,7 +297,7 @@ def embedding(weight, indices, spec: EmbSpec):
         spec.scale_grad_by_freq,
         spec.deterministic,
     )
-    out = _bag_function(as_bags, False)(weight, None, idx, off, off)[0]
+    out = _bag_function(as_bags, False, True)(weight, None, idx, off, off)[0]
     return out.reshape(*indices.shape, D)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import mlx_embag
 from mlx_embag import (
+    _cost,
     _embag_common,
     _fallback,
     _scatter,
@@ -117,6 +118,7 @@ MODULES = [
     sharded,
     _sharded_ops,
     _sharded_lookup,
+    _cost,
 ]
 
 # Modules every public function and class of which must carry a `>>>` example.
@@ -136,6 +138,7 @@ PUBLIC_MODULES = [
     compiled,
     sharded,
     _sharded_ops,
+    _cost,
     *BENCH_MODULES,
 ]
 

@@ -96,7 +96,7 @@ def test_tiny_inputs_stay_in_device_memory():
     assert "constant" not in sig.replace("const device", "")
     params = re.findall(r"\[\[buffer\((\d+)\)\]\]", sig)
     assert params == [str(i) for i in range(10)]  # 7 inputs, 3 outputs, no shape/stride buffers
-    assert "thread_position_in_grid" in sig and "dispatch_threads_per_threadgroup" in sig
+    assert "thread_position_in_grid" in sig and "[[threads_per_threadgroup]]" in sig
 
 
 def test_kernel_objects_are_built_once(monkeypatch):

@@ -147,11 +147,13 @@ def test_embedding_bag_matches_reference_and_oracle(seed):
             check_oracle(got, cot, w, ind, off, psw, spec, desc)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("split", [False, True], ids=["one-threadgroup", "split-threadgroups"])
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
-def test_long_bags_split_across_threads(mode, split, monkeypatch):
+def test_long_bags_split_across_threads(mode, split, dtype, monkeypatch):
     """Bags of hundreds of positions: split over the threads of one threadgroup, or over
-    several threadgroups with the second reduction step (bag_combine); ties included."""
+    several threadgroups with the second reduction step (bag_combine); ties included, and
+    every table dtype (half tables keep float32 partials between the two steps)."""
     if split:
         monkeypatch.setattr(launchers, "SPLIT_POSITIONS", 2)
         assert launchers.splits(400, 2, (1, 64, 1)) > 1
@@ -159,7 +161,7 @@ def test_long_bags_split_across_threads(mode, split, monkeypatch):
         monkeypatch.setattr(launchers, "FILL_THREADS", 1)
     rng = np.random.default_rng(7)
     for _ in range(4):
-        w, ind, off, psw, spec, desc = random_case(rng, mode=mode, long_bags=True, dtype=mx.float32)
+        w, ind, off, psw, spec, desc = random_case(rng, mode=mode, long_bags=True, dtype=dtype)
         if mode == "max":
             w = mx.round(w * 2) / 2  # many exact ties: the earliest position must win
         check_pair(
@@ -169,6 +171,26 @@ def test_long_bags_split_across_threads(mode, split, monkeypatch):
             psw,
             rng,
             desc,
+        )
+
+
+@pytest.mark.parametrize("D", [256, 300], ids=["gradient-row-in-registers", "gradient-row-from-memory"])
+def test_psw_gradient_of_wide_rows(D):
+    """psw_grad keeps the bag's gradient row in registers up to D = 256, reads it per position above."""
+    rng = np.random.default_rng(D)
+    for dtype in DTYPES:
+        V, N, B = 9, 60, 3
+        w = mx.array(rng.standard_normal((V, D)).astype(np.float32)).astype(dtype)
+        ind, off = mx.array(rng.integers(0, V, N)), mx.array([0, 25, 26])
+        psw = mx.array(rng.standard_normal(N).astype(np.float32)).astype(dtype)
+        spec = BagSpec("sum", B, None, False, 1, None, 2.0, False, False)
+        check_pair(
+            lambda w_, p_: metal_ops.embedding_bag(w_, ind, off, p_, spec),
+            lambda w_, p_: reference.embedding_bag(w_, ind, off, p_, spec),
+            w,
+            psw,
+            rng,
+            f"{dtype} D={D}",
         )
 
 
