@@ -26,6 +26,10 @@ from ._validate import (
 )
 
 
+def _unchanged(out):
+    return out
+
+
 def _stand_in_table(weight, indices):
     """A table with no rows or no columns, replaced by one both paths can run.
 
@@ -40,7 +44,7 @@ def _stand_in_table(weight, indices):
     """
     V, D = weight.shape
     if V and D:
-        return weight, indices, lambda out: out
+        return weight, indices, _unchanged
     if not V:
         weight = mx.pad(weight, [(0, 1), (0, 0)])
         indices = mx.ones(indices.shape, dtype=indices.dtype)
@@ -86,11 +90,17 @@ def _dispatch(op, unsupported, backend, weight, indices, *rest):
     """
     weight, indices, trim = _stand_in_table(weight, indices)
     args = (weight, indices, *rest)
-    if _backend.resolve_backend(backend, lambda: getattr(_metal_ops(), unsupported)(*args)) == "metal":
-        if _backend.is_auto(backend):
-            return trim(_fallback.run(op, getattr(_metal_ops(), op), getattr(reference, op), args))
-        return trim(getattr(_metal_ops(), op)(*args))
+    name, auto = _backend.resolve_with_auto(backend, lambda: getattr(_metal_ops(), unsupported)(*args))
+    if name == "metal":
+        # The resolution asked `unsupported` already: the checked entry points skip asking again.
+        metal_fn = getattr(_metal_ops(), _CHECKED[op])
+        if auto:
+            return trim(_fallback.run(op, metal_fn, getattr(reference, op), args))
+        return trim(metal_fn(*args))
     return trim(getattr(reference, op)(*args))
+
+
+_CHECKED = {"embedding_bag": "checked_embedding_bag", "embedding": "checked_embedding"}
 
 
 def bag_call(

@@ -1,0 +1,94 @@
+"""The reference forward of ``embedding_bag`` in as few lazy MLX ops as it can take.
+
+Building the graph of a call costs host time per op (one to three microseconds
+each on a CPU), and an eager training step pays it on every call, so the forward
+is written for op count as much as for arithmetic. Its tricks:
+
+* Out-of-range indices poison through the reduction itself: the segmented
+  sum's per-position weight is NaN there (NaN times any row is NaN), so no
+  per-bag count of bad positions is built. Such positions read the last row
+  (a clamp), which is in bounds and never seen.
+* The structural half of the poison rule comes from one running maximum over
+  the bag bounds ``ext`` (the offsets, with ``N`` appended unless
+  ``include_last_offset``): bag ``b`` is valid iff ``offsets[0] == 0`` and both
+  of its bounds ``ext[b], ext[b + 1]`` equal the running maximum there and are
+  at most ``N``. (The start equals the running maximum iff it is no smaller
+  than any earlier offset; the end equals it iff it is also no smaller than the
+  start.) Pairs ``(ext[b], ext[b + 1])`` are a strided view, not a copy.
+
+The VJPs in ``reference.py`` still rebuild what they need from ``_layout``.
+
+Example:
+    >>> import mlx.core as mx
+    >>> from mlx_embag._bag_forward import segments
+    >>> segs, valid = segments(mx.array([0, 2, 1]), False, 3, 4)
+    >>> segs.tolist(), valid.reshape(-1).tolist()
+    ([[0, 2], [0, 0], [0, 0]], [True, False, False])
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from ._layout import checked_indices, offsets_int64
+
+_F32 = mx.float32
+_NAN = float("nan")
+_UNSIGNED = {mx.int32: mx.uint32, mx.int64: mx.uint64, mx.uint32: mx.uint32, mx.uint64: mx.uint64}
+# The count of a bag from its (start, end) pair: end - start, as one multiply-and-sum.
+_END_MINUS_START = mx.array(np.array([-1, 1], dtype=np.int64))
+
+
+def gather_indices(indices, num_embeddings: int):
+    """``(ok, safe)``: which positions name a row, and in-bounds indices for the gather.
+
+    For 32- and 64-bit indices the check is one unsigned compare (a negative
+    index reads as at least 2**31) and the clamp one minimum; ``safe`` then
+    sends a bad position to the last row. Other dtypes take
+    :func:`~mlx_embag._layout.checked_indices`.
+    """
+    unsigned = _UNSIGNED.get(indices.dtype)
+    if unsigned is None:
+        return checked_indices(indices, num_embeddings)
+    u = indices if unsigned == indices.dtype else indices.view(unsigned)
+    return u < num_embeddings, mx.minimum(u, num_embeddings - 1)
+
+
+def segments(offsets, include_last_offset: bool, num_bags: int, n: int):
+    """``(segs, valid)``: (B, 2) int64 ``[start, end)`` per bag (``[0, 0)`` for a
+    structurally invalid one) and (B, 1) bool, the structural half of the poison rule.
+    """
+    ext = offsets_int64(offsets, n)
+    if include_last_offset:
+        ext = mx.contiguous(ext)  # the strided views below need a row-contiguous array
+    else:
+        ext = mx.pad(ext, [(0, 1)], constant_values=n)
+    bound_ok = mx.logical_and(ext == mx.cummax(ext), ext <= n)
+    valid = mx.as_strided(bound_ok, (num_bags, 2), (1, 1)).all(axis=1, keepdims=True)
+    valid = mx.logical_and(valid, ext[:1] == 0)
+    return mx.where(valid, mx.as_strided(ext, (num_bags, 2), (1, 1)), 0), valid
+
+
+def segment_sum(rows, ok, coef, segs, num_bags: int, mean: bool):
+    """Per bag: the sum (or mean over its length) of ``coef * rows``, NaN where a
+    position's index was out of range. ``coef`` is None for all ones."""
+    w = mx.where(ok, 1.0 if coef is None else coef, _NAN)
+    out = mx.segmented_mm(w.reshape(1, -1), rows, segs.astype(mx.uint32)).reshape(num_bags, -1)
+    if mean:
+        out = out / mx.maximum((segs * _END_MINUS_START).sum(axis=1, keepdims=True), 1)
+    return out
+
+
+def grid_reduce(rows, ok, coef, num_bags: int, bag_size: int, mode: str):
+    """Per bag of a (B, L) input: sum, mean or max of its L rows (no padding row),
+    and (B, 1) bool, whether every index of the bag was in range."""
+    d = rows.shape[-1]
+    if bag_size == 0:
+        return mx.zeros((num_bags, d), _F32), mx.ones((num_bags, 1), dtype=mx.bool_)
+    valid = ok.reshape(num_bags, bag_size).all(axis=1, keepdims=True)
+    grid = (rows if coef is None else rows * coef[:, None]).reshape(num_bags, bag_size, d)
+    if mode == "max":
+        return grid.max(axis=1), valid
+    out = grid.sum(axis=1)
+    return (out / bag_size if mode == "mean" else out), valid
