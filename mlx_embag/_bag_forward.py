@@ -15,6 +15,11 @@ is written for op count as much as for arithmetic. Its tricks:
   at most ``N``. (The start equals the running maximum iff it is no smaller
   than any earlier offset; the end equals it iff it is also no smaller than the
   start.) Pairs ``(ext[b], ext[b + 1])`` are a strided view, not a copy.
+* Max over variable-length bags is one running maximum down the positions
+  (:func:`segment_max`), not a scatter: each value becomes an integer key that
+  orders like the float (NaN on top) with its bag's number in the high bits, so
+  the running maximum starts afresh at every bag, and a bag's maximum is the
+  running maximum at its last position.
 
 The VJPs in ``reference.py`` still rebuild what they need from ``_layout``.
 
@@ -92,3 +97,45 @@ def grid_reduce(rows, ok, coef, num_bags: int, bag_size: int, mode: str):
         return grid.max(axis=1), valid
     out = grid.sum(axis=1)
     return (out / bag_size if mode == "mean" else out), valid
+
+
+# Negative NaNs' keys (below -inf's) move above +inf's by this wrapping subtraction.
+_NEG_NAN_KEYS = 0x7FFFFF
+
+
+def order_key(x):
+    """float32 -> uint32 keys in the same order (-0.0 just below +0.0), every NaN above +inf.
+
+    The sign-magnitude bits become an unsigned order (a set sign bit flips all
+    bits, a clear one sets it: four bit passes, no ``where``); negative NaNs,
+    which land at the very bottom, then wrap to the top.
+    """
+    u = x.view(mx.uint32)
+    return (u ^ ((x.view(mx.int32) >> 31).view(mx.uint32) | 0x80000000)) - _NEG_NAN_KEYS
+
+
+def from_order_key(key):
+    """The inverse of :func:`order_key` (a NaN's key comes back as that NaN)."""
+    key = key + _NEG_NAN_KEYS
+    return (key ^ ((~(key.view(mx.int32) >> 31)).view(mx.uint32) | 0x80000000)).view(_F32)
+
+
+def segment_max(rows, ok, segs, n: int):
+    """Per bag of ``segs``: the column-wise maximum of its rows (NaN wins; 0 for an
+    empty bag), NaN where one of its indices was out of range.
+
+    Key of position i (int64): ``bag(i) << 33 | bad(i) << 32 | order_key``, where
+    ``bag(i)`` counts the bag starts at or before i. A bad index outranks every value
+    of its bag and no value of the next one.
+    """
+    if n == 0:
+        return mx.zeros((segs.shape[0], rows.shape[-1]), _F32)
+    # Starts lie in [0, N] (N: an empty bag at the end), hence N + 1 marks.
+    marks = mx.zeros((n + 1,), mx.int64).at[segs[:, 0]].add(mx.array(1, mx.int64))
+    high = (mx.cumsum(marks[:n]) << 33) + mx.where(ok, 0, 2**32)
+    run = mx.cummax(order_key(rows).astype(mx.int64) + high[:, None], axis=0)
+    top = mx.take(run, mx.maximum(segs[:, 1] - 1, 0), axis=0)
+    value = from_order_key((top & 0xFFFFFFFF).astype(mx.uint32))
+    count = (segs * _END_MINUS_START).sum(axis=1, keepdims=True)
+    value = mx.where((top & 2**32) != 0, _NAN, value)
+    return mx.where(count > 0, value, 0.0)

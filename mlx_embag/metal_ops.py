@@ -46,6 +46,8 @@ def _limit_reason(weight, n, num_bags):
     # and grid entries are 32-bit; the table itself is addressed in 64 bits, so
     # V * D is not limited. MLX shapes are 32-bit too, so only the bag x column
     # limit can be reached from a valid call.
+    if max(V, n, num_bags * max(D, 1)) <= _I32_MAX:  # every call pays this check: no message built
+        return None
     for value, what in (
         (V, "num_embeddings"),
         (n, "the number of indices"),

@@ -29,7 +29,7 @@ from dataclasses import replace
 import mlx.core as mx
 import numpy as np
 
-from ._bag_forward import gather_indices, grid_reduce, segment_sum, segments
+from ._bag_forward import gather_indices, grid_reduce, segment_max, segment_sum, segments
 from ._layout import Layout, checked_indices, renorm_scale, row_counts
 from ._scatter import run_sums, scatter_add_axis, scatter_rows
 from ._spec import BagSpec, EmbSpec
@@ -225,10 +225,10 @@ def _sized(spec: BagSpec, num_bags: int) -> BagSpec:
 
 def _forward(spec: BagSpec, num_embeddings, weight, indices, psw, offsets):
     """``(out, rows)`` of one call: the poisoned (B, D) result in float32 and the
-    gathered float32 rows. Common options take the lean ops of ``_bag_forward``;
-    ``padding_idx`` and 1-D max take the :class:`~._layout.Layout` route."""
+    gathered float32 rows. Without ``padding_idx`` it takes the lean ops of
+    ``_bag_forward``; with it, the :class:`~._layout.Layout` route."""
     B = spec.num_bags
-    if spec.padding_idx is None and (spec.mode != "max" or offsets is None):
+    if spec.padding_idx is None:
         ok, safe = gather_indices(indices, num_embeddings)
         rows = _gather_rows(weight, safe, spec.max_norm, spec.norm_type)
         coef = None if psw is None else psw.astype(weight.dtype).astype(_F32)
@@ -236,7 +236,10 @@ def _forward(spec: BagSpec, num_embeddings, weight, indices, psw, offsets):
             out, valid = grid_reduce(rows, ok, coef, B, spec.bag_size, spec.mode)
         else:
             segs, valid = segments(offsets, spec.include_last_offset, B, indices.size)
-            out = segment_sum(rows, ok, coef, segs, B, spec.mode == "mean")
+            if spec.mode == "max":
+                out = segment_max(rows, ok, segs, indices.size)
+            else:
+                out = segment_sum(rows, ok, coef, segs, B, spec.mode == "mean")
         return mx.where(valid, out, _NAN), rows
     lay = Layout(indices, offsets, spec, num_embeddings)
     rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
