@@ -25,10 +25,11 @@ FLOAT_TABLES = (mx.float32, mx.float16, mx.bfloat16)  # the table dtypes every p
 
 
 def _cached_hash(self):
-    # Every call's spec keys several caches; hashing its nine fields once, not per lookup.
-    h = self.__dict__.get("_hash")
+    # Every call's spec keys several caches; hashing its fields once, not per lookup.
+    d = self.__dict__
+    h = d.get("_hash")
     if h is None:
-        h = hash(tuple(self.__dict__[f] for f in self.__dataclass_fields__))
+        h = hash(tuple(d.values()))  # the fields, in order (nothing else is stored before _hash)
         object.__setattr__(self, "_hash", h)
     return h
 

@@ -89,9 +89,11 @@ def metal_available() -> bool:
         True
         >>> emulator.reset()  # the environment decides again
     """
+    if mx.metal.is_available():
+        return True
     from . import kernels  # kernels imports this module: a top-level import would be circular
 
-    return mx.metal.is_available() or kernels.emulator_enabled()
+    return kernels.emulator_enabled()
 
 
 def metal_unavailable_reason() -> str:
