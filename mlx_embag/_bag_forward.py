@@ -139,9 +139,10 @@ def segment_max(rows, ok, segs, n: int):
     bag: the bag it claims reads its running maximum before it, and every later
     bag outnumbers it. What pairs miss is at most a bag's first and last
     positions, which every bag adds back on its own. (Pairs cost a contiguous
-    max, like 2-D input; at L = 64 they took the 64-bit passes from 3x a 2-D
-    max to 1.2x. As with 2-D input, +0.0 and -0.0 tie in that max: a zero
-    maximum's sign may be either.)
+    max, like 2-D input; in one interleaved A/B at V=1e5, D=64, B=1024, L=64 on
+    a 2-core CPU they took this function's whole forward from 111 ms to 44 ms,
+    against 37 ms for a 2-D max. As with 2-D input, +0.0 and -0.0 tie in that
+    max: a zero maximum's sign may be either.)
     """
     B = segs.shape[0]
     if n == 0:
