@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 
 import mlx.core as mx
@@ -58,8 +59,13 @@ def _fill(slots: dict, values: dict, dtype) -> mx.array:
     return mx.array(out, dtype=dtype)
 
 
+# Cached: a launch with the same sizes reuses one constant array instead of
+# building one per call (the host cost of a call is part of its cost).
+@functools.lru_cache(maxsize=1024)
 def params(**values) -> mx.array:
     """The int64 ``params`` input, each value in its named slot (``N=``, ``D=``, ``WINDOW=`` ...), 0 elsewhere.
+
+    The array is shared between calls with the same values: treat it as read-only.
 
     Example:
         >>> params(M=10, WINDOW=4).tolist()
@@ -68,8 +74,9 @@ def params(**values) -> mx.array:
     return _fill(PARAM_SLOTS, values, mx.int64)
 
 
+@functools.lru_cache(maxsize=256)
 def fparams(**values) -> mx.array:
-    """row_scale's float32 ``fparams`` input, each value in its named slot.
+    """row_scale's float32 ``fparams`` input, each value in its named slot (shared, read-only).
 
     Example:
         >>> fparams(NORM_TYPE=2.0).tolist()

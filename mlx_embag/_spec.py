@@ -24,8 +24,20 @@ MODES = ("sum", "mean", "max")
 FLOAT_TABLES = (mx.float32, mx.float16, mx.bfloat16)  # the table dtypes every path takes
 
 
+def _cached_hash(self):
+    # Every call's spec keys several caches; hashing its fields once, not per lookup.
+    d = self.__dict__
+    h = d.get("_hash")
+    if h is None:
+        h = hash(tuple(d.values()))  # the fields, in order (nothing else is stored before _hash)
+        object.__setattr__(self, "_hash", h)
+    return h
+
+
 @dataclass(frozen=True)
 class BagSpec:
+    __hash__ = _cached_hash
+
     mode: str  # "sum" | "mean" | "max"
     num_bags: int  # B
     bag_size: Optional[int]  # L for 2-D input (offsets is None), else None
@@ -39,6 +51,8 @@ class BagSpec:
 
 @dataclass(frozen=True)
 class EmbSpec:
+    __hash__ = _cached_hash
+
     padding_idx: Optional[int]  # normalised into [0, V), or None
     max_norm: Optional[float]
     norm_type: float

@@ -89,9 +89,11 @@ def metal_available() -> bool:
         True
         >>> emulator.reset()  # the environment decides again
     """
+    if mx.metal.is_available():
+        return True
     from . import kernels  # kernels imports this module: a top-level import would be circular
 
-    return mx.metal.is_available() or kernels.emulator_enabled()
+    return kernels.emulator_enabled()
 
 
 def metal_unavailable_reason() -> str:
@@ -139,19 +141,30 @@ def resolve_backend(backend, unsupported=None) -> str:
         ('metal', 'reference')
         >>> emulator.reset()
     """
+    return resolve_with_auto(backend, unsupported)[0]
+
+
+def resolve_with_auto(backend, unsupported=None):
+    """``(resolve_backend(backend, unsupported), is_auto(backend))``, reading the defaults once.
+
+    Example:
+        >>> from mlx_embag.backend import resolve_with_auto
+        >>> resolve_with_auto("reference")
+        ('reference', False)
+    """
     name = check_backend(backend) or default_backend()
     if name == "reference":
-        return "reference"
+        return "reference", False
     if name == "metal":
         if not metal_available():
             raise RuntimeError(metal_unavailable_reason())
         reason = None if unsupported is None else unsupported()
         if reason is not None:
             raise ValueError(f"backend='metal' cannot run this call: {reason}")
-        return "metal"
+        return "metal", False
     if not metal_available():
-        return "reference"
-    return "metal" if unsupported is None or unsupported() is None else "reference"
+        return "reference", True
+    return ("metal" if unsupported is None or unsupported() is None else "reference"), True
 
 
 def is_auto(backend) -> bool:

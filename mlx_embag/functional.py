@@ -6,6 +6,8 @@ the normalised call of ``_spec.py``; the backends trust it.
 
 from __future__ import annotations
 
+import functools
+
 import mlx.core as mx
 
 from . import _fallback, reference
@@ -26,6 +28,10 @@ from ._validate import (
 )
 
 
+def _unchanged(out):
+    return out
+
+
 def _stand_in_table(weight, indices):
     """A table with no rows or no columns, replaced by one both paths can run.
 
@@ -40,7 +46,7 @@ def _stand_in_table(weight, indices):
     """
     V, D = weight.shape
     if V and D:
-        return weight, indices, lambda out: out
+        return weight, indices, _unchanged
     if not V:
         weight = mx.pad(weight, [(0, 1), (0, 0)])
         indices = mx.ones(indices.shape, dtype=indices.dtype)
@@ -49,10 +55,18 @@ def _stand_in_table(weight, indices):
     return weight, indices, lambda out: out[..., :D]
 
 
-def _metal_ops():
-    from . import metal_ops
+_metal_ops_module = None
 
-    return metal_ops
+
+def _metal_ops():
+    # Imported on first use (the reference path never needs it), then kept: an
+    # import statement costs a microsecond on every call even when cached.
+    global _metal_ops_module
+    if _metal_ops_module is None:
+        from . import metal_ops
+
+        _metal_ops_module = metal_ops
+    return _metal_ops_module
 
 
 def _renormed_table(input, weight, max_norm, norm_type, backend):
@@ -86,11 +100,17 @@ def _dispatch(op, unsupported, backend, weight, indices, *rest):
     """
     weight, indices, trim = _stand_in_table(weight, indices)
     args = (weight, indices, *rest)
-    if _backend.resolve_backend(backend, lambda: getattr(_metal_ops(), unsupported)(*args)) == "metal":
-        if _backend.is_auto(backend):
-            return trim(_fallback.run(op, getattr(_metal_ops(), op), getattr(reference, op), args))
-        return trim(getattr(_metal_ops(), op)(*args))
+    name, auto = _backend.resolve_with_auto(backend, lambda: getattr(_metal_ops(), unsupported)(*args))
+    if name == "metal":
+        # The resolution asked `unsupported` already: the checked entry points skip asking again.
+        metal_fn = getattr(_metal_ops(), _CHECKED[op])
+        if auto:
+            return trim(_fallback.run(op, metal_fn, getattr(reference, op), args))
+        return trim(metal_fn(*args))
     return trim(getattr(reference, op)(*args))
+
+
+_CHECKED = {"embedding_bag": "checked_embedding_bag", "embedding": "checked_embedding"}
 
 
 def bag_call(
@@ -137,18 +157,22 @@ def bag_call(
         if offsets is not None:
             check_offset_values(offsets, flat.size)
 
-    spec = BagSpec(
-        mode=mode,
-        num_bags=num_bags,
-        bag_size=bag_size,
-        include_last_offset=bool(include_last_offset) and input.ndim == 1,
-        padding_idx=padding_idx,
-        max_norm=max_norm,
-        norm_type=norm_type,
-        scale_grad_by_freq=scale_grad_by_freq,
-        deterministic=_backend.resolve_deterministic(deterministic),
+    spec = _bag_spec(
+        mode,
+        num_bags,
+        bag_size,
+        bool(include_last_offset) and input.ndim == 1,
+        padding_idx,
+        max_norm,
+        norm_type,
+        scale_grad_by_freq,
+        _backend.resolve_deterministic(deterministic),
     )
     return weight, flat, offsets, per_sample_weights, spec
+
+
+# One spec object per distinct call signature: the caches keyed on it then find its hash stored.
+_bag_spec = functools.lru_cache(maxsize=1024)(BagSpec)
 
 
 def embedding_call(

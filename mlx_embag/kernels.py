@@ -121,10 +121,15 @@ def device_input(x: mx.array) -> mx.array:
     return mx.concatenate([x, mx.zeros((MIN_DEVICE_SIZE - x.size,), dtype=x.dtype)])
 
 
+_absent = {}
+
+
 def absent(dtype) -> mx.array:
     """The stand-in for an input the kernel does not read in this call (its flag is off).
 
     Its dtype still picks the specialisation, so pass the dtype the real input would have.
+    One constant per dtype, built from a Python list (so it holds data even when
+    first asked for inside ``mx.compile``) and shared by every call.
 
     Example:
         >>> from mlx_embag import kernels
@@ -132,7 +137,10 @@ def absent(dtype) -> mx.array:
         >>> kernels.absent(mx.float16).shape
         (8,)
     """
-    return device_input(mx.zeros((0,), dtype=dtype))
+    x = _absent.get(dtype)
+    if x is None:
+        x = _absent[dtype] = mx.array([0] * MIN_DEVICE_SIZE, dtype=dtype)
+    return x
 
 
 class KernelUnavailable(RuntimeError):
@@ -223,10 +231,10 @@ def call(name, inputs, *, template, grid, threadgroup, output_shapes, output_dty
     k = get(name)
     kw = {} if init_value is None else {"init_value": init_value}
     return k(
-        inputs=[device_input(x) for x in inputs],
+        inputs=[x if x.size >= MIN_DEVICE_SIZE else device_input(x) for x in inputs],
         template=list(template),
-        grid=tuple(int(g) for g in grid),
-        threadgroup=tuple(int(t) for t in threadgroup),
+        grid=tuple(map(int, grid)),
+        threadgroup=tuple(map(int, threadgroup)),
         output_shapes=[tuple(s) for s in output_shapes],
         output_dtypes=list(output_dtypes),
         **kw,

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -129,22 +130,47 @@ def row_scale(weight, idx, max_norm: float, norm_type: float):
     )[0]
 
 
+@functools.lru_cache(maxsize=1024)
+def _fwd_plan(N, V, D, B, noff, pad, flags, dtype, max_mode, tuning):
+    """Everything about one :func:`bag_fwd` launch that its sizes and options decide.
+
+    Cached per signature, so a repeated call computes no geometry and builds
+    no ``params`` array: ``(S, params, template, grid, threadgroup, output shapes, dtypes)``.
+    ``tuning`` holds the module's split constants, so changing them (tests do) misses.
+    """
+    vec, nxt, tg = bag_geometry(D, N, B)
+    S = splits(N, B, tg) if D else 1
+    out_dt = dtype if S == 1 else _F32
+    # Partials stay sums: bag_combine divides by the whole bag's count.
+    flags = flags & ~common.FLAG_MEAN if S > 1 else flags
+    p = common.params(N=N, V=V, D=D, NOFF=noff, PAD=pad, FLAGS=flags, B=B, S=S)
+    template = (("T", dtype), ("O", out_dt), ("VEC", vec), ("MAXMODE", max_mode))
+    shapes = ((B * S, D), (B * S, D) if max_mode else (1,), (B * S,))
+    return S, p, template, (nxt, tg[1], B * S), tg, shapes, (out_dt, mx.int32, mx.int32)
+
+
 def bag_fwd(bags: Bags, weight, prevmax, scale, max_mode: bool):
     """``(out, argmax, meta, S)``: final results when ``S == 1``, else float32 partials for :func:`bag_combine`."""
-    D, B = bags.D, bags.B
-    vec, nxt, tg = bag_geometry(D, bags.N, B)
-    S = splits(bags.N, B, tg) if D else 1
-    out_dt = weight.dtype if S == 1 else _F32
-    # Partials stay sums: bag_combine divides by the whole bag's count.
-    flags = bags.flags & ~common.FLAG_MEAN if S > 1 else bags.flags
+    S, p, template, grid, tg, shapes, dtypes = _fwd_plan(
+        bags.N,
+        bags.V,
+        bags.D,
+        bags.B,
+        bags.off.size,
+        bags.pad,
+        bags.flags,
+        weight.dtype,
+        max_mode,
+        (FILL_THREADS, SPLIT_POSITIONS, MAX_SPLITS),
+    )
     out, argmax, meta = kernels.call(
         "bag_fwd",
-        [weight, bags.idx, bags.off, prevmax, bags.psw, scale, bags.params(FLAGS=flags, S=S)],
-        template=[("T", weight.dtype), ("O", out_dt), ("VEC", vec), ("MAXMODE", max_mode)],
-        grid=(nxt, tg[1], B * S),
+        [weight, bags.idx, bags.off, prevmax, bags.psw, scale, p],
+        template=template,
+        grid=grid,
         threadgroup=tg,
-        output_shapes=[(B * S, D), (B * S, D) if max_mode else (1,), (B * S,)],
-        output_dtypes=[out_dt, mx.int32, mx.int32],
+        output_shapes=shapes,
+        output_dtypes=dtypes,
     )
     return out, argmax, meta, S
 

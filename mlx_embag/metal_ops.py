@@ -25,10 +25,11 @@ import functools
 from dataclasses import replace
 
 import mlx.core as mx
+import numpy as np
 
 from . import _cost, kernels, launchers
 from . import _embag_common as common
-from ._layout import checked_indices, largest_earlier_offset, offsets_int64, row_counts
+from ._layout import checked_indices, offsets_int64, row_counts
 from ._spec import FLOAT_TABLES, BagSpec, EmbSpec
 
 _F32 = mx.float32
@@ -47,6 +48,8 @@ def _limit_reason(weight, n, num_bags):
     # and grid entries are 32-bit; the table itself is addressed in 64 bits, so
     # V * D is not limited. MLX shapes are 32-bit too, so only the bag x column
     # limit can be reached from a valid call.
+    if max(V, n, num_bags * max(D, 1)) <= _I32_MAX:  # every call pays this check: no message built
+        return None
     for value, what in (
         (V, "num_embeddings"),
         (n, "the number of indices"),
@@ -232,9 +235,33 @@ def _bag_function(spec: BagSpec, pad_forward: bool, fixed: bool = False):
     return bag
 
 
-def _options(spec: BagSpec) -> BagSpec:
-    """``spec`` without the call's shape, so that one custom function serves every batch."""
-    return replace(spec, num_bags=0, bag_size=None, include_last_offset=False)
+@functools.lru_cache(maxsize=1024)
+def _bag_function_for(spec: BagSpec, fixed: bool):
+    """The custom function of ``spec``, which is ``spec`` without the call's shape
+    (one function serves every batch; this cache only skips rebuilding that key)."""
+    return _bag_function(replace(spec, num_bags=0, bag_size=None, include_last_offset=False), True, fixed)
+
+
+_I64_MIN = -(2**63)
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_bounds(B: int, L: int):
+    """``(off, prevmax)`` of B bags of L (2-D input): constants built once per shape.
+
+    ``prevmax[b]`` is the largest earlier offset, ``off[b - 1]``, and the
+    smallest int64 for bag 0, which has none.
+    """
+    off = np.arange(B, dtype=np.int64) * L
+    prev = np.concatenate([[_I64_MIN], off[:-1]])
+    return mx.array(off), mx.array(prev)
+
+
+def _offset_bounds(offsets, n: int, B: int):
+    """``(off, prevmax)`` of 1-D input: the offsets as int64 and each bag's largest
+    earlier offset (the smallest int64 for bag 0): three lazy ops, no host sync."""
+    off = offsets_int64(offsets, n)
+    return off, mx.pad(mx.cummax(off)[: B - 1], [(1, 0)], constant_values=_I64_MIN)
 
 
 def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
@@ -251,18 +278,32 @@ def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
         >>> emulator.reset()
     """
     _assert_supported(unsupported_bag(weight, indices, offsets, per_sample_weights, spec))
-    D = weight.shape[1]
+    return checked_embedding_bag(weight, indices, offsets, per_sample_weights, spec)
+
+
+def checked_embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
+    """:func:`embedding_bag` for a call :func:`unsupported_bag` has already accepted
+    (the functional layer asks it first): the same result, without asking twice.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag import emulator
+        >>> emulator.enable()
+        >>> spec = BagSpec("max", 2, 2, False, None, None, 2.0, False, False)
+        >>> w = mx.array([[1.0, 4.0], [3.0, 2.0]])
+        >>> checked_embedding_bag(w, mx.array([0, 1, 1, 1]), None, None, spec).tolist()
+        [[3.0, 4.0], [3.0, 2.0]]
+        >>> emulator.reset()
+    """
     B = spec.num_bags
     if B == 0:
-        return mx.zeros((0, D), dtype=weight.dtype)
-    idx = _index_array(indices.reshape(-1))
+        return mx.zeros((0, weight.shape[1]), dtype=weight.dtype)
+    idx = _index_array(indices if indices.ndim == 1 else indices.reshape(-1))
     if offsets is None:
-        off = mx.arange(B, dtype=mx.int64) * spec.bag_size
+        off, prevmax = _grid_bounds(B, spec.bag_size)
     else:
-        off = offsets_int64(offsets.reshape(-1), idx.size)
-    prevmax = largest_earlier_offset(off, B)
-    bag = _bag_function(_options(spec), True, offsets is None)
-    return bag(weight, per_sample_weights, idx, off, prevmax)[0]
+        off, prevmax = _offset_bounds(offsets if offsets.ndim == 1 else offsets.reshape(-1), idx.size, B)
+    return _bag_function_for(spec, offsets is None)(weight, per_sample_weights, idx, off, prevmax)[0]
 
 
 def embedding(weight, indices, spec: EmbSpec):
@@ -280,12 +321,39 @@ def embedding(weight, indices, spec: EmbSpec):
         >>> emulator.reset()
     """
     _assert_supported(unsupported_embedding(weight, indices, spec))
+    return checked_embedding(weight, indices, spec)
+
+
+def checked_embedding(weight, indices, spec: EmbSpec):
+    """:func:`embedding` for a call :func:`unsupported_embedding` has already accepted.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag import emulator
+        >>> emulator.enable()
+        >>> checked_embedding(mx.eye(2), mx.array([1]), EmbSpec(None, None, 2.0, False, False)).tolist()
+        [[0.0, 1.0]]
+        >>> emulator.reset()
+    """
     D = weight.shape[1]
     n = indices.size
     if n == 0:
         return mx.zeros((*indices.shape, D), dtype=weight.dtype)
-    idx = _index_array(indices.reshape(-1))
-    off = mx.arange(n, dtype=mx.int64)
+    idx = _index_array(indices if indices.ndim == 1 else indices.reshape(-1))
+    off = _positions(n)
+    out = _embedding_function(spec)(weight, None, idx, off, off)[0]
+    return out if indices.ndim == 1 else out.reshape(*indices.shape, D)
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(n: int):
+    """``arange(n)`` as int64: the offsets (and largest earlier offsets) of n bags of one."""
+    return mx.array(np.arange(n, dtype=np.int64))
+
+
+@functools.lru_cache(maxsize=256)
+def _embedding_function(spec: EmbSpec):
+    """The bag function of ``embedding``: every position a "sum" bag of one."""
     as_bags = BagSpec(
         "sum",
         0,
@@ -297,8 +365,7 @@ def embedding(weight, indices, spec: EmbSpec):
         spec.scale_grad_by_freq,
         spec.deterministic,
     )
-    out = _bag_function(as_bags, False, True)(weight, None, idx, off, off)[0]
-    return out.reshape(*indices.shape, D)
+    return _bag_function(as_bags, False, True)
 
 
 def run_sums(keys, values, coef=None):

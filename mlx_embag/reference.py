@@ -24,9 +24,12 @@ Example:
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import mlx.core as mx
+import numpy as np
 
+from ._bag_forward import gather_indices, grid_reduce, segment_max, segment_sum, segments
 from ._layout import Layout, checked_indices, renorm_scale, row_counts
 from ._scatter import run_sums, scatter_add_axis, scatter_rows
 from ._spec import BagSpec, EmbSpec
@@ -212,16 +215,60 @@ def _max_backward(rows, out, cot, lay: Layout):
     return scatter_add_axis(row, cot, V)
 
 
+_NO_ROWS = mx.array(np.zeros((0,), dtype=np.float32))  # a constant: the forward builds none per call
+
+
+@functools.lru_cache(maxsize=1024)
+def _sized(spec: BagSpec, num_bags: int) -> BagSpec:
+    return replace(spec, num_bags=num_bags)
+
+
+def _forward(spec: BagSpec, num_embeddings, weight, indices, psw, offsets):
+    """``(out, rows)`` of one call: the poisoned (B, D) result in float32 and the
+    gathered float32 rows. Without ``padding_idx`` it takes the lean ops of
+    ``_bag_forward``; with it, the :class:`~._layout.Layout` route."""
+    B = spec.num_bags
+    if spec.padding_idx is None:
+        ok, safe = gather_indices(indices, num_embeddings)
+        rows = _gather_rows(weight, safe, spec.max_norm, spec.norm_type)
+        coef = None if psw is None else psw.astype(weight.dtype).astype(_F32)
+        if offsets is None:
+            out, valid = grid_reduce(rows, ok, coef, B, spec.bag_size, spec.mode)
+        else:
+            segs, valid = segments(offsets, spec.include_last_offset, B, indices.size)
+            if spec.mode == "max":
+                out = segment_max(rows, ok, segs, indices.size)
+            else:
+                out = segment_sum(rows, ok, coef, segs, B, spec.mode == "mean")
+        return mx.where(valid, out, _NAN), rows
+    lay = Layout(indices, offsets, spec, num_embeddings)
+    rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
+    if spec.mode == "max":
+        out = _max_forward(rows, lay)
+    else:
+        out = _sum_forward(rows, lay, psw, weight.dtype)
+    return mx.where(lay.bag_valid[:, None], out, _NAN), rows
+
+
 @functools.lru_cache(maxsize=None)
 def _bag_function(spec: BagSpec, num_embeddings: int, has_psw: bool):
     """The custom function of one static configuration: ``bag(weight, indices, [psw], [offsets])``.
 
     Only arrays are passed (see ``_transforms``): ``psw`` when ``has_psw``,
-    ``offsets`` for 1-D input (``spec.bag_size is None``).
+    ``offsets`` for 1-D input (``spec.bag_size is None``). ``spec.num_bags`` is
+    0 unless it cannot be read from the arrays (2-D input with ``L == 0``): one
+    function serves every batch size (:func:`_shapeless`).
     """
     has_offsets = spec.bag_size is None
 
-    def layout(indices, extra):
+    def sized(indices, extra):
+        if spec.num_bags:
+            return spec
+        if has_offsets:
+            return _sized(spec, extra[-1].size - spec.include_last_offset)
+        return _sized(spec, indices.size // spec.bag_size)
+
+    def layout(spec, indices, extra):
         return Layout(indices, extra[-1] if has_offsets else None, spec, num_embeddings)
 
     @mx.custom_function
@@ -230,24 +277,20 @@ def _bag_function(spec: BagSpec, num_embeddings: int, has_psw: bool):
         # is the gradient, and mx.jvp must reach the rule that refuses it.
         weight = mx.stop_gradient(weight)
         psw = mx.stop_gradient(extra[0]) if has_psw else None
-        lay = layout(indices, extra)
-        rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
-        if spec.mode == "max":
-            out = _max_forward(rows, lay)
-        else:
-            out = _sum_forward(rows, lay, psw, weight.dtype)
-        out = mx.where(lay.bag_valid[:, None], out, _NAN).astype(weight.dtype)
+        offsets = extra[-1] if has_offsets else None
+        out, rows = _forward(sized(indices, extra), num_embeddings, weight, indices, psw, offsets)
         # The max and per-sample-weight gradients need the gathered rows again:
         # hand them to the VJP rather than gathering twice.
         keep = spec.mode == "max" or psw is not None
-        return out, rows if keep else mx.zeros((0,), dtype=_F32)
+        return out.astype(weight.dtype), rows if keep else _NO_ROWS
 
     @bag.vjp
     def bag_vjp(primals, cotangents, outputs):
         weight, indices, *extra = primals
         psw = extra[0] if has_psw else None
         (out, rows), cot = outputs, cotangents[0].astype(_F32)
-        lay = layout(indices, extra)
+        spec_ = sized(indices, extra)
+        lay = layout(spec_, indices, extra)
         d_psw = None
 
         def grads(dw, d_psw):
@@ -307,9 +350,16 @@ def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
     d = weight.shape[1]
     if spec.num_bags == 0:
         return mx.zeros((0, d), dtype=weight.dtype)
-    fn = _bag_function(spec, weight.shape[0], per_sample_weights is not None)
+    fn = _bag_function(_shapeless(spec), weight.shape[0], per_sample_weights is not None)
     extra = [x for x in (per_sample_weights, offsets) if x is not None]
     return fn(weight, indices, *extra)[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def _shapeless(spec: BagSpec) -> BagSpec:
+    """``spec`` with ``num_bags = 0`` where the arrays carry it (the offsets' length,
+    or N / L for 2-D input), so that a new batch size builds no new custom function."""
+    return spec if spec.bag_size == 0 else replace(spec, num_bags=0)
 
 
 # --------------------------------------------------------------------- embedding

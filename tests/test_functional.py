@@ -92,13 +92,14 @@ def _metal_matches_reference(deterministic):
 
 @pytest.mark.parametrize("op", ["embedding_bag", "embedding"])
 def test_dispatch_runs_the_resolved_backend(op, monkeypatch):
-    """An explicit backend reaches exactly that module's function, with the checked arguments."""
+    """An explicit backend reaches exactly that module's function, with the checked arguments
+    (on the Metal path its ``checked_`` form: the dispatch has asked ``unsupported_*`` already)."""
     from mlx_embag import metal_ops, reference
 
     calls = []
-    for name, module in (("reference", reference), ("metal", metal_ops)):
-        real = getattr(module, op)
-        monkeypatch.setattr(module, op, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
+    for name, module, fn in (("reference", reference, op), ("metal", metal_ops, "checked_" + op)):
+        real = getattr(module, fn)
+        monkeypatch.setattr(module, fn, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
     x, w = mx.array([[0, 1], [2, 0]]), mx.ones((3, 2))
     getattr(meb, op)(x, w, backend="reference")
     assert calls == ["reference"]

@@ -19,11 +19,13 @@ from mlx_embag._spec import MODES
 
 from .contenders import BACKENDS, available_backends
 from .hardware import chip_bandwidth_gbs, device_name
-from .report import format_checks, format_table, plot, pyplot, write_json
+from .host import HOST_BACKENDS, host_costs
+from .report import format_checks, format_host, format_table, plot, pyplot, write_json
+from .results import HostCost
 from .runner import run_case
-from .targets import check_targets
+from .targets import check_host, check_targets
 from .timing import MIN_RUNS
-from .workloads import LAYOUTS, PASSES, Case
+from .workloads import LAYOUTS, PASSES, Case, make_inputs
 
 
 def _int_list(text):
@@ -256,13 +258,23 @@ def main(argv=None) -> int:
     # Progress goes to stderr, so stdout holds only the report.
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
-    results, skipped = [], []
+    results, skipped, host = [], [], []
+    # The host cost needs no GPU (the Metal path runs on stub kernels), so it is measured
+    # for "metal" whenever it was asked for, available here or not.
+    host_backends = [b for b in HOST_BACKENDS if b in args.backends]
+    if host_backends and "take" not in host_backends:
+        host_backends.append("take")
     for V, D in shapes:
         for L in bag_sizes:
             for layout in args.layouts:
                 for mode in args.modes:
                     case = Case(V, D, batch, L, layout, mode, args.dtype)
                     log(f"V={V} D={D} B={batch} L={L} {layout} {mode}")
+                    if "fwd" in args.passes and set(host_backends) - {"take"}:
+                        inp = make_inputs(case, args.seed)
+                        costs = host_costs(case, inp, host_backends)
+                        host += [HostCost(case, b, us) for b, us in costs.items()]
+                        del inp
                     results += run_case(
                         case,
                         backends,
@@ -275,9 +287,11 @@ def main(argv=None) -> int:
                         log=log,
                         skipped=skipped,
                     )
-    checks = check_targets(results)
+    checks = check_targets(results) + check_host(host)
     print()
     print(format_table(results, backends, bandwidth))
+    print(format_host(host))
+    print()
     print(format_checks(checks))
     if skipped:
         print(f"{len(skipped)} measurements could not run (details in stderr and --json):")
@@ -299,7 +313,7 @@ def main(argv=None) -> int:
             "compiled": args.compile,
             "skipped": skipped,
         }
-        write_json(args.json, meta, results, checks)
+        write_json(args.json, meta, results, checks, host)
         print(f"wrote {args.json}")
     if args.plot:
         plot(results, args.plot)

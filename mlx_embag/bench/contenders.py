@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -26,42 +24,108 @@ import mlx_embag as meb
 
 from .workloads import Case, Inputs
 
-BACKENDS = ("reference", "metal", "naive", "take", "torch", "mps")
+BACKENDS = ("reference", "metal", "naive", "take", "segmm", "ref2d", "torch", "mps")
 # The backends run by MLX: their peak memory is tracked and mx.compile applies.
-MLX_BACKENDS = ("reference", "metal", "naive", "take")
+MLX_BACKENDS = ("reference", "metal", "naive", "take", "segmm", "ref2d")
 
 
-def _mlx_pair(f, inp: Inputs, compile=False):
-    w, cot = inp.weight, inp.cot
+def _mlx_pair(f, inp: Inputs, compile=False, cot=None):
+    """``(fwd, fwd_bwd)`` of ``f(w, i)``, where ``i`` counts the calls.
 
-    def both(w_, cot_):
-        out, (dw,) = mx.vjp(f, [w_], [cot_])
+    Eager, 1-D contenders use ``i`` to take the next draw of bag lengths, so N
+    changes between calls as in training; compiled, the graph is traced once,
+    so ``i`` stays 0. ``cot(i)`` is the cotangent of call ``i`` (default: the case's).
+    """
+    w = inp.weight
+    cot = cot or (lambda i: inp.cot)
+    calls = [0]
+
+    def both(w_, cot_, i=0):
+        out, (dw,) = mx.vjp(lambda x: f(x, i), [w_], [cot_])
         return out, dw
 
     # Compiled, the graph is traced once: what remains is the arithmetic, without
     # the per-call Python and graph-building cost that eager calls pay.
-    fwd_fn, both_fn = (mx.compile(f), mx.compile(both)) if compile else (f, both)
+    if compile:
+        fwd_c, both_c = mx.compile(lambda w_: f(w_, 0)), mx.compile(both)
+        return (lambda: mx.eval(fwd_c(w))), (lambda: mx.eval(*both_c(w, cot(0))))
 
     def fwd():
-        mx.eval(fwd_fn(w))
+        calls[0] += 1
+        mx.eval(f(w, calls[0]))
 
     def fwd_bwd():
-        mx.eval(*both_fn(w, cot))
+        calls[0] += 1
+        mx.eval(*both(w, cot(calls[0]), calls[0]))
 
     return fwd, fwd_bwd
 
 
+def _pick(inp: Inputs, i):
+    return inp.variants[i % len(inp.variants)] if inp.variants else (inp.flat, inp.offsets)
+
+
+def call_of(backend, case: Case, inp: Inputs):
+    """``f(w, i)``: the library's forward on call ``i``'s inputs (the i-th draw, for 1-D).
+
+    Example:
+        >>> from mlx_embag.bench.workloads import make_inputs
+        >>> case = Case(V=10, D=4, B=2, L=3, layout="1d", mode="sum")
+        >>> inp = make_inputs(case)
+        >>> call_of("reference", case, inp)(inp.weight, 1).shape
+        (2, 4)
+    """
+    if case.layout == "2d":
+        return lambda w, i: meb.embedding_bag(inp.idx2d, w, mode=case.mode, backend=backend)
+
+    def f(w, i):
+        flat, off = _pick(inp, i)
+        return meb.embedding_bag(flat, w, off, mode=case.mode, backend=backend)
+
+    return f
+
+
 def _library(backend):
     def make(case: Case, inp: Inputs, compile=False):
-        if case.layout == "2d":
-            f = lambda w: meb.embedding_bag(inp.idx2d, w, mode=case.mode, backend=backend)  # noqa: E731
-        else:
-            f = lambda w: meb.embedding_bag(  # noqa: E731
-                inp.flat, w, inp.offsets, mode=case.mode, backend=backend
-            )
-        return _mlx_pair(f, inp, compile)
+        return _mlx_pair(call_of(backend, case, inp), inp, compile)
 
     return make
+
+
+def _grid_reference(case: Case, inp: Inputs, compile=False):
+    """1-D cases: the reference path on a (B, L) input of the same table, B and L (the
+    layout whose time 1-D max answers to)."""
+    if case.layout != "1d":
+        return None
+    f = lambda w, i: meb.embedding_bag(inp.grid, w, mode=case.mode, backend="reference")  # noqa: E731
+    return _mlx_pair(f, inp, compile)
+
+
+def segmented_floor(w, flat, offsets, mode):
+    """MLX's own floor for variable-length bags: a gather, then ``mx.segmented_mm``
+    (no poison rule, no padding row); ``mean`` divides by the bag lengths.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> w = mx.arange(8, dtype=mx.float32).reshape(4, 2)
+        >>> segmented_floor(w, mx.array([0, 1, 3]), mx.array([0, 2]), "sum").tolist()
+        [[2.0, 4.0], [6.0, 7.0]]
+    """
+    n = flat.size
+    ends = mx.concatenate([offsets[1:], mx.array([n], dtype=offsets.dtype)])
+    segs = mx.stack([offsets, ends], axis=1).astype(mx.uint32)
+    rows = mx.take(w, flat, axis=0)
+    out = mx.segmented_mm(mx.ones((1, n), dtype=w.dtype), rows, segs).reshape(offsets.size, -1)
+    if mode == "mean":
+        out = out / mx.maximum(ends - offsets, 1)[:, None].astype(w.dtype)
+    return out
+
+
+def _segmented(case: Case, inp: Inputs, compile=False):
+    """1-D sum/mean: :func:`segmented_floor`, the floor the reference path answers to."""
+    if case.layout != "1d" or case.mode == "max":
+        return None
+    return _mlx_pair(lambda w, i: segmented_floor(w, *_pick(inp, i), case.mode), inp, compile)
 
 
 def _naive(case: Case, inp: Inputs, compile=False):
@@ -71,7 +135,7 @@ def _naive(case: Case, inp: Inputs, compile=False):
     emb = nn.Embedding(case.V, case.D)  # its random init is lazy and never evaluated
     reduce = {"sum": mx.sum, "mean": mx.mean, "max": mx.max}[case.mode]
 
-    def f(w):
+    def f(w, i):
         emb.weight = w
         return reduce(emb(inp.idx2d), axis=1)
 
@@ -80,22 +144,23 @@ def _naive(case: Case, inp: Inputs, compile=False):
 
 def _take(case: Case, inp: Inputs, compile=False):
     """The same rows gathered, not reduced: ``(N, D)`` out, scatter-add back."""
-    return _mlx_pair(lambda w: mx.take(w, inp.flat, axis=0), _with_cot(inp), compile)
+    pairs = inp.variants or ((inp.flat, inp.offsets),)
+    cots = [_position_cot(inp, flat, off) for flat, off in pairs]
+    f = lambda w, i: mx.take(w, _pick(inp, i)[0], axis=0)  # noqa: E731
+    return _mlx_pair(f, inp, compile, cot=lambda i: cots[i % len(cots)])
 
 
-def _with_cot(inp: Inputs):
+def _position_cot(inp: Inputs, flat, offsets):
     # The take's output is (N, D): its cotangent is the bag's cotangent per position.
-    owner = np.repeat(np.arange(inp.cot.shape[0]), np.diff(np.append(_offsets_of(inp), inp.N)))
+    if offsets is None:
+        B, L = inp.idx2d.shape
+        starts = np.arange(B) * L
+    else:
+        starts = np.array(offsets)
+    owner = np.repeat(np.arange(inp.cot.shape[0]), np.diff(np.append(starts, flat.size)))
     cot = mx.take(inp.cot, mx.array(owner.astype(np.int32)), axis=0)
     mx.eval(cot)
-    return dataclasses.replace(inp, cot=cot)
-
-
-def _offsets_of(inp: Inputs):
-    if inp.np_offsets is not None:
-        return inp.np_offsets
-    B, L = inp.idx2d.shape
-    return np.arange(B) * L
+    return cot
 
 
 def _torch_on(device):
@@ -136,6 +201,8 @@ CONTENDERS = {
     "metal": _library("metal"),
     "naive": _naive,
     "take": _take,
+    "segmm": _segmented,
+    "ref2d": _grid_reference,
     "torch": _torch_on("cpu"),
     "mps": _torch_on("mps"),
 }

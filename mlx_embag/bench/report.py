@@ -14,12 +14,14 @@ from typing import Iterable, List, Optional
 from mlx_embag._spec import MODES
 
 from .contenders import BACKENDS
-from .results import Check, Result
+from .results import Check, HostCost, Result
 from .workloads import LAYOUTS, PASSES
 
 # Time ratios printed beside the table (numerator, denominator, column title).
 RATIOS = (
     ("reference", "take", "ref/take"),
+    ("reference", "segmm", "ref/segmm"),
+    ("reference", "ref2d", "ref/ref2d"),
     ("reference", "naive", "ref/naive"),
     ("reference", "torch", "ref/torch"),
     ("reference", "metal", "ref/metal"),
@@ -134,7 +136,38 @@ def format_checks(checks: List[Check]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, meta: dict, results: Iterable[Result], checks: Iterable[Check]):
+def format_host(costs: List[HostCost]) -> str:
+    """The ``host us/call`` table: per case, microseconds of graph building per forward call.
+
+    Example:
+        >>> from mlx_embag.bench.workloads import Case
+        >>> case = Case(10, 4, 2, 3, "1d", "sum")
+        >>> print(format_host([HostCost(case, "reference", 30.0), HostCost(case, "take", 2.0)]))
+        host us/call (graph building of one forward, nothing evaluated; Metal on stub kernels; best of 5 x 400)
+          V      D     B   L layout mode |   reference        take
+          10     4     2   3     1d  sum |        30.0         2.0
+    """
+    if not costs:
+        return "host us/call: not measured."
+    shown = [b for b in ("reference", "metal", "take") if any(h.backend == b for h in costs)]
+    rows = {}
+    for h in costs:
+        rows.setdefault(h.case, {})[h.backend] = h.host_us
+    lines = [
+        "host us/call (graph building of one forward, nothing evaluated; Metal on stub kernels; best of 5 x 400)",
+        f"{'V':>3} {'D':>6} {'B':>5} {'L':>3} {'layout':>6} {'mode':>4} |"
+        + "".join(f"{b:>12}" for b in shown),
+    ]
+    for case, by in rows.items():
+        line = f"{case.V:>4} {case.D:>5} {case.B:>5} {case.L:>3} {case.layout:>6} {case.mode:>4} |"
+        line += "".join(f"{by[b]:>12.1f}" if b in by else f"{'-':>12}" for b in shown)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_json(
+    path: str, meta: dict, results: Iterable[Result], checks: Iterable[Check], host: Iterable[HostCost] = ()
+):
     """Write ``meta``, every result and every check to ``path`` as JSON.
 
     Example:
@@ -142,13 +175,14 @@ def write_json(path: str, meta: dict, results: Iterable[Result], checks: Iterabl
         >>> path = os.path.join(tempfile.mkdtemp(), "b.json")
         >>> write_json(path, {"repeat": 20}, [], [])
         >>> json.load(open(path))
-        {'meta': {'repeat': 20}, 'results': [], 'targets': []}
+        {'meta': {'repeat': 20}, 'results': [], 'host': [], 'targets': []}
     """
     with open(path, "w") as fh:
         json.dump(
             {
                 "meta": meta,
                 "results": [r.to_dict() for r in results],
+                "host": [h.to_dict() for h in host],
                 "targets": [c.to_dict() for c in checks],
             },
             fh,
@@ -195,7 +229,17 @@ def plot(results: List[Result], path: str):
     rows = [(s, p) for s in shapes for p in passes]
     height = 3.2 * len(rows) + 0.7  # 0.7 inch on top for the legend
     fig, axes = plt.subplots(len(rows), len(modes), squeeze=False, figsize=(4.2 * len(modes), height))
-    colors = dict(zip(BACKENDS, ("tab:blue", "tab:red", "tab:orange", "tab:gray", "tab:green", "tab:purple")))
+    palette = (
+        "tab:blue",
+        "tab:red",
+        "tab:orange",
+        "tab:gray",
+        "tab:brown",
+        "tab:olive",
+        "tab:green",
+        "tab:purple",
+    )
+    colors = dict(zip(BACKENDS, palette))
     series = {}
     for r in results:
         key = (_table_of(r), r.pass_, r.case.mode, r.backend, r.case.layout)

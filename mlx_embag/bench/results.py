@@ -163,3 +163,22 @@ def index(results: Iterable[Result]) -> Dict[Tuple[Case, str, str], Result]:
         True
     """
     return {r.key: r for r in results}
+
+
+@dataclasses.dataclass(frozen=True)
+class HostCost:
+    """Microseconds of host time per forward call of ``backend`` on ``case`` (see :mod:`~.host`).
+
+    Example:
+        >>> h = HostCost(Case(10, 4, 2, 3, "1d", "sum"), "reference", 31.5)
+        >>> h.to_dict()["host_us"], h.to_dict()["layout"]
+        (31.5, '1d')
+    """
+
+    case: Case
+    backend: str
+    host_us: float
+
+    def to_dict(self) -> dict:
+        """Flat JSON form, laid out like :meth:`Result.to_dict`."""
+        return _to_flat_dict(self)

@@ -1,6 +1,10 @@
 """The project's performance targets, as a table, and their check against measured results.
 
-* reference forward, sum/mean: time <= 1.3x bare ``take`` for L >= 16, <= 2x below;
+* reference forward, 2-D sum/mean: time <= 1.3x bare ``take`` for L >= 16, <= 2x below;
+* reference forward, 1-D sum/mean: time <= 1.15x MLX's floor (``segmm``: a gather, then
+  ``mx.segmented_mm``) for L >= 16, <= 1.5x below; 1-D max <= 1.5x 2-D max (``ref2d``);
+* host time per forward call (:mod:`~.host`): <= 20 us on the Metal path, <= 40 us on
+  the reference path (:data:`HOST_TARGETS`, :func:`check_host`);
 * reference forward max and every forward+backward: time and peak memory
   <= 1.1x the naive composition;
 * metal forward >= 80 % of the bandwidth for float32 D >= 64, forward+backward
@@ -18,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Iterable, List, Optional
 
-from .results import Check, Result, index
+from .results import Check, HostCost, Result, index
 
 # (result, the other backend's result on the same case and pass, or None) -> value
 Ratio = Callable[[Result, Optional[Result]], float]
@@ -92,9 +96,29 @@ TARGETS = (
         "reference/take time <= {limit}",
         "time",
         True,
-        applies=lambda r, o: r.pass_ == "fwd" and r.case.mode in ("sum", "mean"),
+        applies=lambda r, o: r.pass_ == "fwd" and r.case.mode in ("sum", "mean") and r.case.layout == "2d",
         value=_time_ratio,
         limit=lambda r: 1.3 if r.case.L >= 16 else 2.0,
+    ),
+    Target(
+        "reference",
+        "segmm",
+        "reference/segmm time <= {limit}",
+        "time",
+        True,
+        applies=lambda r, o: r.pass_ == "fwd",
+        value=_time_ratio,
+        limit=lambda r: 1.15 if r.case.L >= 16 else 1.5,
+    ),
+    Target(
+        "reference",
+        "ref2d",
+        "reference 1d max/2d max time <= {limit}",
+        "time",
+        True,
+        applies=lambda r, o: r.pass_ == "fwd" and r.case.mode == "max",
+        value=_time_ratio,
+        limit=lambda r: 1.5,
     ),
     Target(
         "reference",
@@ -147,6 +171,28 @@ TARGETS = (
         limit=lambda r: 1.0,
     ),
 )
+
+
+# Host microseconds per forward call (graph building only, see .host), at most.
+HOST_TARGETS = {"metal": 20.0, "reference": 40.0}
+
+
+def check_host(costs: Iterable[HostCost]) -> List[Check]:
+    """The :data:`HOST_TARGETS` checks of measured host costs.
+
+    Example:
+        >>> from mlx_embag.bench.workloads import Case
+        >>> c = check_host([HostCost(Case(10, 4, 2, 3, "2d", "sum"), "metal", 25.0)])[0]
+        >>> c.target, c.ok
+        ('metal host us/call <= 20', False)
+    """
+    checks = []
+    for h in costs:
+        limit = HOST_TARGETS.get(h.backend)
+        if limit is not None:
+            label = f"{h.backend} host us/call <= {limit:g}"
+            checks.append(Check(h.case, "fwd", label, "host", h.host_us, limit, h.host_us <= limit))
+    return checks
 
 
 def check_targets(results: Iterable[Result]) -> List[Check]:

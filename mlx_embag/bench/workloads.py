@@ -18,6 +18,9 @@ import numpy as np
 PASSES = ("fwd", "fwd+bwd")
 # "2d": a (B, L) index array; "1d": flat indices with offsets, bags of varying length.
 LAYOUTS = ("2d", "1d")
+# 1-D inputs come in this many draws of the bag lengths, so N changes from one call to the
+# next, as in training (a cache or a compiled graph keyed on N would miss every call).
+VARIANTS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +62,33 @@ class Inputs:
     np_offsets: Optional[np.ndarray]
     np_weight: np.ndarray
     np_cot: np.ndarray
+    # 1-D: (flat, offsets) of every draw of the bag lengths, the first being (flat, offsets);
+    # 2-D: that pair alone.
+    variants: tuple = ()
+    grid: Optional[mx.array] = None  # 1-D: a (B, L) index array of the same table and L
 
     @property
     def N(self):
         """Number of indices over all bags."""
         return self.flat.size
+
+    def cycle(self):
+        """A function returning the next ``(flat, offsets)`` of :attr:`variants` at each call.
+
+        Example:
+            >>> inp = make_inputs(Case(V=10, D=4, B=3, L=4, layout="1d", mode="sum"))
+            >>> nxt = inp.cycle()
+            >>> [nxt()[0].size for _ in range(5)] == [v[0].size for v in inp.variants + inp.variants[:1]]
+            True
+        """
+        variants = self.variants or ((self.flat, self.offsets),)
+        state = [-1]
+
+        def nxt():
+            state[0] = (state[0] + 1) % len(variants)
+            return variants[state[0]]
+
+        return nxt
 
 
 def make_inputs(case: Case, seed: int = 0) -> Inputs:
@@ -92,9 +117,27 @@ def make_inputs(case: Case, seed: int = 0) -> Inputs:
     idx2d = flat.reshape(case.B, case.L) if case.layout == "2d" else None
     offsets = mx.array(off_np) if case.layout == "1d" else None
     cot = mx.array(cot_np).astype(dtype)
-    mx.eval(weight, flat, cot, *(a for a in (idx2d, offsets) if a is not None))
+    variants, grid = ((flat, offsets),), None
+    if case.layout == "1d":
+        for _ in range(VARIANTS - 1):
+            lens = rng.integers(1, 2 * case.L, size=case.B) if case.L > 1 else np.ones(case.B, int)
+            v_flat = rng.integers(0, case.V, size=int(lens.sum())).astype(np.int32)
+            v_off = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int32)
+            variants += ((mx.array(v_flat), mx.array(v_off)),)
+        grid = mx.array(rng.integers(0, case.V, size=(case.B, case.L)).astype(np.int32))
+    mx.eval(weight, flat, cot, *(a for a in (idx2d, offsets, grid) if a is not None), variants)
     return Inputs(
-        weight, flat, idx2d, offsets, cot, flat_np, off_np if case.layout == "1d" else None, w_np, cot_np
+        weight,
+        flat,
+        idx2d,
+        offsets,
+        cot,
+        flat_np,
+        off_np if case.layout == "1d" else None,
+        w_np,
+        cot_np,
+        variants,
+        grid,
     )
 
 
