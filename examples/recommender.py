@@ -132,16 +132,20 @@ class ClickLog:
 
 
 class DLRM(nn.Module):
-    """One EmbeddingBag per categorical feature, concatenated with dense features into an MLP."""
+    """One EmbeddingBag per categorical feature, concatenated with dense features into an MLP.
 
-    def __init__(self, args, sparse=False):
+    ``large`` builds the two large tables (history, tags): ``meb.EmbeddingBag``, or
+    ``sharded_recommender.py``'s ``ShardedEmbeddingBag`` bound to its group.
+    """
+
+    def __init__(self, args, sparse=False, large=meb.EmbeddingBag):
         super().__init__()
         d = args.dim
         # include_last_offset=True: offsets are (B+1,) and ids past the last
         # offset (our shape padding) belong to no bag.
         kw = dict(include_last_offset=True, backend=args.backend)
-        self.history = meb.EmbeddingBag(args.items, d, mode="sum", sparse=sparse, **kw)
-        self.tags = meb.EmbeddingBag(args.tags, d, mode="mean", sparse=sparse, **kw)
+        self.history = large(args.items, d, mode="sum", sparse=sparse, **kw)
+        self.tags = large(args.tags, d, mode="mean", sparse=sparse, **kw)
         self.context = meb.EmbeddingBag(args.contexts, d, mode="sum", **kw)
         self.mlp = nn.Sequential(
             nn.Linear(3 * d + DENSE, args.hidden),

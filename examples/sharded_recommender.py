@@ -24,6 +24,7 @@ group of size 1.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import mlx.core as mx
@@ -31,41 +32,10 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map
-from recommender import DENSE, SPARSE_TABLES, ClickLog, batches
+from recommender import DLRM, SPARSE_TABLES, ClickLog, batches
 from training import roc_auc
 
 import mlx_embag as meb
-
-
-class ShardedDLRM(nn.Module):
-    """``recommender.DLRM`` with the two large tables sharded over ``group``."""
-
-    def __init__(self, args, group):
-        super().__init__()
-        d = args.dim
-        kw = dict(include_last_offset=True, backend=args.backend)
-        self.history = meb.ShardedEmbeddingBag(args.items, d, mode="sum", sparse=True, group=group, **kw)
-        self.tags = meb.ShardedEmbeddingBag(args.tags, d, mode="mean", sparse=True, group=group, **kw)
-        self.context = meb.EmbeddingBag(args.contexts, d, mode="sum", **kw)
-        self.mlp = nn.Sequential(
-            nn.Linear(3 * d + DENSE, args.hidden),
-            nn.ReLU(),
-            nn.Linear(args.hidden, args.hidden // 2),
-            nn.ReLU(),
-            nn.Linear(args.hidden // 2, 1),
-        )
-
-    def __call__(self, b):
-        x = mx.concatenate(
-            [
-                self.history(b["history_ids"], b["history_offsets"], per_sample_weights=b["history_weights"]),
-                self.tags(b["tags_ids"], b["tags_offsets"]),
-                self.context(b["context_ids"], b["context_offsets"]),
-                b["dense"],
-            ],
-            axis=1,
-        )
-        return self.mlp(x).squeeze(-1)
 
 
 def replicated_synced(model, group):
@@ -117,7 +87,7 @@ def main(argv=None):
         f"{k} ranks, {local} examples per rank per step; made in {time.perf_counter() - t0:.1f} s"
     )
 
-    model = ShardedDLRM(args, group)
+    model = DLRM(args, sparse=True, large=functools.partial(meb.ShardedEmbeddingBag, group=group))
     replicated_synced(model, group)
     optimizer = optim.MultiOptimizer(
         [meb.optimizers.SparseAdam(learning_rate=args.lr), optim.Adam(learning_rate=args.lr)],
