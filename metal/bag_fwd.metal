@@ -46,9 +46,10 @@
 // "v beats m" is v > m || (isnan(v) && !isnan(m)).
 // Column k of a thread's block sits at k * TG_MAX + slot: a SIMD-group's lanes have
 // consecutive slots, hence 32 different banks (slot * 4 + k was 4-way conflicted).
-threadgroup float red_val[TG_MAX * 8];
-threadgroup int red_pos[TG_MAX * 4];
-threadgroup int red_row[TG_MAX * 4];
+// Sized by the specialisation: 13 KB in max mode (CPT = 4), 4-11 KB otherwise.
+threadgroup float red_val[TG_MAX * CPT];
+threadgroup int red_pos[TG_MAX * (MAXMODE ? CPT : 1)];
+threadgroup int red_row[TG_MAX * (MAXMODE ? CPT : 1)];
 threadgroup int red_cnt[TG_MAX];
 static_assert(CPT == 1 || CPT == 4 || (CPT == 8 && sizeof(T) == 2 && !MAXMODE), "bag_fwd: CPT is 1, 4 or 8");
 // T when it is 2 bytes (the CPT = 8 path), else a stand-in that keeps the dead path compiling.
