@@ -4,8 +4,9 @@
 // TX * TY < 32 (short bags, small D). Grid z = b * S + s: bag b, split s
 // (S = params[P_S], 1 unless a few long bags would leave the GPU idle), the s-th
 // of S contiguous chunks of the bag.
-// Thread x of it owns CPT consecutive columns (CPT = 4 with VEC, a 4-element
-// vector load, else 1); the TY threads along y split the chunk's positions
+// Thread x of it owns CPT consecutive columns (template CPT: 8 for a 2-byte table with
+// D % 8 == 0 outside max mode and splits, one 16-byte load of 8 elements; 4 for D % 4 == 0,
+// a 4-element vector load; else 1); the TY threads along y split the chunk's positions
 // (thread y takes cs+y, cs+y+TY, ...) and are combined in a fixed order through
 // threadgroup memory, sized for TG_MAX threads. With S > 1 the results are float32
 // partials (O = float) that bag_combine reduces in chunk order (the second reduction
@@ -17,15 +18,22 @@
 // Traffic per SIMD-group (32-byte sectors, summed over its memory instructions): each
 // position costs its row block (CPT * sizeof(T) per lane; a row's lanes read one
 // contiguous span, so every sector touched is fully used) and one sector for its index
-// (one more each for psw / scale), shared by the lanes of that row; once per SIMD-group,
-// the params slots (four 16-byte loads), offsets[b], offsets[b + 1], offsets[0] and
-// prevmax[b] (uniform loads, a sector each; none of these four with FLAG_FIXED). Threads with y = 0 write their CPT outputs with one vector store (VEC:
-// D is a multiple of 4, so the block is whole and 4 * sizeof(O)-aligned in MLX's 16-byte
-// aligned buffers), the arg-max rows likewise (the row is kept beside its position, so
-// indices are not read again) and meta one int per bag: each output sector written once,
-// fully. With TY > 1 the reduction stores CPT values (and positions and rows in max
-// mode) and one count per thread at word k * TG_MAX + slot and thread y = 0 reads them
-// back: 32 consecutive words per SIMD-group access, no bank conflict.
+// (one more each for psw / scale), shared by the lanes of that row (CPT = 8 halves the
+// lanes per row, so a SIMD-group spans twice the rows and bags); once per SIMD-group:
+// the 8 params slots in one instruction (lane k reads slot k % 8, two sectors; each slot
+// then comes from its lane by a SIMD shuffle; a SIMD-group of under 8 live lanes, at a
+// threadgroup cut by the grid's edge, reads them one by one), offsets[b], offsets[b + 1]
+// and offsets[0] of each of its bags in one instruction (the bag's first three lanes
+// read one each, then shuffle; a bag with fewer lanes in the SIMD-group reads what it
+// misses itself), prevmax[b] (one instruction; neither with FLAG_FIXED). All lanes are
+// active at these shuffles (kernel start, no branch taken yet). Threads with y = 0 write
+// their CPT outputs with one vector store (D is a multiple of CPT, so the block is whole
+// and CPT * sizeof(O)-aligned in MLX's 16-byte aligned buffers; CPT = 8 has O = T and
+// stores 16 bytes as 4 uints), the arg-max rows likewise (the row is kept beside its
+// position, so indices are not read again) and meta one int per bag: each output sector
+// written once, fully. With TY > 1 the reduction stores CPT values (and positions and
+// rows in max mode) and one count per thread at word k * TG_MAX + slot and thread y = 0
+// reads them back: 32 consecutive words per SIMD-group access, no bank conflict.
 //
 // Inputs: weight (V, D) T; indices (N) int32 or int64; offsets (NOFF) int64; prevmax (B)
 // int64 = max(offsets[0..b-1]); psw (N) T (FLAG_PSW); scale (N) float32 max_norm
@@ -36,25 +44,37 @@
 // Max mode ranks NaN above every number, as max/argmax do (a NaN anywhere in
 // a bag's column makes it NaN; its earliest NaN position is the arg-max):
 // "v beats m" is v > m || (isnan(v) && !isnan(m)).
-constexpr int CPT = VEC ? 4 : 1;
 // Column k of a thread's block sits at k * TG_MAX + slot: a SIMD-group's lanes have
 // consecutive slots, hence 32 different banks (slot * 4 + k was 4-way conflicted).
-threadgroup float red_val[TG_MAX * 4];
-threadgroup int red_pos[TG_MAX * 4];
-threadgroup int red_row[TG_MAX * 4];
+// Sized by the specialisation: 13 KB in max mode (CPT = 4), 4-11 KB otherwise.
+threadgroup float red_val[TG_MAX * CPT];
+threadgroup int red_pos[TG_MAX * (MAXMODE ? CPT : 1)];
+threadgroup int red_row[TG_MAX * (MAXMODE ? CPT : 1)];
 threadgroup int red_cnt[TG_MAX];
+static_assert(CPT == 1 || CPT == 4 || (CPT == 8 && sizeof(T) == 2 && !MAXMODE), "bag_fwd: CPT is 1, 4 or 8");
+// T when it is 2 bytes (the CPT = 8 path), else a stand-in that keeps the dead path compiling.
+typedef conditional_t<sizeof(T) == 2, T, half> T2;
+static_assert(P_N == 0 && P_S == 7, "bag_fwd reads the params slots 0 .. 7 in one instruction");
 
-// The params slots in four 16-byte loads (a sector per SIMD-group each) instead of seven
-// scalar ones; params is a 64-byte array of its own, so 16-byte aligned.
-static_assert(P_N == 0 && P_V == 1 && P_D == 2 && P_NOFF == 3 && P_PAD == 4 && P_FLAGS == 5 && P_B == 6 &&
-                  P_S == 7,
-              "bag_fwd reads the params slots in pairs");
-const device vec<int64_t, 2>* pairs = (const device vec<int64_t, 2>*)params;
-const vec<int64_t, 2> nv = pairs[0], dn = pairs[1], pf = pairs[2], bs = pairs[3];
-const int64_t N = nv.x, V = nv.y, D = dn.x, NOFF = dn.y;
-const int64_t pad = pf.x, flags = pf.y;
+// The SIMD-group's live lanes (fewer than 32 only in the last SIMD-group of a threadgroup
+// cut at the grid's edge); all are active here, before any branch.
+const uint lane = thread_index_in_simdgroup;
+const uint tgn = threads_per_threadgroup.x * threads_per_threadgroup.y * threads_per_threadgroup.z;
+const uint sg0 = thread_index_in_threadgroup - lane;
+const uint live = min(threads_per_simdgroup, tgn - sg0);
+// params in one instruction: lane k reads slot k % 8 (64 bytes, two sectors), then each
+// slot is taken from its lane (as two 32-bit halves); with under 8 lanes, slot by slot.
+const bool spread = live >= 8;
+const vec<uint, 2> pmine = as_type<vec<uint, 2>>(params[spread ? (lane & 7) : 0]);
+int64_t pv[8];
+for (int k = 0; k < 8; ++k) {
+  const int64_t got = as_type<int64_t>(simd_shuffle(pmine, ushort(k)));
+  pv[k] = spread ? got : params[k];
+}
+const int64_t N = pv[P_N], V = pv[P_V], D = pv[P_D], NOFF = pv[P_NOFF];
+const int64_t pad = pv[P_PAD], flags = pv[P_FLAGS];
 const uint z = thread_position_in_grid.z;
-const int64_t S = bs.y > 1 ? bs.y : 1;
+const int64_t S = pv[P_S] > 1 ? pv[P_S] : 1;
 const uint b = uint(int64_t(z) / S);
 const uint lx = thread_position_in_threadgroup.x, ly = thread_position_in_threadgroup.y;
 const uint TY = threads_per_threadgroup.y;
@@ -69,12 +89,27 @@ BagRange bag;
 bool bad = false;
 if ((flags & FLAG_FIXED) != 0) {
   // Bags of one length L (2-D input, embedding): no bounds to read or check.
-  const int64_t L = N / bs.x;
+  const int64_t L = N / pv[P_B];
   bag.start = int64_t(b) * L;
   bag.end = bag.start + L;
 } else {
-  bag = bag_bounds(offsets, N, NOFF, b);
-  bad = bag_range_poisoned(offsets, bag, prevmax[b], N);
+  // The bag's first three lanes in this SIMD-group read offsets[b], offsets[b + 1] and
+  // offsets[0] in one instruction (the others offsets[b] again) and pass them on; a bag
+  // with fewer lanes here reads what it misses itself.
+  const uint per_bag = TY * TXA, bag0 = thread_position_in_threadgroup.z * per_bag;
+  const uint first = max(bag0, sg0), role = slot - first;
+  const uint lanes = min(bag0 + per_bag, sg0 + live) - first;
+  const bool has_next = int64_t(b) + 1 < NOFF;
+  const int64_t at = role == 1 ? (has_next ? int64_t(b) + 1 : int64_t(b)) : (role == 2 ? 0 : int64_t(b));
+  const vec<uint, 2> omine = as_type<vec<uint, 2>>(offsets[at]);
+  const uint fl = first - sg0;
+  const int64_t s_start = as_type<int64_t>(simd_shuffle(omine, ushort(fl)));
+  const int64_t s_end = as_type<int64_t>(simd_shuffle(omine, ushort(min(fl + 1, live - 1))));
+  const int64_t s_zero = as_type<int64_t>(simd_shuffle(omine, ushort(min(fl + 2, live - 1))));
+  bag.start = s_start;
+  bag.end = has_next ? (lanes >= 2 ? s_end : int64_t(offsets[b + 1])) : N;
+  const int64_t first_offset = lanes >= 3 ? s_zero : int64_t(offsets[0]);
+  bad = bag_range_poisoned(first_offset, bag, prevmax[b], N);
 }
 const int64_t start = bag.start, end = bag.end;
 
@@ -103,7 +138,14 @@ if (!bad) {
     if (c0 >= D) continue;
     float v[CPT];
     const device T* src = weight + r * D + c0;
-    if (VEC) {
+    if (CPT == 8) {
+      // Eight 2-byte elements in one 16-byte load (the row start is 16-byte aligned: D % 8 == 0).
+      const vec<uint, 4> q = *(const device vec<uint, 4>*)src;
+      for (int k = 0; k < 4; ++k) {
+        v[2 * k] = float(as_type<T2>(ushort(q[k] & 0xFFFFu)));
+        v[2 * k + 1] = float(as_type<T2>(ushort(q[k] >> 16)));
+      }
+    } else if (CPT == 4) {
       const vec<T, 4> q = *(const device vec<T, 4>*)src;
       for (int k = 0; k < CPT; ++k) v[k] = float(q[k]);
     } else {
@@ -189,7 +231,14 @@ if (ly == 0) {
   const int64_t e = int64_t(z) * D + c0;
   if (c0 >= D) {
     // D = 0: the one thread along x owns no column.
-  } else if (VEC) {
+  } else if (CPT == 8) {
+    // O is T here (no split with CPT = 8): eight 2-byte results in one 16-byte store.
+    vec<uint, 4> q;
+    for (int k = 0; k < 4; ++k) {
+      q[k] = uint(as_type<ushort>(T2(res[2 * k]))) | (uint(as_type<ushort>(T2(res[2 * k + 1]))) << 16);
+    }
+    *(device vec<uint, 4>*)(out + e) = q;
+  } else if (CPT == 4) {
     *(device vec<O, 4>*)(out + e) = vec<O, 4>(res[0], res[1], res[2], res[3]);
     if (MAXMODE) *(device vec<int, 4>*)(argmax + e) = vec<int, 4>(arg[0], arg[1], arg[2], arg[3]);
   } else {

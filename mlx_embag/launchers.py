@@ -79,11 +79,12 @@ def _row_threads(D: int) -> tuple:
     return (min(pow2_at_least(D), common.TG_MAX), 1, 1)
 
 
-def bag_geometry(D: int, N: int, B: int, vector: bool = True):
+def bag_geometry(D: int, N: int, B: int, vector: bool = True, wide: bool = False):
     """``(vec, threads along x, threadgroup)`` of the bag-parallel kernels (bag_fwd, bag_bwd);
-    ``vector=False`` keeps one column per thread."""
+    ``vector=False`` keeps one column per thread, ``wide=True`` (bag_fwd's 2-byte tables with
+    D % 8 == 0) gives each thread 8 columns instead of 4."""
     vec = vector and D % 4 == 0
-    nxt = max(1, -(-D // (4 if vec else 1)))
+    nxt = max(1, -(-D // ((8 if wide else 4) if vec else 1)))
     tx = min(pow2_at_least(nxt), 64)
     # Split long bags over TY threads (at least ~8 positions each).
     ty = max(1, min(common.TG_MAX // tx, pow2_at_least(-(-N // max(B, 1)) // 8)))
@@ -138,13 +139,23 @@ def _fwd_plan(N, V, D, B, noff, pad, flags, dtype, max_mode, tuning):
     no ``params`` array: ``(S, params, template, grid, threadgroup, output shapes, dtypes)``.
     ``tuning`` holds the module's split constants, so changing them (tests do) misses.
     """
-    vec, nxt, tg = bag_geometry(D, N, B)
+    # 2-byte tables read 8 columns per thread (one 16-byte load), so a SIMD-group covers
+    # twice the row and the per-SIMD-group loads (params, bounds, index) are paid half as
+    # often; not in max mode (8 int32 arg-max rows per thread would take two half-used
+    # stores) nor with splits (8 float32 partials likewise).
+    wide = dtype.size == 2 and D % 8 == 0 and D > 0 and not max_mode
+    vec, nxt, tg = bag_geometry(D, N, B, wide=wide)
     S = splits(N, B, tg) if D else 1
+    if wide and S > 1:
+        wide = False
+        vec, nxt, tg = bag_geometry(D, N, B)
+        S = splits(N, B, tg)
+    cpt = (8 if wide else 4) if vec else 1
     out_dt = dtype if S == 1 else _F32
     # Partials stay sums: bag_combine divides by the whole bag's count.
     flags = flags & ~common.FLAG_MEAN if S > 1 else flags
     p = common.params(N=N, V=V, D=D, NOFF=noff, PAD=pad, FLAGS=flags, B=B, S=S)
-    template = (("T", dtype), ("O", out_dt), ("VEC", vec), ("MAXMODE", max_mode))
+    template = (("T", dtype), ("O", out_dt), ("CPT", cpt), ("MAXMODE", max_mode))
     shapes = ((B * S, D), (B * S, D) if max_mode else (1,), (B * S,))
     return S, p, template, (nxt, tg[1], B * S), tg, shapes, (out_dt, mx.int32, mx.int32)
 

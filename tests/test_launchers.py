@@ -133,7 +133,8 @@ def _check(call):
     params = call["inputs"][kernels.KERNELS[name][0].index("params")]
     values = dict(zip(common.PARAM_SLOTS, [0] * 8))
     values.update({k: int(params[v].item()) for k, v in common.PARAM_SLOTS.items() if v < params.size})
-    env = dict(values, CPT=4 if call["template"].get("VEC") else 1, ceil=math.ceil)
+    cpt = call["template"].get("CPT", 4 if call["template"].get("VEC") else 1)
+    env = dict(values, CPT=cpt, ceil=math.ceil)
     env["S"] = max(env["S"], 1)
     if env["WINDOW"]:
         env["W"] = math.ceil(env["M"] / env["WINDOW"])

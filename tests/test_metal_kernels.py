@@ -89,7 +89,7 @@ def test_tiny_inputs_stay_in_device_memory():
     text = _generated_source(
         "bag_fwd",
         [w, idx, small, small, mx.zeros((1,), mx.float16), mx.zeros((1,)), mx.zeros((8,), mx.int64)],
-        [("T", mx.float16), ("O", mx.float16), ("VEC", False), ("MAXMODE", True)],
+        [("T", mx.float16), ("O", mx.float16), ("CPT", 1), ("MAXMODE", True)],
         [mx.float16, mx.int32, mx.int32],
     )
     sig = _signature(text)
@@ -145,7 +145,7 @@ def test_no_stray_parameters(name):
 
 # The template arguments each kernel is built with (one specialisation of each).
 TEMPLATES = {
-    "bag_fwd": [("T", mx.float16), ("O", mx.float32), ("VEC", True), ("MAXMODE", False)],
+    "bag_fwd": [("T", mx.float16), ("O", mx.float16), ("CPT", 8), ("MAXMODE", False)],
     "bag_combine": [("T", mx.bfloat16), ("MAXMODE", True)],
     "row_scale": [("T", mx.float32)],
     "bag_bwd": [("VEC", False)],
