@@ -12,7 +12,8 @@ runs every check that reads values (``check_indices``) and the dispatch itself.
 Example:
     >>> import mlx.core as mx
     >>> from mlx_embag import _plans
-    >>> key = _plans.bag_key(mx.array([[0, 1]]), mx.ones((3, 2)), None, None, {"mode": "sum"})
+    >>> options = (None, 2.0, False, "sum", False, False, None, "reference", None, None)
+    >>> key = _plans.bag_key(mx.array([[0, 1]]), mx.ones((3, 2)), None, None, options)
     >>> _plans.put(key, "plan"); _plans.get(key)
     'plan'
     >>> _plans.clear(); _plans.get(key) is None
@@ -31,7 +32,7 @@ from . import backend as _backend
 _A = mx.array
 _LIMIT = 4096  # signatures kept; past it the cache starts afresh
 _plans = {}
-_BAG_OPTIONS = (
+BAG_OPTIONS = (  # the order of bag_key's options
     "max_norm",
     "norm_type",
     "scale_grad_by_freq",
@@ -43,6 +44,7 @@ _BAG_OPTIONS = (
     "check_indices",
     "deterministic",
 )
+_BACKEND_AT = BAG_OPTIONS.index("backend")
 _ENV_NAMES = (_settings.BACKEND, _settings.CHECK_INDICES, _settings.DETERMINISTIC)
 try:  # POSIX CPython: os.environ keeps its strings in a dict, which os.environ[...] = edits in place
     _ENV_KEYS = tuple(map(os.environ.encodekey, _ENV_NAMES))
@@ -77,11 +79,13 @@ def _array_sig(x):
 
 
 def bag_key(input, weight, offsets, per_sample_weights, options):
-    """The signature of one ``embedding_bag`` call (``options``: its keyword arguments), or None."""
+    """The signature of one ``embedding_bag`` call, or None (not planned).
+
+    ``options`` holds the call's keyword arguments in the order of :data:`BAG_OPTIONS`.
+    """
     if type(input) is not _A or type(weight) is not _A:
         return None
     try:
-        values = tuple(map(options.get, _BAG_OPTIONS))
         return (
             input.shape,
             input.dtype,
@@ -89,9 +93,9 @@ def bag_key(input, weight, offsets, per_sample_weights, options):
             weight.dtype,
             _array_sig(offsets),
             _array_sig(per_sample_weights),
-            values,
-            tuple(map(type, values)),
-            _context(options.get("backend")),
+            options,
+            tuple(map(type, options)),
+            _context(options[_BACKEND_AT]),
         )
     except TypeError:
         return None

@@ -262,7 +262,20 @@ def embedding_bag(
         [[2.0, 4.0], [6.0, 7.0]]
     """
     args = locals()
-    key = _plans.bag_key(input, weight, offsets, per_sample_weights, args)
+    # The options in the order of _plans.BAG_OPTIONS.
+    options = (
+        max_norm,
+        norm_type,
+        scale_grad_by_freq,
+        mode,
+        sparse,
+        include_last_offset,
+        padding_idx,
+        backend,
+        check_indices,
+        deterministic,
+    )
+    key = _plans.bag_key(input, weight, offsets, per_sample_weights, options)
     plan = _plans.get(key)
     if plan is not None:
         return plan(input, weight, offsets, per_sample_weights)
