@@ -304,12 +304,14 @@ def _bag_plan(args, normalised):
     )
     if name == "metal":
         metal_fn = _metal_ops().checked_embedding_bag
-        if auto:
-            run = lambda *a: _fallback.run("embedding_bag", metal_fn, reference.embedding_bag, a)  # noqa: E731
+        if not auto:
+            run = _metal_ops().bag_runner(spec, two_d, flat.dtype)
         else:
-            run = metal_fn
+            run = lambda *a: _fallback.run(  # noqa: E731
+                "embedding_bag", metal_fn, reference.embedding_bag, (*a, spec)
+            )
     else:
-        run = reference.embedding_bag
+        run = reference.bag_runner(spec, weight.shape[0], psw is not None)
 
     def plan(input, weight, offsets, psw):
         if sparse:
@@ -323,7 +325,6 @@ def _bag_plan(args, normalised):
             input.reshape(-1) if two_d else input,
             offsets,
             None if psw is None else psw.reshape(-1),
-            spec,
         )
 
     return plan

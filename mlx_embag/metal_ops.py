@@ -310,6 +310,42 @@ def checked_embedding_bag(weight, indices, offsets, per_sample_weights, spec: Ba
     return _bag_function_for(spec, offsets is None)(weight, per_sample_weights, idx, off, prevmax)[0]
 
 
+def bag_runner(spec: BagSpec, two_d: bool, index_dtype):
+    """:func:`checked_embedding_bag` for one call signature, with what it decides from the
+    signature alone done once: ``run(weight, flat indices, offsets, psw)``. The call plans of
+    the functional layer use it for a signature :func:`unsupported_bag` has accepted.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag import emulator
+        >>> emulator.enable()
+        >>> run = bag_runner(BagSpec("sum", 2, 2, False, None, None, 2.0, False, False), True, mx.int32)
+        >>> run(mx.eye(3), mx.array([0, 1, 2, 2]), None, None).tolist()
+        [[1.0, 1.0, 0.0], [0.0, 0.0, 2.0]]
+        >>> emulator.reset()
+    """
+    B = spec.num_bags
+    if B == 0:
+        return lambda weight, indices, offsets, psw: checked_embedding_bag(
+            weight, indices, offsets, psw, spec
+        )
+    fn = _bag_function_for(spec, two_d)
+    cast = index_dtype not in (mx.int32, mx.int64)
+    if two_d:
+        off, prevmax = _grid_bounds(B, spec.bag_size)
+
+        def run(weight, indices, offsets, psw):
+            return fn(weight, psw, indices.astype(mx.int64) if cast else indices, off, prevmax)[0]
+
+        return run
+
+    def run(weight, indices, offsets, psw):
+        idx = indices.astype(mx.int64) if cast else indices
+        return fn(weight, psw, idx, *_offset_bounds(offsets, idx.size, B))[0]
+
+    return run
+
+
 def embedding(weight, indices, spec: EmbSpec):
     """Metal ``embedding`` on a normalised call: ``indices.shape + (D,)``.
 

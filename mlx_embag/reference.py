@@ -218,9 +218,7 @@ def _max_backward(rows, out, cot, lay: Layout):
 _NO_ROWS = mx.array(np.zeros((0,), dtype=np.float32))  # a constant: the forward builds none per call
 
 
-@functools.lru_cache(maxsize=1024)
-def _sized(spec: BagSpec, num_bags: int) -> BagSpec:
-    return replace(spec, num_bags=num_bags)
+_sized = functools.lru_cache(maxsize=1024)(lambda spec, num_bags: replace(spec, num_bags=num_bags))
 
 
 def _forward(spec: BagSpec, num_embeddings, weight, indices, psw, offsets):
@@ -353,6 +351,21 @@ def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
     fn = _bag_function(_shapeless(spec), weight.shape[0], per_sample_weights is not None)
     extra = [x for x in (per_sample_weights, offsets) if x is not None]
     return fn(weight, indices, *extra)[0]
+
+
+def bag_runner(spec: BagSpec, num_embeddings: int, has_psw: bool):
+    """:func:`embedding_bag` of one call signature, its custom function looked up once:
+    ``run(weight, indices, offsets, per_sample_weights)`` (for the functional layer's plans).
+        >>> run = bag_runner(BagSpec("sum", 1, None, False, None, None, 2.0, False, False), 2, False)
+        >>> run(mx.eye(2), mx.array([0, 1]), mx.array([0]), None).tolist()
+        [[1.0, 1.0]]
+    """
+    if spec.num_bags == 0:
+        return lambda w, i, o, p: embedding_bag(w, i, o, p, spec)
+    fn = _bag_function(_shapeless(spec), num_embeddings, has_psw)
+    if spec.bag_size is None:  # 1-D input: the offsets come last
+        return (lambda w, i, o, p: fn(w, i, p, o)[0]) if has_psw else (lambda w, i, o, p: fn(w, i, o)[0])
+    return (lambda w, i, o, p: fn(w, i, p)[0]) if has_psw else (lambda w, i, o, p: fn(w, i)[0])
 
 
 @functools.lru_cache(maxsize=1024)
