@@ -29,7 +29,7 @@ from dataclasses import replace
 import mlx.core as mx
 import numpy as np
 
-from ._bag_forward import gather_indices, grid_reduce, segment_max, segment_sum, segments
+from ._bag_forward import NAN32, gather_indices, grid_reduce, segment_max, segment_sum, segments
 from ._layout import Layout, checked_indices, renorm_scale, row_counts
 from ._scatter import run_sums, scatter_add_axis, scatter_rows
 from ._spec import BagSpec, EmbSpec
@@ -238,7 +238,7 @@ def _forward(spec: BagSpec, num_embeddings, weight, indices, psw, offsets):
                 out = segment_max(rows, ok, segs, indices.size)
             else:
                 out = segment_sum(rows, ok, coef, segs, B, spec.mode == "mean")
-        return mx.where(valid, out, _NAN), rows
+        return mx.where(valid, out, NAN32), rows
     lay = Layout(indices, offsets, spec, num_embeddings)
     rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
     if spec.mode == "max":
