@@ -82,17 +82,25 @@ def bag_key(input, weight, offsets, per_sample_weights, options):
     """The signature of one ``embedding_bag`` call, or None (not planned).
 
     ``options`` holds the call's keyword arguments in the order of :data:`BAG_OPTIONS`.
+    A 1-D input's length is not part of it (no check reads it, and training changes it on
+    every batch); ``per_sample_weights`` enters by dtype and whether it has ``input``'s shape.
     """
     if type(input) is not _A or type(weight) is not _A:
         return None
+    shape = input.shape
     try:
+        psw = per_sample_weights
+        if psw is not None:
+            if type(psw) is not _A:
+                return None
+            psw = (psw.dtype, psw.shape == shape)
         return (
-            input.shape,
+            "1d" if len(shape) == 1 else shape,
             input.dtype,
             weight.shape,
             weight.dtype,
             _array_sig(offsets),
-            _array_sig(per_sample_weights),
+            psw,
             options,
             tuple(map(type, options)),
             _context(options[_BACKEND_AT]),

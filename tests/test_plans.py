@@ -141,3 +141,24 @@ def test_plan_gives_the_full_paths_values():
                         _plans.clear()
                         np.testing.assert_array_equal(got, np.array(EB(*args, **kw)))
                         _plans._plans.update(saved)
+
+
+@pytest.mark.parametrize("backend", ["reference", "metal", "auto"])
+def test_one_plan_serves_every_1d_length(backend):
+    rng = np.random.default_rng(1)
+    w = mx.array(rng.standard_normal((20, 4)).astype(np.float32))
+    with emulated():
+        for n in (5, 9, 1, 13, 0):
+            x = mx.array(rng.integers(0, 20, n))
+            off = mx.array([0, min(2, n), n])
+            psw = mx.array(rng.standard_normal(n).astype(np.float32))
+            got = np.array(EB(x, w, off, mode="sum", per_sample_weights=psw, backend=backend))
+            assert len(_plans._plans) == 1
+            saved = dict(_plans._plans)
+            _plans.clear()
+            np.testing.assert_array_equal(
+                got, np.array(EB(x, w, off, mode="sum", per_sample_weights=psw, backend=backend))
+            )
+            _plans._plans.update(saved)
+        with pytest.raises(ValueError, match="per_sample_weights"):
+            EB(x, w, off, mode="sum", per_sample_weights=mx.ones(n + 1), backend=backend)
