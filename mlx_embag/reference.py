@@ -27,7 +27,6 @@ import functools
 from dataclasses import replace
 
 import mlx.core as mx
-import numpy as np
 
 from ._bag_forward import NAN32, gather_indices, grid_reduce, segment_max, segment_sum, segments
 from ._layout import Layout, checked_indices, renorm_scale, row_counts
@@ -215,9 +214,6 @@ def _max_backward(rows, out, cot, lay: Layout):
     return scatter_add_axis(row, cot, V)
 
 
-_NO_ROWS = mx.array(np.zeros((0,), dtype=np.float32))  # a constant: the forward builds none per call
-
-
 _sized = functools.lru_cache(maxsize=1024)(lambda spec, num_bags: replace(spec, num_bags=num_bags))
 
 
@@ -258,6 +254,7 @@ def _bag_function(spec: BagSpec, num_embeddings: int, has_psw: bool):
     function serves every batch size (:func:`_shapeless`).
     """
     has_offsets = spec.bag_size is None
+    keep_rows = spec.mode == "max" or has_psw
 
     def sized(indices, extra):
         if spec.num_bags:
@@ -277,16 +274,16 @@ def _bag_function(spec: BagSpec, num_embeddings: int, has_psw: bool):
         psw = mx.stop_gradient(extra[0]) if has_psw else None
         offsets = extra[-1] if has_offsets else None
         out, rows = _forward(sized(indices, extra), num_embeddings, weight, indices, psw, offsets)
-        # The max and per-sample-weight gradients need the gathered rows again:
-        # hand them to the VJP rather than gathering twice.
-        keep = spec.mode == "max" or psw is not None
-        return out.astype(weight.dtype), rows if keep else _NO_ROWS
+        # The max and per-sample-weight gradients need the gathered rows again: hand them
+        # to the VJP rather than gathering twice (no other output: each costs host time).
+        return (out.astype(weight.dtype), rows) if keep_rows else (out.astype(weight.dtype),)
 
     @bag.vjp
     def bag_vjp(primals, cotangents, outputs):
         weight, indices, *extra = primals
         psw = extra[0] if has_psw else None
-        (out, rows), cot = outputs, cotangents[0].astype(_F32)
+        out, rows = outputs[0], outputs[1] if keep_rows else None
+        cot = cotangents[0].astype(_F32)
         spec_ = sized(indices, extra)
         lay = layout(spec_, indices, extra)
         d_psw = None
