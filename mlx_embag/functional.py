@@ -261,7 +261,6 @@ def embedding_bag(
         >>> meb.embedding_bag(mx.array([0, 1, 3]), w, mx.array([0, 2]), mode="sum").tolist()
         [[2.0, 4.0], [6.0, 7.0]]
     """
-    args = locals()
     # The options in the order of _plans.BAG_OPTIONS.
     options = (
         max_norm,
@@ -279,6 +278,8 @@ def embedding_bag(
     plan = _plans.get(key)
     if plan is not None:
         return plan(input, weight, offsets, per_sample_weights)
+    args = dict(zip(_plans.BAG_OPTIONS, options), input=input, weight=weight, offsets=offsets)
+    args["per_sample_weights"] = per_sample_weights
     normalised = bag_call(**args)
     out = _dispatch("embedding_bag", "unsupported_bag", backend, *normalised)
     # Only a call that went through every check without raising leaves a plan.
