@@ -43,6 +43,10 @@ _NAN = float("nan")
 _UNSIGNED = {mx.int32: mx.uint32, mx.int64: mx.uint64, mx.uint32: mx.uint32, mx.uint64: mx.uint64}
 # The count of a bag from its (start, end) pair: end - start, as one multiply-and-sum.
 _END_MINUS_START = mx.array(np.array([-1, 1], dtype=np.int64))
+# Scalars as typed constants, built once: a Python scalar in an op costs a conversion
+# (about a microsecond of host time) on every call.
+ZERO64, ONE64, BIT32 = (mx.array(v, mx.int64) for v in (0, 1, 2**32))
+ZERO32, ONE32, NAN32 = (mx.array(v, _F32) for v in (0.0, 1.0, _NAN))
 
 
 def gather_indices(indices, num_embeddings: int):
@@ -71,14 +75,14 @@ def segments(offsets, include_last_offset: bool, num_bags: int, n: int):
         ext = mx.pad(ext, [(0, 1)], constant_values=n)
     bound_ok = mx.logical_and(ext == mx.cummax(ext), ext <= n)
     valid = mx.as_strided(bound_ok, (num_bags, 2), (1, 1)).all(axis=1, keepdims=True)
-    valid = mx.logical_and(valid, ext[:1] == 0)
-    return mx.where(valid, mx.as_strided(ext, (num_bags, 2), (1, 1)), 0), valid
+    valid = mx.logical_and(valid, ext[:1] == ZERO64)
+    return mx.where(valid, mx.as_strided(ext, (num_bags, 2), (1, 1)), ZERO64), valid
 
 
 def segment_sum(rows, ok, coef, segs, num_bags: int, mean: bool):
     """Per bag: the sum (or mean over its length) of ``coef * rows``, NaN where a
     position's index was out of range. ``coef`` is None for all ones."""
-    w = mx.where(ok, 1.0 if coef is None else coef, _NAN)
+    w = mx.where(ok, ONE32 if coef is None else coef, NAN32)
     out = mx.segmented_mm(w.reshape(1, -1), rows, segs.astype(mx.uint32)).reshape(num_bags, -1)
     if mean:
         out = out / mx.maximum((segs * _END_MINUS_START).sum(axis=1, keepdims=True), 1)
@@ -122,7 +126,7 @@ def from_order_key(key):
 
 def _keys(rows, bag, bad):
     """int64 ``bag << 33 | bad << 32 | order_key(row)`` per element (``bag``, ``bad`` per row)."""
-    high = (bag << 33) + mx.where(bad, 2**32, 0)
+    high = (bag << 33) + mx.where(bad, BIT32, ZERO64)
     return order_key(rows).astype(mx.int64) + high[:, None]
 
 
@@ -148,7 +152,7 @@ def segment_max(rows, ok, segs, n: int):
     if n == 0:
         return mx.zeros((B, rows.shape[-1]), _F32)
     # Starts lie in [0, N] (N: an empty bag at the end), hence N + 1 marks.
-    marks = mx.zeros((n + 1,), mx.int64).at[segs[:, 0]].add(mx.array(1, mx.int64))
+    marks = mx.zeros((n + 1,), mx.int64).at[segs[:, 0]].add(ONE64)
     bag = mx.cumsum(marks[:n])
     bad = mx.logical_not(ok)
     end = segs[:, 1:]
@@ -163,8 +167,8 @@ def segment_max(rows, ok, segs, n: int):
         run = mx.cummax(_keys(pairs, bag[: 2 * m : 2], pair_bad), axis=0)
         # The last pair inside the bag ends at or before its end; a bag ending at 1 has none.
         last_pair = mx.take(run, mx.maximum(end[:, 0] // 2 - 1, 0), axis=0)
-        top = mx.maximum(top, mx.where(end >= 2, last_pair, 0))
+        top = mx.maximum(top, mx.where(end >= 2, last_pair, ZERO64))
     value = from_order_key((top & 0xFFFFFFFF).astype(mx.uint32))
     count = (segs * _END_MINUS_START).sum(axis=1, keepdims=True)
-    value = mx.where((top & 2**32) != 0, _NAN, value)
-    return mx.where(count > 0, value, 0.0)
+    value = mx.where((top & BIT32) != ZERO64, NAN32, value)
+    return mx.where(count > ZERO64, value, ZERO32)

@@ -91,9 +91,15 @@ def metal_available() -> bool:
     """
     if mx.metal.is_available():
         return True
-    from . import kernels  # kernels imports this module: a top-level import would be circular
+    global _kernels
+    if _kernels is None:
+        from . import kernels  # kernels imports this module: a top-level import would be circular
 
-    return kernels.emulator_enabled()
+        _kernels = kernels  # kept: every call asks, and a cached import still costs a microsecond
+    return _kernels.emulator_enabled()
+
+
+_kernels = None
 
 
 def metal_unavailable_reason() -> str:

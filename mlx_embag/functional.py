@@ -10,7 +10,7 @@ import functools
 
 import mlx.core as mx
 
-from . import _fallback, reference
+from . import _fallback, _plans, reference
 from . import backend as _backend
 from ._spec import BagSpec, EmbSpec
 from ._validate import (
@@ -261,7 +261,74 @@ def embedding_bag(
         >>> meb.embedding_bag(mx.array([0, 1, 3]), w, mx.array([0, 2]), mode="sum").tolist()
         [[2.0, 4.0], [6.0, 7.0]]
     """
-    return _dispatch("embedding_bag", "unsupported_bag", backend, *bag_call(**locals()))
+    # The options in the order of _plans.BAG_OPTIONS.
+    options = (
+        max_norm,
+        norm_type,
+        scale_grad_by_freq,
+        mode,
+        sparse,
+        include_last_offset,
+        padding_idx,
+        backend,
+        check_indices,
+        deterministic,
+    )
+    key = _plans.bag_key(input, weight, offsets, per_sample_weights, options)
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan(input, weight, offsets, per_sample_weights)
+    args = dict(zip(_plans.BAG_OPTIONS, options), input=input, weight=weight, offsets=offsets)
+    args["per_sample_weights"] = per_sample_weights
+    normalised = bag_call(**args)
+    out = _dispatch("embedding_bag", "unsupported_bag", backend, *normalised)
+    # Only a call that went through every check without raising leaves a plan.
+    if key is not None:
+        _plans.put(key, _bag_plan(args, normalised))
+    return out
+
+
+def _bag_plan(args, normalised):
+    """The fast path of a signature :func:`bag_call` and :func:`_dispatch` just accepted:
+    the checks that read only shapes, dtypes and options are not repeated; those that read
+    index or offset VALUES (``check_indices``) run on every call, as does the dispatch."""
+    weight, flat, offsets, psw, spec = normalised
+    if 0 in weight.shape:
+        return None  # the stand-in table: rare, always the full path
+    backend = args["backend"]
+    num_embeddings = weight.shape[0]
+    two_d = args["input"].ndim == 2
+    check = _backend.resolve_check_indices(args["check_indices"])
+    sparse = args["sparse"]
+    name, auto = _backend.resolve_with_auto(
+        backend, lambda: _metal_ops().unsupported_bag(weight, flat, offsets, psw, spec)
+    )
+    if name == "metal":
+        metal_fn = _metal_ops().checked_embedding_bag
+        if not auto:
+            run = _metal_ops().bag_runner(spec, two_d, flat.dtype)
+        else:
+            run = lambda *a: _fallback.run(  # noqa: E731
+                "embedding_bag", metal_fn, reference.embedding_bag, (*a, spec)
+            )
+    else:
+        run = reference.bag_runner(spec, weight.shape[0], psw is not None)
+
+    def plan(input, weight, offsets, psw):
+        if sparse:
+            warn_sparse(sparse)
+        if check:
+            check_index_values(input, num_embeddings)
+            if offsets is not None:
+                check_offset_values(offsets, input.size)
+        return run(
+            weight,
+            input.reshape(-1) if two_d else input,
+            offsets,
+            None if psw is None else psw.reshape(-1),
+        )
+
+    return plan
 
 
 def embedding(

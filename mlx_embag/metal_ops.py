@@ -166,11 +166,12 @@ def _bag_function(spec: BagSpec, pad_forward: bool, fixed: bool = False):
     ``N / B`` positions (2-D input, ``embedding``: the forward reads no
     offsets, ``FLAG_FIXED``). Arguments: weight (V, D), psw (N,)
     or None, idx (N,) int32/int64, off (NOFF,) int64, prevmax (B,) int64.
-    Outputs: out (B, D), argmax, meta, scale (the last three for the VJP).
+    Outputs: out (B, D), meta, then argmax (max mode) and scale (``max_norm``): the VJP's.
     """
     pad_bwd = -1 if spec.padding_idx is None else spec.padding_idx
     pad_fwd = pad_bwd if pad_forward else -1
     max_mode = spec.mode == "max"
+    has_scale = spec.max_norm is not None
 
     @mx.custom_function
     def bag(weight, psw, idx, off, prevmax):
@@ -183,12 +184,15 @@ def _bag_function(spec: BagSpec, pad_forward: bool, fixed: bool = False):
         out, argmax, meta, S = launchers.bag_fwd(fwd, weight, prevmax, scale, max_mode)
         if S > 1:
             out, argmax, meta = launchers.bag_combine(fwd, out, argmax, meta, S, weight.dtype, max_mode)
-        return out, argmax, meta, scale
+        # Only what the VJP reads: each output of a custom function costs host time on every call.
+        return (out, meta) + ((argmax,) if max_mode else ()) + ((scale,) if has_scale else ())
 
     @bag.vjp
     def bag_vjp(primals, cotangents, outputs):
         weight, psw, idx, off, prevmax = primals
-        _, argmax, meta, scale = outputs
+        meta = outputs[1]
+        argmax = outputs[2] if max_mode else None
+        scale = outputs[-1] if has_scale else kernels.absent(_F32)
         V, D = weight.shape
         cot = cotangents[0].astype(_F32)
         zeros = (mx.zeros_like(idx), mx.zeros_like(off), mx.zeros_like(prevmax))
@@ -304,6 +308,42 @@ def checked_embedding_bag(weight, indices, offsets, per_sample_weights, spec: Ba
     else:
         off, prevmax = _offset_bounds(offsets if offsets.ndim == 1 else offsets.reshape(-1), idx.size, B)
     return _bag_function_for(spec, offsets is None)(weight, per_sample_weights, idx, off, prevmax)[0]
+
+
+def bag_runner(spec: BagSpec, two_d: bool, index_dtype):
+    """:func:`checked_embedding_bag` for one call signature, with what it decides from the
+    signature alone done once: ``run(weight, flat indices, offsets, psw)``. The call plans of
+    the functional layer use it for a signature :func:`unsupported_bag` has accepted.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag import emulator
+        >>> emulator.enable()
+        >>> run = bag_runner(BagSpec("sum", 2, 2, False, None, None, 2.0, False, False), True, mx.int32)
+        >>> run(mx.eye(3), mx.array([0, 1, 2, 2]), None, None).tolist()
+        [[1.0, 1.0, 0.0], [0.0, 0.0, 2.0]]
+        >>> emulator.reset()
+    """
+    B = spec.num_bags
+    if B == 0:
+        return lambda weight, indices, offsets, psw: checked_embedding_bag(
+            weight, indices, offsets, psw, spec
+        )
+    fn = _bag_function_for(spec, two_d)
+    cast = index_dtype not in (mx.int32, mx.int64)
+    if two_d:
+        off, prevmax = _grid_bounds(B, spec.bag_size)
+
+        def run(weight, indices, offsets, psw):
+            return fn(weight, psw, indices.astype(mx.int64) if cast else indices, off, prevmax)[0]
+
+        return run
+
+    def run(weight, indices, offsets, psw):
+        idx = indices.astype(mx.int64) if cast else indices
+        return fn(weight, psw, idx, *_offset_bounds(offsets, idx.size, B))[0]
+
+    return run
 
 
 def embedding(weight, indices, spec: EmbSpec):

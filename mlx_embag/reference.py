@@ -27,9 +27,8 @@ import functools
 from dataclasses import replace
 
 import mlx.core as mx
-import numpy as np
 
-from ._bag_forward import gather_indices, grid_reduce, segment_max, segment_sum, segments
+from ._bag_forward import NAN32, gather_indices, grid_reduce, segment_max, segment_sum, segments
 from ._layout import Layout, checked_indices, renorm_scale, row_counts
 from ._scatter import run_sums, scatter_add_axis, scatter_rows
 from ._spec import BagSpec, EmbSpec
@@ -215,12 +214,7 @@ def _max_backward(rows, out, cot, lay: Layout):
     return scatter_add_axis(row, cot, V)
 
 
-_NO_ROWS = mx.array(np.zeros((0,), dtype=np.float32))  # a constant: the forward builds none per call
-
-
-@functools.lru_cache(maxsize=1024)
-def _sized(spec: BagSpec, num_bags: int) -> BagSpec:
-    return replace(spec, num_bags=num_bags)
+_sized = functools.lru_cache(maxsize=1024)(lambda spec, num_bags: replace(spec, num_bags=num_bags))
 
 
 def _forward(spec: BagSpec, num_embeddings, weight, indices, psw, offsets):
@@ -240,7 +234,7 @@ def _forward(spec: BagSpec, num_embeddings, weight, indices, psw, offsets):
                 out = segment_max(rows, ok, segs, indices.size)
             else:
                 out = segment_sum(rows, ok, coef, segs, B, spec.mode == "mean")
-        return mx.where(valid, out, _NAN), rows
+        return mx.where(valid, out, NAN32), rows
     lay = Layout(indices, offsets, spec, num_embeddings)
     rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
     if spec.mode == "max":
@@ -260,6 +254,7 @@ def _bag_function(spec: BagSpec, num_embeddings: int, has_psw: bool):
     function serves every batch size (:func:`_shapeless`).
     """
     has_offsets = spec.bag_size is None
+    keep_rows = spec.mode == "max" or has_psw
 
     def sized(indices, extra):
         if spec.num_bags:
@@ -279,16 +274,16 @@ def _bag_function(spec: BagSpec, num_embeddings: int, has_psw: bool):
         psw = mx.stop_gradient(extra[0]) if has_psw else None
         offsets = extra[-1] if has_offsets else None
         out, rows = _forward(sized(indices, extra), num_embeddings, weight, indices, psw, offsets)
-        # The max and per-sample-weight gradients need the gathered rows again:
-        # hand them to the VJP rather than gathering twice.
-        keep = spec.mode == "max" or psw is not None
-        return out.astype(weight.dtype), rows if keep else _NO_ROWS
+        # The max and per-sample-weight gradients need the gathered rows again: hand them
+        # to the VJP rather than gathering twice (no other output: each costs host time).
+        return (out.astype(weight.dtype), rows) if keep_rows else (out.astype(weight.dtype),)
 
     @bag.vjp
     def bag_vjp(primals, cotangents, outputs):
         weight, indices, *extra = primals
         psw = extra[0] if has_psw else None
-        (out, rows), cot = outputs, cotangents[0].astype(_F32)
+        out, rows = outputs[0], outputs[1] if keep_rows else None
+        cot = cotangents[0].astype(_F32)
         spec_ = sized(indices, extra)
         lay = layout(spec_, indices, extra)
         d_psw = None
@@ -353,6 +348,21 @@ def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
     fn = _bag_function(_shapeless(spec), weight.shape[0], per_sample_weights is not None)
     extra = [x for x in (per_sample_weights, offsets) if x is not None]
     return fn(weight, indices, *extra)[0]
+
+
+def bag_runner(spec: BagSpec, num_embeddings: int, has_psw: bool):
+    """:func:`embedding_bag` of one call signature, its custom function looked up once:
+    ``run(weight, indices, offsets, per_sample_weights)`` (for the functional layer's plans).
+        >>> run = bag_runner(BagSpec("sum", 1, None, False, None, None, 2.0, False, False), 2, False)
+        >>> run(mx.eye(2), mx.array([0, 1]), mx.array([0]), None).tolist()
+        [[1.0, 1.0]]
+    """
+    if spec.num_bags == 0:
+        return lambda w, i, o, p: embedding_bag(w, i, o, p, spec)
+    fn = _bag_function(_shapeless(spec), num_embeddings, has_psw)
+    if spec.bag_size is None:  # 1-D input: the offsets come last
+        return (lambda w, i, o, p: fn(w, i, p, o)[0]) if has_psw else (lambda w, i, o, p: fn(w, i, o)[0])
+    return (lambda w, i, o, p: fn(w, i, p)[0]) if has_psw else (lambda w, i, o, p: fn(w, i)[0])
 
 
 @functools.lru_cache(maxsize=1024)
