@@ -188,3 +188,24 @@ def run_meb(inp, offsets, W, cfg, dtype=mx.float32, cot=None, backend="reference
     _, grads = mx.vjp(f, prim, [c])
     mx.eval(out, grads)
     return to_np(out), to_np(grads[0]), (None if psw is None else to_np(grads[1]))
+
+
+def sparse_adam_step_extra_bytes(backend, V=500_000, D=16):
+    """Peak bytes a steady SparseAdam step allocates beyond the table and its state.
+
+    At 4e6 x 64 a copy of the table costs 1 GB; a 32 MiB table is enough to tell
+    an in-place step (well under 8 MiB) from one that copies (the table or a moment).
+    """
+    model = meb.EmbeddingBag(V, D, mode="sum", sparse=True, backend=backend)
+    opt = meb.optimizers.SparseAdam(1e-3)
+    loss_and_grad = meb.value_and_grad(model, lambda x: (model(x) ** 2).sum())
+    x = mx.random.randint(0, V, (256, 8))
+    for i in range(3):
+        if i == 2:
+            mx.clear_cache()
+            base = mx.get_active_memory()
+            mx.reset_peak_memory()
+        loss, grads = loss_and_grad(x)
+        opt.update(model, grads)
+        mx.eval(loss, model.parameters(), opt.state)
+    return mx.get_peak_memory() - base
