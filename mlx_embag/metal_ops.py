@@ -299,15 +299,10 @@ def checked_embedding_bag(weight, indices, offsets, per_sample_weights, spec: Ba
         [[3.0, 4.0], [3.0, 2.0]]
         >>> emulator.reset()
     """
-    B = spec.num_bags
-    if B == 0:
-        return mx.zeros((0, weight.shape[1]), dtype=weight.dtype)
-    idx = _index_array(indices if indices.ndim == 1 else indices.reshape(-1))
-    if offsets is None:
-        off, prevmax = _grid_bounds(B, spec.bag_size)
-    else:
-        off, prevmax = _offset_bounds(offsets if offsets.ndim == 1 else offsets.reshape(-1), idx.size, B)
-    return _bag_function_for(spec, offsets is None)(weight, per_sample_weights, idx, off, prevmax)[0]
+    flat = indices if indices.ndim == 1 else indices.reshape(-1)
+    if offsets is not None and offsets.ndim != 1:
+        offsets = offsets.reshape(-1)
+    return bag_runner(spec, offsets is None, flat.dtype)(weight, flat, offsets, per_sample_weights)
 
 
 def bag_runner(spec: BagSpec, two_d: bool, index_dtype):
@@ -326,11 +321,9 @@ def bag_runner(spec: BagSpec, two_d: bool, index_dtype):
     """
     B = spec.num_bags
     if B == 0:
-        return lambda weight, indices, offsets, psw: checked_embedding_bag(
-            weight, indices, offsets, psw, spec
-        )
+        return lambda weight, indices, offsets, psw: mx.zeros((0, weight.shape[1]), dtype=weight.dtype)
     fn = _bag_function_for(spec, two_d)
-    cast = index_dtype not in (mx.int32, mx.int64)
+    cast = index_dtype not in (mx.int32, mx.int64)  # as _index_array: others read as int64
     if two_d:
         off, prevmax = _grid_bounds(B, spec.bag_size)
 
