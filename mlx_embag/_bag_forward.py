@@ -2,36 +2,53 @@
 
 Building the graph of a call costs host time per op (one to three microseconds
 each on a CPU), and an eager training step pays it on every call, so the forward
-is written for op count as much as for arithmetic. Its tricks:
+is written for op count as much as for arithmetic. MLX's CPU ``where`` on a
+(B, D) or (N, D) array is several times slower than arithmetic (about 6 ms per
+million float32 elements against 0.5), so no ``where`` here is wider than one
+value per bag or per position. Its tricks:
 
 * Out-of-range indices poison through the reduction itself: the segmented
   sum's per-position weight is NaN there (NaN times any row is NaN), so no
   per-bag count of bad positions is built. Such positions read the last row
-  (a clamp), which is in bounds and never seen.
+  (a clamp), which is in bounds and never seen. Max mode reads the same
+  verdict from a prefix count of bad positions at the bag bounds (not from a
+  segmented product: ``mx.vmap`` traces this forward, and ``mx.segmented_mm``
+  has no vmap rule).
 * The structural half of the poison rule comes from one running maximum over
   the bag bounds ``ext`` (the offsets, with ``N`` appended unless
   ``include_last_offset``): bag ``b`` is valid iff ``offsets[0] == 0`` and both
   of its bounds ``ext[b], ext[b + 1]`` equal the running maximum there and are
   at most ``N``. (The start equals the running maximum iff it is no smaller
   than any earlier offset; the end equals it iff it is also no smaller than the
-  start.) Pairs ``(ext[b], ext[b + 1])`` are a strided view, not a copy.
-* Max over variable-length bags is one running maximum down the positions
-  (:func:`segment_max`), not a scatter: each value becomes an integer key that
-  orders like the float (NaN on top) with its bag's number in the high bits, so
-  the running maximum starts afresh at every bag, and a bag's maximum is the
-  running maximum at its last position.
+  start.) Pairs ``(ext[b], ext[b + 1])`` are a strided view, not a copy, of the
+  bounds clamped to ``[0, N]`` (one unsigned minimum: a negative offset reads as
+  at least 2**31), which keeps every gather in bounds whatever the offsets.
+* Poison, the mean's division and the empty bag's zero are one (B, 1) operand
+  and one (B, D) op: sum and mean divide by ``count`` (1 for sum) or by NaN;
+  max takes ``maximum(out, z)`` with ``z`` NaN for a poisoned bag, 0 for an
+  empty one and -inf otherwise. Both are exact for every value, -0.0 and inf
+  included.
+* Max over variable-length bags is one running maximum, not a scatter
+  (:func:`segment_max`): each value becomes an integer key that orders like the
+  float (NaN on top) with its bag's number in the high bits, so the running
+  maximum starts afresh at every bag. It runs over aligned blocks of ``K``
+  positions (a contiguous max first, as cheap as 2-D input's reduction), ``K``
+  chosen from the mean bag length ``N / B``; each bag adds its first and last
+  ``K - 1`` positions from one gather.
 
 The VJPs in ``reference.py`` still rebuild what they need from ``_layout``.
 
 Example:
     >>> import mlx.core as mx
-    >>> from mlx_embag._bag_forward import segments
-    >>> segs, valid = segments(mx.array([0, 2, 1]), False, 3, 4)
-    >>> segs.tolist(), valid.reshape(-1).tolist()
-    ([[0, 2], [0, 0], [0, 0]], [True, False, False])
+    >>> from mlx_embag._bag_forward import bounds
+    >>> ext, valid = bounds(mx.array([0, 2, 1]), False, 3, 4)
+    >>> ext.tolist(), valid.reshape(-1).tolist()
+    ([0, 2, 1, 4], [True, False, False])
 """
 
 from __future__ import annotations
+
+import functools
 
 import mlx.core as mx
 import numpy as np
@@ -41,12 +58,16 @@ from ._layout import checked_indices, offsets_int64
 _F32 = mx.float32
 _NAN = float("nan")
 _UNSIGNED = {mx.int32: mx.uint32, mx.int64: mx.uint64, mx.uint32: mx.uint32, mx.uint64: mx.uint64}
-# The count of a bag from its (start, end) pair: end - start, as one multiply-and-sum.
-_END_MINUS_START = mx.array(np.array([-1, 1], dtype=np.int64))
 # Scalars as typed constants, built once: a Python scalar in an op costs a conversion
 # (about a microsecond of host time) on every call.
-ZERO64, ONE64, BIT32 = (mx.array(v, mx.int64) for v in (0, 1, 2**32))
-ZERO32, ONE32, NAN32 = (mx.array(v, _F32) for v in (0.0, 1.0, _NAN))
+ZERO32, ONE32, NAN32, NEG_INF32 = (mx.array(v, _F32) for v in (0.0, 1.0, _NAN, -float("inf")))
+_ZERO_I32, _ONE_I32 = mx.array(0, mx.int32), mx.array(1, mx.int32)
+_I32_MAX = mx.array(0x7FFFFFFF, mx.int32)
+# Negative NaNs' keys (below -inf's) move above +inf's by this wrapping subtraction.
+_NEG_NAN_KEYS = 0x7FFFFF
+_NEG_NAN_SHIFT = mx.array(_NEG_NAN_KEYS, mx.int32)
+# The key of -inf, plus _NEG_NAN_KEYS: where a bag's running maximum is not its own.
+_FLOOR = mx.array(-(2**31) + _NEG_NAN_KEYS, mx.int64)
 
 
 def gather_indices(indices, num_embeddings: int):
@@ -64,111 +85,148 @@ def gather_indices(indices, num_embeddings: int):
     return u < num_embeddings, mx.minimum(u, num_embeddings - 1)
 
 
-def segments(offsets, include_last_offset: bool, num_bags: int, n: int):
-    """``(segs, valid)``: (B, 2) int64 ``[start, end)`` per bag (``[0, 0)`` for a
-    structurally invalid one) and (B, 1) bool, the structural half of the poison rule.
-    """
-    ext = offsets_int64(offsets, n)
+def bounds(offsets, include_last_offset: bool, num_bags: int, n: int):
+    """``(ext, valid)``: (B + 1,) uint32 bag bounds clamped to ``[0, N]`` (bag ``b`` is
+    ``[ext[b], ext[b + 1])``) and (B, 1) bool, the structural half of the poison rule."""
+    ext = offsets if offsets.dtype == mx.int32 else offsets_int64(offsets, n)
     if include_last_offset:
-        ext = mx.contiguous(ext)  # the strided views below need a row-contiguous array
+        ext = mx.contiguous(ext)  # the strided view below needs a row-contiguous array
     else:
         ext = mx.pad(ext, [(0, 1)], constant_values=n)
     bound_ok = mx.logical_and(ext == mx.cummax(ext), ext <= n)
     valid = mx.as_strided(bound_ok, (num_bags, 2), (1, 1)).all(axis=1, keepdims=True)
-    valid = mx.logical_and(valid, ext[:1] == ZERO64)
-    return mx.where(valid, mx.as_strided(ext, (num_bags, 2), (1, 1)), ZERO64), valid
+    valid = mx.logical_and(valid, ext[:1] == 0)
+    clamped = mx.minimum(ext.view(_UNSIGNED[ext.dtype]), n)
+    return (clamped if ext.dtype == mx.int32 else clamped.astype(mx.uint32)), valid
 
 
-def segment_sum(rows, ok, coef, segs, num_bags: int, mean: bool):
-    """Per bag: the sum (or mean over its length) of ``coef * rows``, NaN where a
-    position's index was out of range. ``coef`` is None for all ones."""
+def pairs(ext, num_bags: int):
+    """(B, 2) ``[start, end)`` per bag: a strided view of ``ext``, ``mx.segmented_mm``'s segments."""
+    return mx.as_strided(ext, (num_bags, 2), (1, 1))
+
+
+def segment_sum(rows, ok, coef, segs, den):
+    """Per bag: ``sum(coef * rows) / den`` (``den``: (B, 1), the mean's count, 1, or NaN
+    to poison), NaN where a position's index was out of range. ``coef`` is None for all ones."""
     w = mx.where(ok, ONE32 if coef is None else coef, NAN32)
-    out = mx.segmented_mm(w.reshape(1, -1), rows, segs.astype(mx.uint32)).reshape(num_bags, -1)
-    if mean:
-        out = out / mx.maximum((segs * _END_MINUS_START).sum(axis=1, keepdims=True), 1)
-    return out
+    out = mx.segmented_mm(w.reshape(1, -1), rows, segs)
+    return out.reshape(den.shape[0], -1) / den
 
 
 def grid_reduce(rows, ok, coef, num_bags: int, bag_size: int, mode: str):
     """Per bag of a (B, L) input: sum, mean or max of its L rows (no padding row),
-    and (B, 1) bool, whether every index of the bag was in range."""
+    NaN where an index of the bag was out of range."""
     d = rows.shape[-1]
     if bag_size == 0:
-        return mx.zeros((num_bags, d), _F32), mx.ones((num_bags, 1), dtype=mx.bool_)
-    valid = ok.reshape(num_bags, bag_size).all(axis=1, keepdims=True)
+        return mx.zeros((num_bags, d), _F32)
+    valid = ok[:, None] if bag_size == 1 else ok.reshape(num_bags, bag_size).all(axis=1, keepdims=True)
+    den = mx.where(valid, float(bag_size) if mode == "mean" else ONE32, NAN32)
+    if bag_size == 1 and mode == "max":
+        return rows / den  # the maximum of one row is that row, -0.0 included
     grid = (rows if coef is None else rows * coef[:, None]).reshape(num_bags, bag_size, d)
-    if mode == "max":
-        return grid.max(axis=1), valid
-    out = grid.sum(axis=1)
-    return (out / bag_size if mode == "mean" else out), valid
-
-
-# Negative NaNs' keys (below -inf's) move above +inf's by this wrapping subtraction.
-_NEG_NAN_KEYS = 0x7FFFFF
+    return (grid.max(axis=1) if mode == "max" else grid.sum(axis=1)) / den
 
 
 def order_key(x):
-    """float32 -> uint32 keys in the same order (-0.0 just below +0.0), every NaN above +inf.
+    """float32 -> int32 keys in the same order (-0.0 just below +0.0), every NaN above +inf.
 
-    The sign-magnitude bits become an unsigned order (a set sign bit flips all
-    bits, a clear one sets it: four bit passes, no ``where``); negative NaNs,
-    which land at the very bottom, then wrap to the top.
+    The sign-magnitude bits become two's complement (a set sign bit flips the
+    other 31: ``-1 - magnitude``); negative NaNs, which land at the very
+    bottom, then wrap to the top by one subtraction.
     """
-    u = x.view(mx.uint32)
-    return (u ^ ((x.view(mx.int32) >> 31).view(mx.uint32) | 0x80000000)) - _NEG_NAN_KEYS
+    bits = x.view(mx.int32)
+    return (bits ^ ((bits >> 31) & _I32_MAX)) - _NEG_NAN_SHIFT
 
 
 def from_order_key(key):
     """The inverse of :func:`order_key` (a NaN's key comes back as that NaN)."""
-    key = key + _NEG_NAN_KEYS
-    return (key ^ ((~(key.view(mx.int32) >> 31)).view(mx.uint32) | 0x80000000)).view(_F32)
+    key = key + _NEG_NAN_SHIFT
+    return (key ^ ((key >> 31) & _I32_MAX)).view(_F32)
 
 
-def _keys(rows, bag, bad):
-    """int64 ``bag << 33 | bad << 32 | order_key(row)`` per element (``bag``, ``bad`` per row)."""
-    high = (bag << 33) + mx.where(bad, BIT32, ZERO64)
-    return order_key(rows).astype(mx.int64) + high[:, None]
+def block_size(n: int, num_bags: int) -> int:
+    """The block ``K`` of :func:`segment_max` for ``N`` positions in ``B`` bags.
 
-
-def segment_max(rows, ok, segs, n: int):
-    """Per bag of ``segs``: the column-wise maximum of its rows (NaN wins; 0 for an
-    empty bag), NaN where one of its indices was out of range.
-
-    Each key (:func:`_keys`) carries a bag number above the value's order key
-    and a bad index's flag above every value, so a running maximum of keys
-    restarts at every bag (the number counts the bag starts at or before a
-    position). To halve what the keys are built for, positions first pair up
-    (``2j, 2j + 1``, a contiguous max) and a pair takes the number of its first
-    position. A pair that straddles a bag start is then never read by the right
-    bag: the bag it claims reads its running maximum before it, and every later
-    bag outnumbers it. What pairs miss is at most a bag's first and last
-    positions, which every bag adds back on its own. (Pairs cost a contiguous
-    max, like 2-D input; in one interleaved A/B at V=1e5, D=64, B=1024, L=64 on
-    a 2-core CPU they took this function's whole forward from 111 ms to 44 ms,
-    against 37 ms for a 2-D max. As with 2-D input, +0.0 and -0.0 tie in that
-    max: a zero maximum's sign may be either.)
+    Blocks shrink the int64 running maximum ``K``-fold, and each bag gathers
+    ``2K - 2`` edge rows: with bags of mean length ``L``, ``K`` near ``L / 4``
+    balances the two (measured at V=1e5, D=64, B=1024 on a 2-core CPU).
     """
-    B = segs.shape[0]
+    mean = n / max(num_bags, 1)
+    return 1 if mean < 3 else int(min(max(mean // 4, 2), 16))
+
+
+@functools.lru_cache(maxsize=None)
+def _edge_steps(k: int):
+    """(2, K - 1) int32: the head's steps from a bag's start and the tail's from its end."""
+    j = np.arange(k - 1, dtype=np.int32)
+    return mx.array(np.stack([j, -j]))
+
+
+def segment_max(rows, ok, ext, valid, k: int):
+    """Per bag ``[ext[b], ext[b + 1])``: the column-wise maximum of its rows (NaN wins;
+    0 for an empty bag), NaN where the bag is not ``valid`` or one of its indices
+    was out of range (``ok``).
+
+    Aligned blocks of ``k`` positions reduce first (a contiguous max). Each
+    block's key (:func:`order_key`) carries in its high 32 bits the number of
+    valid bags that start at or before the block, so a running maximum of keys
+    restarts at every bag; a bag's maximum over its whole blocks is the running
+    maximum at its last whole block, provided that block carries the bag's own
+    number (else no whole block lies in the bag, and the value is dropped by
+    subtracting the bag's number and clamping). A block that straddles a bag
+    start carries the earlier bag's number, so the later bag never reads it.
+    What blocks miss, at most ``k - 1`` positions at each end of a bag, comes
+    from one gather of ``2k - 2`` rows per bag, with positions clamped into the
+    bag (a repeat changes no maximum). ``k == 1`` needs no edges.
+
+    In one interleaved A/B at V=1e5, D=64, B=1024 on a 2-core CPU, the whole 1-D
+    max forward took 3.4 / 5.5 / 11.2 / 42.9 ms at L = 1 / 4 / 16 / 64 with pairs
+    of positions and int64 head and tail keys, against 0.93 / 1.95 / 5.7 / 22.7
+    for 2-D input. As with 2-D input, +0.0 and -0.0 tie in the block max: a zero
+    maximum's sign may be either.
+    """
+    n, d = rows.shape
+    B = valid.shape[0]
+    ext = ext.view(mx.int32)  # values in [0, N]: signed arithmetic below
+    starts, ends = ext[:-1], ext[1:]
+    nonempty = ends > starts
+    if n:
+        # Bad indices per bag from prefix counts (mx.segmented_mm has no vmap rule, and
+        # mx.vmap traces this forward before the custom function's own rule runs).
+        seen = mx.pad(mx.cumsum(mx.logical_not(ok).astype(mx.int32)), [(1, 0)])
+        seen = mx.take(seen, ext)
+        valid = mx.logical_and(valid[:, 0], seen[1:] == seen[:-1])
+    else:
+        valid = valid[:, 0]
+    # Invalid (-> NaN), empty (-> 0), else -inf, which changes no maximum.
+    z = mx.where(valid, mx.where(nonempty, NEG_INF32, ZERO32), NAN32)[:, None]
     if n == 0:
-        return mx.zeros((B, rows.shape[-1]), _F32)
-    # Starts lie in [0, N] (N: an empty bag at the end), hence N + 1 marks.
-    marks = mx.zeros((n + 1,), mx.int64).at[segs[:, 0]].add(ONE64)
-    bag = mx.cumsum(marks[:n])
-    bad = mx.logical_not(ok)
-    end = segs[:, 1:]
-    top = None
-    for pos in (mx.minimum(segs[:, 0], n - 1), mx.maximum(end[:, 0] - 1, 0)):
-        key = _keys(mx.take(rows, pos, axis=0), mx.take(bag, pos), mx.take(bad, pos))
-        top = key if top is None else mx.maximum(top, key)
-    m = n // 2
-    if m:
-        pairs = rows[: 2 * m].reshape(m, 2, -1).max(axis=1)
-        pair_bad = bad[: 2 * m].reshape(m, 2).any(axis=1)
-        run = mx.cummax(_keys(pairs, bag[: 2 * m : 2], pair_bad), axis=0)
-        # The last pair inside the bag ends at or before its end; a bag ending at 1 has none.
-        last_pair = mx.take(run, mx.maximum(end[:, 0] // 2 - 1, 0), axis=0)
-        top = mx.maximum(top, mx.where(end >= 2, last_pair, ZERO64))
-    value = from_order_key((top & 0xFFFFFFFF).astype(mx.uint32))
-    count = (segs * _END_MINUS_START).sum(axis=1, keepdims=True)
-    value = mx.where((top & BIT32) != ZERO64, NAN32, value)
-    return mx.where(count > ZERO64, value, ZERO32)
+        return mx.maximum(mx.zeros((B, d), _F32), z)
+    k = min(k, n)
+    m = n // k
+    if k == 1:
+        blocks, first = rows, starts
+    else:
+        blocks = (rows if m * k == n else rows[: m * k]).reshape(m, k, d).max(axis=1)
+        first = (starts + (k - 1)) // k  # the first block starting at or after the bag's start
+    # A valid bag's mark at its first block; the others' past the last block (dropped).
+    marks = mx.zeros((m + 2,), mx.int32).at[mx.where(valid, first, m + 1)].add(_ONE_I32)
+    number = mx.cumsum(marks[:m]).astype(mx.int64) << 32
+    run = mx.cummax(order_key(blocks).astype(mx.int64) + number[:, None], axis=0)
+    # A bag's own number; past every block's where it ends inside block 0 (it owns no
+    # whole block, but the clamped read below lands on block 0, which may carry its number).
+    own = mx.where(ends < k, B + 1, mx.cumsum(valid.astype(mx.int32)))
+    own = (own.astype(mx.int64) << 32) - _NEG_NAN_KEYS
+    last = mx.maximum((ends if k == 1 else ends // k) - 1, 0)
+    key = mx.maximum(mx.take(run, last, axis=0) - own[:, None], _FLOOR).astype(mx.int32)
+    out = (key ^ ((key >> 31) & _I32_MAX)).view(_F32)
+    if k > 1:
+        hi = mx.maximum(ends - 1, 0)
+        lo = mx.minimum(starts, hi)
+        pos = mx.stack([lo, hi], axis=1)[:, :, None] + _edge_steps(k)
+        pos = mx.minimum(mx.maximum(pos, lo[:, None, None]), hi[:, None, None]).reshape(B, -1)
+        edge = mx.take(rows, pos, axis=0).max(axis=1)
+        # An empty bag's edges read a neighbour's rows: zero their bits (+0.0).
+        edge = (edge.view(mx.int32) * nonempty[:, None]).view(_F32)
+        out = mx.maximum(out, edge)
+    return mx.maximum(out, z)

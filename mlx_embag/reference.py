@@ -28,7 +28,17 @@ from dataclasses import replace
 
 import mlx.core as mx
 
-from ._bag_forward import NAN32, gather_indices, grid_reduce, segment_max, segment_sum, segments
+from ._bag_forward import (
+    NAN32,
+    ONE32,
+    block_size,
+    bounds,
+    gather_indices,
+    grid_reduce,
+    pairs,
+    segment_max,
+    segment_sum,
+)
 from ._layout import Layout, checked_indices, renorm_scale, row_counts
 from ._scatter import run_sums, scatter_add_axis, scatter_rows
 from ._spec import BagSpec, EmbSpec
@@ -227,14 +237,18 @@ def _forward(spec: BagSpec, num_embeddings, weight, indices, psw, offsets):
         rows = _gather_rows(weight, safe, spec.max_norm, spec.norm_type)
         coef = None if psw is None else psw.astype(weight.dtype).astype(_F32)
         if offsets is None:
-            out, valid = grid_reduce(rows, ok, coef, B, spec.bag_size, spec.mode)
+            return grid_reduce(rows, ok, coef, B, spec.bag_size, spec.mode), rows
+        n = indices.size
+        ext, valid = bounds(offsets, spec.include_last_offset, B, n)
+        if spec.mode == "max":
+            return segment_max(rows, ok, ext, valid, block_size(n, B)), rows
+        segs = pairs(ext, B)
+        if spec.mode == "mean":
+            # The count of a valid bag; an invalid one divides by NaN.
+            den = mx.where(valid, mx.maximum((segs[:, 1:] - segs[:, :1]).astype(_F32), ONE32), NAN32)
         else:
-            segs, valid = segments(offsets, spec.include_last_offset, B, indices.size)
-            if spec.mode == "max":
-                out = segment_max(rows, ok, segs, indices.size)
-            else:
-                out = segment_sum(rows, ok, coef, segs, B, spec.mode == "mean")
-        return mx.where(valid, out, NAN32), rows
+            den = mx.where(valid, ONE32, NAN32)
+        return segment_sum(rows, ok, coef, segs, den), rows
     lay = Layout(indices, offsets, spec, num_embeddings)
     rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
     if spec.mode == "max":
