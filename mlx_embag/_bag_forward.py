@@ -148,8 +148,10 @@ def block_size(n: int, num_bags: int) -> int:
     """The block ``K`` of :func:`segment_max` for ``N`` positions in ``B`` bags.
 
     Blocks shrink the int64 running maximum ``K``-fold, and each bag gathers
-    ``2K - 2`` edge rows: with bags of mean length ``L``, ``K`` near ``L / 4``
-    balances the two (measured at V=1e5, D=64, B=1024 on a 2-core CPU).
+    ``2K - 2`` edge rows: with bags of mean length ``L``, ``K`` from ``L / 8`` to
+    ``L / 4`` timed within noise of each other at V=1e5, D=64, B=1024 on a shared
+    2-core CPU (L = 16 and 64), smaller and larger ``K`` slower; below a mean of
+    3, blocks cost more ops than they save.
     """
     mean = n / max(num_bags, 1)
     return 1 if mean < 3 else int(min(max(mean // 4, 2), 16))
@@ -179,10 +181,12 @@ def segment_max(rows, ok, ext, valid, k: int):
     from one gather of ``2k - 2`` rows per bag, with positions clamped into the
     bag (a repeat changes no maximum). ``k == 1`` needs no edges.
 
-    In one interleaved A/B at V=1e5, D=64, B=1024 on a 2-core CPU, the whole 1-D
-    max forward took 3.4 / 5.5 / 11.2 / 42.9 ms at L = 1 / 4 / 16 / 64 with pairs
-    of positions and int64 head and tail keys, against 0.93 / 1.95 / 5.7 / 22.7
-    for 2-D input. As with 2-D input, +0.0 and -0.0 tie in the block max: a zero
+    Benchmark (``python -m mlx_embag.bench``, V=1e5, D=64, B=1024, a shared 2-core
+    CPU, two runs): 1-D max over 2-D max of the same shape went from 3.7 / 2.8 /
+    2.0 / 1.9 at L = 1 / 4 / 16 / 64 (pairs of positions, int64 head and tail
+    keys, a scatter per position) to 2.9-3.1 / 2.0-2.3 / 1.6-1.9 / 1.35-1.4. At
+    L = 1 the cost is per op (some 40 small ops), not per element. As with 2-D
+    input, +0.0 and -0.0 tie in the block max: a zero
     maximum's sign may be either.
     """
     n, d = rows.shape
