@@ -82,7 +82,8 @@ def gather_indices(indices, num_embeddings: int):
     if unsigned is None:
         return checked_indices(indices, num_embeddings)
     u = indices if unsigned == indices.dtype else indices.view(unsigned)
-    return u < num_embeddings, mx.minimum(u, num_embeddings - 1)
+    safe = mx.minimum(u, num_embeddings - 1)
+    return safe == u, safe  # equal shapes: no broadcast node, unlike ``u < V``
 
 
 def bounds(offsets, include_last_offset: bool, num_bags: int, n: int):
@@ -93,11 +94,20 @@ def bounds(offsets, include_last_offset: bool, num_bags: int, n: int):
         ext = mx.contiguous(ext)  # the strided view below needs a row-contiguous array
     else:
         ext = mx.pad(ext, [(0, 1)], constant_values=n)
-    bound_ok = mx.logical_and(ext == mx.cummax(ext), ext <= n)
+    u = ext.view(_UNSIGNED[ext.dtype])
+    clamped = mx.minimum(u, n)
+    # ``clamped == u`` is ``0 <= ext <= N`` (a negative reads as at least 2**31).
+    bound_ok = mx.logical_and(ext == mx.cummax(ext), clamped == u)
     valid = mx.as_strided(bound_ok, (num_bags, 2), (1, 1)).all(axis=1, keepdims=True)
     valid = mx.logical_and(valid, ext[:1] == 0)
-    clamped = mx.minimum(ext.view(_UNSIGNED[ext.dtype]), n)
     return (clamped if ext.dtype == mx.int32 else clamped.astype(mx.uint32)), valid
+
+
+def poison(valid):
+    """(B, 1) float32 from (B, 1) bool: 1 where valid, NaN elsewhere (``v / v``, 0 / 0 being
+    NaN: two graph nodes, where ``mx.where`` with two constants takes three)."""
+    v = valid.astype(_F32)
+    return v / v
 
 
 def pairs(ext, num_bags: int):
@@ -108,7 +118,8 @@ def pairs(ext, num_bags: int):
 def segment_sum(rows, ok, coef, segs, den):
     """Per bag: ``sum(coef * rows) / den`` (``den``: (B, 1), the mean's count, 1, or NaN
     to poison), NaN where a position's index was out of range. ``coef`` is None for all ones."""
-    w = mx.where(ok, ONE32 if coef is None else coef, NAN32)
+    w = poison(ok)
+    w = w if coef is None else w * coef
     out = mx.segmented_mm(w.reshape(1, -1), rows, segs)
     return out.reshape(den.shape[0], -1) / den
 
@@ -120,7 +131,7 @@ def grid_reduce(rows, ok, coef, num_bags: int, bag_size: int, mode: str):
     if bag_size == 0:
         return mx.zeros((num_bags, d), _F32)
     valid = ok[:, None] if bag_size == 1 else ok.reshape(num_bags, bag_size).all(axis=1, keepdims=True)
-    den = mx.where(valid, float(bag_size) if mode == "mean" else ONE32, NAN32)
+    den = mx.where(valid, float(bag_size), NAN32) if mode == "mean" else poison(valid)
     if bag_size == 1 and mode == "max":
         return rows / den  # the maximum of one row is that row, -0.0 included
     grid = (rows if coef is None else rows * coef[:, None]).reshape(num_bags, bag_size, d)

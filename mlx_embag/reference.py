@@ -29,13 +29,13 @@ from dataclasses import replace
 import mlx.core as mx
 
 from ._bag_forward import (
-    NAN32,
     ONE32,
     block_size,
     bounds,
     gather_indices,
     grid_reduce,
     pairs,
+    poison,
     segment_max,
     segment_sum,
 )
@@ -245,9 +245,9 @@ def _forward(spec: BagSpec, num_embeddings, weight, indices, psw, offsets):
         segs = pairs(ext, B)
         if spec.mode == "mean":
             # The count of a valid bag; an invalid one divides by NaN.
-            den = mx.where(valid, mx.maximum((segs[:, 1:] - segs[:, :1]).astype(_F32), ONE32), NAN32)
+            den = mx.maximum((segs[:, 1:] - segs[:, :1]).astype(_F32), ONE32) / poison(valid)
         else:
-            den = mx.where(valid, ONE32, NAN32)
+            den = poison(valid)
         return segment_sum(rows, ok, coef, segs, den), rows
     lay = Layout(indices, offsets, spec, num_embeddings)
     rows = _gather_rows(weight, lay.safe, spec.max_norm, spec.norm_type)
