@@ -130,10 +130,16 @@ def grid_reduce(rows, ok, coef, num_bags: int, bag_size: int, mode: str):
     d = rows.shape[-1]
     if bag_size == 0:
         return mx.zeros((num_bags, d), _F32)
-    valid = ok[:, None] if bag_size == 1 else ok.reshape(num_bags, bag_size).all(axis=1, keepdims=True)
+    if bag_size == 1:
+        # A bag of one row is that row (MLX reduces an axis of one by a squeeze). Max keeps
+        # a -0.0; sum and mean add +0.0 instead (same node count), as a zero-started sum
+        # does (PyTorch's, and the 1-D path's segmented product): -0.0 becomes +0.0.
+        if mode == "max":
+            return rows / poison(ok[:, None])
+        rows = rows if coef is None else rows * coef[:, None]
+        return rows + mx.where(ok[:, None], ZERO32, NAN32)
+    valid = ok.reshape(num_bags, bag_size).all(axis=1, keepdims=True)
     den = mx.where(valid, float(bag_size), NAN32) if mode == "mean" else poison(valid)
-    if bag_size == 1 and mode == "max":
-        return rows / den  # the maximum of one row is that row, -0.0 included
     grid = (rows if coef is None else rows * coef[:, None]).reshape(num_bags, bag_size, d)
     return (grid.max(axis=1) if mode == "max" else grid.sum(axis=1)) / den
 

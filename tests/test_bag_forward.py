@@ -127,3 +127,33 @@ def test_segment_max_on_malformed_offsets(seed):
 
 def test_block_size_grows_with_the_mean_bag_length():
     assert [bf.block_size(n, 10) for n in (0, 10, 29, 30, 80, 160, 640, 10**6)] == [1, 1, 1, 2, 2, 4, 16, 16]
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("L", [0, 1, 2, 3])
+def test_grid_reduce_matches_numpy_with_bad_indices_and_weights(mode, L):
+    rng = np.random.default_rng(L)
+    B, d = 5, 4
+    rows = rng.standard_normal((B * L, d)).astype(np.float32)
+    rows[rng.random(rows.shape) < 0.15] = -0.0
+    rows[rng.random(rows.shape) < 0.1] = np.inf
+    ok = rng.random(B * L) > 0.15
+    coef = rng.standard_normal(B * L).astype(np.float32) if mode == "sum" else None
+    got = np.array(
+        bf.grid_reduce(mx.array(rows), mx.array(ok), None if coef is None else mx.array(coef), B, L, mode)
+    )
+    want = np.zeros((B, d), np.float32)
+    with np.errstate(invalid="ignore"):  # inf + -inf: NaN in both
+        for b in range(B):
+            r = rows[b * L : (b + 1) * L] * (1 if coef is None else coef[b * L : (b + 1) * L, None])
+            if L and not ok[b * L : (b + 1) * L].all():
+                want[b] = np.nan
+            elif L:
+                # A zero-started sum (PyTorch's): a lone -0.0 sums to +0.0; max keeps it.
+                want[b] = (
+                    r.max(0) if mode == "max" else (np.float32(0) + r.sum(0)) / (L if mode == "mean" else 1)
+                )
+    np.testing.assert_array_equal(got, want)
+    if L == 1:  # bit for bit, the sign of a zero included
+        keep = ok[:, None] & np.isfinite(want)
+        np.testing.assert_array_equal(got.view(np.uint32)[keep], want.view(np.uint32)[keep])
