@@ -206,10 +206,12 @@ def segment_max(rows, ok, ext, valid, k: int):
     bag (a repeat changes no maximum). ``k == 1`` needs no edges.
 
     Benchmark (``python -m mlx_embag.bench``, V=1e5, D=64, B=1024, a shared and
-    loaded 2-core CPU): 1-D max over 2-D max of the same shape went from 3.7 /
-    2.8 / 2.0 / 1.9 at L = 1 / 4 / 16 / 64 (pairs of positions, int64 head and
-    tail keys, a scatter per position) to 2.9-4.2 / 2.0-2.6 / 1.6-1.9 / 1.3-1.45
-    over six runs (the 2-D path at L = 1 got faster in the same change). At
+    loaded 2-core CPU): 1-D max over 2-D max of the same shape was 3.2-3.7 /
+    2.2-2.8 / 1.6-2.0 / 1.4-1.9 at L = 1 / 4 / 16 / 64 in three runs of the
+    earlier version (pairs of positions, int64 head and tail keys, a scatter per
+    position), and 2.9-4.2 / 2.0-2.6 / 1.7-1.8 / 1.3-1.45 in four runs of this
+    one (the 2-D path at L = 1 got faster in the same change): within the noise
+    except at L = 64. At
     small L the cost is per graph node (some 80-120), not per element; the block
     size barely matters there. As with 2-D input, +0.0 and -0.0 tie in the block
     max: a zero
