@@ -31,6 +31,7 @@ from . import backend as _backend
 
 _A = mx.array
 _LIMIT = 4096  # signatures kept; past it the cache starts afresh
+# The stored plans by key; functional reads it directly, so it is never replaced, only cleared.
 _plans = {}
 BAG_OPTIONS = (  # the order of bag_key's options
     "max_norm",
@@ -61,52 +62,65 @@ def _environment():
     return tuple(map(data.get, _ENV_KEYS))
 
 
-def _context(backend):
-    """What ``None`` options defer to, as raw values (no parsing, no checks)."""
-    if backend is None:
-        stack = getattr(_backend._local, "stack", None)
-        backend = stack[-1] if stack else None
-    return backend, backend != "reference" and _backend.metal_available(), _environment()
-
-
-def _array_sig(x):
-    # None, or an mx.array's (shape, dtype); anything else (a list, NumPy) is not planned.
-    if x is None:
-        return None
-    if type(x) is not _A:
-        raise TypeError
-    return x.shape, x.dtype
-
-
 def bag_key(input, weight, offsets, per_sample_weights, options):
     """The signature of one ``embedding_bag`` call, or None (not planned).
 
     ``options`` holds the call's keyword arguments in the order of :data:`BAG_OPTIONS`.
     A 1-D input's length is not part of it (no check reads it, and training changes it on
     every batch); ``per_sample_weights`` enters by dtype and whether it has ``input``'s shape.
+    Anything but an ``mx.array`` (a list, NumPy) among the arrays is not planned.
     """
+    # Every call computes this key, hashes it and compares it with the stored one: it is
+    # one flat tuple, its parts inlined (a function call, a map or a nested tuple costs
+    # a few tenths of a microsecond each).
     if type(input) is not _A or type(weight) is not _A:
         return None
     shape = input.shape
-    try:
-        psw = per_sample_weights
-        if psw is not None:
-            if type(psw) is not _A:
-                return None
-            psw = (psw.dtype, psw.shape == shape)
-        return (
-            "1d" if len(shape) == 1 else shape,
-            input.dtype,
-            weight.shape,
-            weight.dtype,
-            _array_sig(offsets),
-            psw,
-            options,
-            tuple(map(type, options)),
-            _context(options[_BACKEND_AT]),
-        )
-    except TypeError:
-        return None
+    if offsets is not None:
+        if type(offsets) is not _A:
+            return None
+        offsets = (offsets.shape, offsets.dtype)
+    psw = per_sample_weights
+    if psw is not None:
+        if type(psw) is not _A:
+            return None
+        psw = (psw.dtype, psw.shape == shape)
+    max_norm, norm_type, freq, mode, sparse, last, pad, backend, check, det = options
+    # What None options defer to, as raw values (no parsing, no checks): the innermost
+    # use_backend, whether Metal kernels can run, the environment variables.
+    chosen = backend
+    if backend is None:
+        # The thread's own attributes: getattr(..., None) of a missing one costs a microsecond.
+        stack = _backend._local.__dict__.get("stack")
+        chosen = stack[-1] if stack else None
+    data = getattr(os.environ, "_data", None)
+    if _ENV_KEYS is None or type(data) is not dict:
+        env = _environment()
+    else:
+        env = (data.get(_ENV_KEYS[0]), data.get(_ENV_KEYS[1]), data.get(_ENV_KEYS[2]))
+    return (
+        "1d" if len(shape) == 1 else shape,
+        input.dtype,
+        weight.shape,
+        weight.dtype,
+        offsets,
+        psw,
+        options,
+        # The types too: True == 1 == 1.0, and the checks refuse some of them.
+        type(max_norm),
+        type(norm_type),
+        type(freq),
+        type(mode),
+        type(sparse),
+        type(last),
+        type(pad),
+        type(backend),
+        type(check),
+        type(det),
+        chosen,
+        chosen != "reference" and _backend.metal_available(),
+        env,
+    )
 
 
 def get(key):

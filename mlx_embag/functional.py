@@ -100,14 +100,21 @@ def _dispatch(op, unsupported, backend, weight, indices, *rest):
     """
     weight, indices, trim = _stand_in_table(weight, indices)
     args = (weight, indices, *rest)
+    return trim(_route(op, unsupported, backend, args)[1](*args))
+
+
+def _route(op, unsupported, backend, args):
+    """``(kind, fn)``: where ``op``'s normalised ``args`` run (``"metal"``, ``"auto"``: Metal
+    with the reference path as fallback, or ``"reference"``) and the function running them.
+    The one place that chooses: the first call of a signature and its plan both ask it."""
     name, auto = _backend.resolve_with_auto(backend, lambda: getattr(_metal_ops(), unsupported)(*args))
-    if name == "metal":
-        # The resolution asked `unsupported` already: the checked entry points skip asking again.
-        metal_fn = getattr(_metal_ops(), _CHECKED[op])
-        if auto:
-            return trim(_fallback.run(op, metal_fn, getattr(reference, op), args))
-        return trim(metal_fn(*args))
-    return trim(getattr(reference, op)(*args))
+    if name != "metal":
+        return "reference", getattr(reference, op)
+    # The resolution asked `unsupported` already: the checked entry points skip asking again.
+    metal_fn = getattr(_metal_ops(), _CHECKED[op])
+    if not auto:
+        return "metal", metal_fn
+    return "auto", lambda *a: _fallback.run(op, metal_fn, getattr(reference, op), a)
 
 
 _CHECKED = {"embedding_bag": "checked_embedding_bag", "embedding": "checked_embedding"}
@@ -275,9 +282,12 @@ def embedding_bag(
         deterministic,
     )
     key = _plans.bag_key(input, weight, offsets, per_sample_weights, options)
-    plan = _plans.get(key)
+    try:
+        plan = _plan_of(key)  # _plans.get, inlined
+    except TypeError:  # an unhashable option: the full path refuses or takes it
+        plan = None
     if plan is not None:
-        return plan(input, weight, offsets, per_sample_weights)
+        return plan(weight, input, offsets, per_sample_weights)
     args = dict(zip(_plans.BAG_OPTIONS, options), input=input, weight=weight, offsets=offsets)
     args["per_sample_weights"] = per_sample_weights
     normalised = bag_call(**args)
@@ -288,45 +298,44 @@ def embedding_bag(
     return out
 
 
+_plan_of = _plans._plans.get
+
+
+def _flat(x):
+    return x if x is None or x.ndim == 1 else x.reshape(-1)
+
+
 def _bag_plan(args, normalised):
     """The fast path of a signature :func:`bag_call` and :func:`_dispatch` just accepted:
-    the checks that read only shapes, dtypes and options are not repeated; those that read
-    index or offset VALUES (``check_indices``) run on every call, as does the dispatch."""
+    ``plan(weight, input, offsets, per_sample_weights)``. The checks that read only shapes,
+    dtypes and options are not repeated; those that read index or offset VALUES
+    (``check_indices``) run on every call, as does the dispatch."""
     weight, flat, offsets, psw, spec = normalised
     if 0 in weight.shape:
         return None  # the stand-in table: rare, always the full path
-    backend = args["backend"]
+    kind, fn = _route("embedding_bag", "unsupported_bag", args["backend"], normalised)
+    if kind == "metal":
+        # The kernels read the indices and weights flat, whatever their shape: no reshape.
+        run = _metal_ops().bag_runner(spec, weight, args["input"], offsets, args["per_sample_weights"])
+    else:
+        inner = reference.bag_runner(spec, weight.shape[0], psw is not None) if kind == "reference" else None
+        if inner is None:
+            inner = lambda w, i, o, p: fn(w, i, o, p, spec)  # noqa: E731
+        run = lambda w, i, o, p: inner(w, _flat(i), o, _flat(p))  # noqa: E731
     num_embeddings = weight.shape[0]
-    two_d = args["input"].ndim == 2
     check = _backend.resolve_check_indices(args["check_indices"])
     sparse = args["sparse"]
-    name, auto = _backend.resolve_with_auto(
-        backend, lambda: _metal_ops().unsupported_bag(weight, flat, offsets, psw, spec)
-    )
-    if name == "metal":
-        metal_fn = _metal_ops().checked_embedding_bag
-        if not auto:
-            run = _metal_ops().bag_runner(spec, two_d, flat.dtype)
-        else:
-            run = lambda *a: _fallback.run(  # noqa: E731
-                "embedding_bag", metal_fn, reference.embedding_bag, (*a, spec)
-            )
-    else:
-        run = reference.bag_runner(spec, weight.shape[0], psw is not None)
+    if not (check or sparse):
+        return run
 
-    def plan(input, weight, offsets, psw):
+    def plan(weight, input, offsets, psw):
         if sparse:
             warn_sparse(sparse)
         if check:
             check_index_values(input, num_embeddings)
             if offsets is not None:
                 check_offset_values(offsets, input.size)
-        return run(
-            weight,
-            input.reshape(-1) if two_d else input,
-            offsets,
-            None if psw is None else psw.reshape(-1),
-        )
+        return run(weight, input, offsets, psw)
 
     return plan
 

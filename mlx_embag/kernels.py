@@ -153,7 +153,13 @@ class KernelUnavailable(RuntimeError):
     """
 
 
-_auto = threading.local()
+class _AutoDepth(threading.local):
+    # A class default, not getattr(local, "depth", 0): a missing attribute raises and
+    # clears an AttributeError inside getattr, a microsecond on every launch.
+    depth = 0
+
+
+_auto = _AutoDepth()
 _probed = {}  # specialisation -> None (it runs) or the failure's message
 
 
@@ -171,7 +177,7 @@ def auto_fallback():
         >>> kernels.probing()
         False
     """
-    _auto.depth = getattr(_auto, "depth", 0) + 1
+    _auto.depth += 1
     try:
         yield
     finally:
@@ -180,7 +186,7 @@ def auto_fallback():
 
 def probing() -> bool:
     """Whether :func:`call` is checking specialisations for ``backend="auto"`` (see :func:`auto_fallback`)."""
-    return getattr(_auto, "depth", 0) > 0
+    return _auto.depth > 0
 
 
 def _probe(name, key, template, inputs, output_dtypes):
@@ -216,7 +222,7 @@ def call(name, inputs, *, template, grid, threadgroup, output_shapes, output_dty
 
     Under :func:`auto_fallback` a specialisation that does not build raises :class:`KernelUnavailable`.
     """
-    if getattr(_auto, "depth", 0) > 0:  # probing(), inlined: every launch asks
+    if _auto.depth > 0:  # probing(), inlined: every launch asks
         key = (
             name,
             _factory()[1],
@@ -239,3 +245,64 @@ def call(name, inputs, *, template, grid, threadgroup, output_shapes, output_dty
         output_dtypes=list(output_dtypes),
         **kw,
     )
+
+
+_call = call  # the module's own, to tell a replaced ``call`` (a test's spy) from it
+
+
+def launch(name, *, template, grid, threadgroup, output_shapes, output_dtypes, init_value=None, small=True):
+    """One launch of kernel ``name`` with everything but its inputs fixed: ``run(inputs)``.
+
+    ``run(inputs)`` returns what ``call(name, inputs, ...)`` with these keyword
+    arguments returns; a launch repeated on every call skips rebuilding its lists
+    and tuples and re-checking its inputs' sizes. ``small`` says whether an input
+    may have fewer than 8 elements: such a launch, one under :func:`auto_fallback`,
+    and every launch while :func:`call` is replaced (tests spy on it) go through
+    :func:`call`. The kernel object is looked up on every launch, by the current
+    :func:`_factory`'s tag, so switching implementations (the emulator on or off)
+    is honoured. A closure, not an object with ``__call__``: calling it is cheaper.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag import emulator, kernels
+        >>> from mlx_embag import _embag_common as common
+        >>> emulator.enable()
+        >>> scale = kernels.launch("row_scale", template=[("T", mx.float32)], grid=(32, 1, 1),
+        ...                        threadgroup=(32, 8, 1), output_shapes=[(1,)], output_dtypes=[mx.float32])
+        >>> p, f = common.params(N=1, V=1, D=2), common.fparams(MAX_NORM_HI=1.0, NORM_TYPE=2.0)
+        >>> [round(v, 4) for v in scale([mx.array([[3.0, 4.0]]), mx.array([0]), p, f])[0].tolist()]
+        [0.2]
+        >>> emulator.reset()
+    """
+    template = list(template)
+    grid = tuple(map(int, grid))
+    threadgroup = tuple(map(int, threadgroup))
+    output_shapes = [tuple(s) for s in output_shapes]
+    output_dtypes = list(output_dtypes)
+
+    def run(inputs):
+        if small or _auto.depth > 0 or call is not _call:
+            return call(
+                name,
+                inputs,
+                template=template,
+                grid=grid,
+                threadgroup=threadgroup,
+                output_shapes=output_shapes,
+                output_dtypes=output_dtypes,
+                init_value=init_value,
+            )
+        k = _built.get((name, _factory()[1]))  # get(name), inlined
+        if k is None:
+            k = get(name)
+        return k(
+            inputs=inputs,
+            template=template,
+            grid=grid,
+            threadgroup=threadgroup,
+            output_shapes=output_shapes,
+            output_dtypes=output_dtypes,
+            init_value=init_value,  # None: no initial fill, as when left out
+        )
+
+    return run

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import mlx.core as mx
 import numpy as np
@@ -110,35 +111,65 @@ def _two_floats(x: float):
     return hi, float(np.float32(x - hi))
 
 
-def row_scale(weight, idx, max_norm: float, norm_type: float):
-    """Each position's ``max_norm`` factor: float32 (N,)."""
-    V, D = weight.shape
-    N = idx.size
+def _row_scale_launch(N, V, D, dtype, max_norm: float, norm_type: float):
+    """``row_scale``'s launch and its constant inputs ``(params, fparams)``."""
     # PyTorch compares the norm with max_norm and divides in double; the kernel
     # does the same in double-float arithmetic (see row_scale.metal).
     (m_hi, m_lo), (e_hi, e_lo) = _two_floats(max_norm), _two_floats(1e-7)
     fparams = common.fparams(
         MAX_NORM_HI=m_hi, MAX_NORM_LO=m_lo, EPS_HI=e_hi, EPS_LO=e_lo, NORM_TYPE=norm_type
     )
-    return kernels.call(
+    launch = kernels.launch(
         "row_scale",
-        [weight, idx, common.params(N=N, V=V, D=D), fparams],
-        template=[("T", weight.dtype)],
+        template=[("T", dtype)],
         grid=(32, N, 1),
         threadgroup=(32, 8, 1),
         output_shapes=[(N,)],
         output_dtypes=[_F32],
-    )[0]
+        # fparams has 5 slots: kernels.call pads it on every launch.
+    )
+    return launch, (common.params(N=N, V=V, D=D), fparams)
 
 
-@functools.lru_cache(maxsize=1024)
-def _fwd_plan(N, V, D, B, noff, pad, flags, dtype, max_mode, tuning):
-    """Everything about one :func:`bag_fwd` launch that its sizes and options decide.
+def row_scale(weight, idx, max_norm: float, norm_type: float):
+    """Each position's ``max_norm`` factor: float32 (N,)."""
+    V, D = weight.shape
+    launch, (p, fparams) = _row_scale_launch(idx.size, V, D, weight.dtype, max_norm, norm_type)
+    return launch([weight, idx, p, fparams])[0]
 
-    Cached per signature, so a repeated call computes no geometry and builds
-    no ``params`` array: ``(S, params, template, grid, threadgroup, output shapes, dtypes)``.
-    ``tuning`` holds the module's split constants, so changing them (tests do) misses.
+
+def tuning() -> tuple:
+    """The split constants a forward's geometry depends on (tests change them): a cached
+    :class:`Forward` is valid while they are unchanged."""
+    return FILL_THREADS, SPLIT_POSITIONS, MAX_SPLITS  # metal_ops reads the three inline
+
+
+@dataclass(frozen=True, eq=False)
+class Forward:
+    """Everything about one forward (``bag_fwd``, then ``bag_combine`` when its bags are
+    split) that its sizes and options decide, built once: geometry, ``params`` arrays,
+    template lists. :func:`forward` builds one; ``metal_ops`` keeps one per call shape and
+    runs ``main([weight, idx, off, prevmax, psw, scale, params])``, then, unless ``combine``
+    is None, ``combine([out, argmax, meta, combine_params])`` on its outputs.
+
+    ``S`` is the number of threadgroups per bag; ``combine`` is None when ``S == 1``.
+    ``scale`` is the ``row_scale`` launch of a call with ``max_norm`` (else None), with
+    its two constant inputs ``scale_inputs``.
     """
+
+    tuning: tuple
+    S: int
+    params: mx.array
+    main: Callable
+    combine: Optional[Callable]
+    combine_params: Optional[mx.array]
+    scale: Optional[Callable]
+    scale_inputs: tuple
+
+
+def forward(N, V, D, B, noff, pad, flags, dtype, max_mode, max_norm=None, norm_type=2.0) -> Forward:
+    """The :class:`Forward` of bags of these sizes and options (``noff``: the offsets' length,
+    also the running maximum's; ``max_norm``: adds the ``row_scale`` launch)."""
     # 2-byte tables read 8 columns per thread (one 16-byte load), so a SIMD-group covers
     # twice the row and the per-SIMD-group loads (params, bounds, index) are paid half as
     # often; not in max mode (8 int32 arg-max rows per thread would take two half-used
@@ -153,37 +184,51 @@ def _fwd_plan(N, V, D, B, noff, pad, flags, dtype, max_mode, tuning):
     cpt = (8 if wide else 4) if vec else 1
     out_dt = dtype if S == 1 else _F32
     # Partials stay sums: bag_combine divides by the whole bag's count.
-    flags = flags & ~common.FLAG_MEAN if S > 1 else flags
-    p = common.params(N=N, V=V, D=D, NOFF=noff, PAD=pad, FLAGS=flags, B=B, S=S)
-    template = (("T", dtype), ("O", out_dt), ("CPT", cpt), ("MAXMODE", max_mode))
-    shapes = ((B * S, D), (B * S, D) if max_mode else (1,), (B * S,))
-    return S, p, template, (nxt, tg[1], B * S), tg, shapes, (out_dt, mx.int32, mx.int32)
+    p = common.params(
+        N=N, V=V, D=D, NOFF=noff, PAD=pad, FLAGS=flags & ~common.FLAG_MEAN if S > 1 else flags, B=B, S=S
+    )
+    # Whether an input may have fewer than 8 elements (kernels.device_input pads it then):
+    # psw and scale have N or 8, the running maximum noff or B.
+    small = min(V * D, N, noff, B) < kernels.MIN_DEVICE_SIZE
+    main = kernels.launch(
+        "bag_fwd",
+        template=(("T", dtype), ("O", out_dt), ("CPT", cpt), ("MAXMODE", max_mode)),
+        grid=(nxt, tg[1], B * S),
+        threadgroup=tg,
+        output_shapes=((B * S, D), (B * S, D) if max_mode else (1,), (B * S,)),
+        output_dtypes=(out_dt, mx.int32, mx.int32),
+        small=small,
+    )
+    combine = cparams = None
+    if S > 1:
+        cparams = common.params(N=N, V=V, D=D, NOFF=noff, PAD=pad, FLAGS=flags, B=B, S=S)
+        combine = kernels.launch(
+            "bag_combine",
+            template=(("T", dtype), ("MAXMODE", max_mode)),
+            grid=(D, B, 1),
+            threadgroup=_row_threads(D),
+            output_shapes=((B, D), (B, D) if max_mode else (1,), (B,)),
+            output_dtypes=(dtype, mx.int32, mx.int32),
+        )
+    scale, scale_inputs = None, ()
+    if max_norm is not None:
+        scale, scale_inputs = _row_scale_launch(N, V, D, dtype, max_norm, norm_type)
+    return Forward(tuning(), S, p, main, combine, cparams, scale, scale_inputs)
 
 
 def bag_fwd(bags: Bags, weight, prevmax, scale, max_mode: bool):
     """``(out, argmax, meta, S)``: final results when ``S == 1``, else float32 partials for :func:`bag_combine`."""
-    S, p, template, grid, tg, shapes, dtypes = _fwd_plan(
-        bags.N,
-        bags.V,
-        bags.D,
-        bags.B,
-        bags.off.size,
-        bags.pad,
-        bags.flags,
-        weight.dtype,
-        max_mode,
-        (FILL_THREADS, SPLIT_POSITIONS, MAX_SPLITS),
+    f = _forward(
+        bags.N, bags.V, bags.D, bags.B, bags.off.size, bags.pad, bags.flags, weight.dtype, max_mode, tuning()
     )
-    out, argmax, meta = kernels.call(
-        "bag_fwd",
-        [weight, bags.idx, bags.off, prevmax, bags.psw, scale, p],
-        template=template,
-        grid=grid,
-        threadgroup=tg,
-        output_shapes=shapes,
-        output_dtypes=dtypes,
-    )
-    return out, argmax, meta, S
+    out, argmax, meta = f.main([weight, bags.idx, bags.off, prevmax, bags.psw, scale, f.params])
+    return out, argmax, meta, f.S
+
+
+@functools.lru_cache(maxsize=1024)
+def _forward(N, V, D, B, noff, pad, flags, dtype, max_mode, tuning):
+    # ``tuning`` (unused here) makes a change of the split constants miss the cache.
+    return forward(N, V, D, B, noff, pad, flags, dtype, max_mode)
 
 
 def bag_combine(bags: Bags, part, pargmax, pmeta, S: int, dtype, max_mode: bool):

@@ -22,7 +22,6 @@ Each kernel's launch lives in ``launchers.py``; this module composes them.
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 
 import mlx.core as mx
 import numpy as np
@@ -156,70 +155,125 @@ def _sorted_weight_grad(bags: launchers.Bags, g, meta, freq):
 # ----------------------------------------------------------------- the core op
 
 
-@functools.lru_cache(maxsize=None)
-def _bag_function(spec: BagSpec, pad_forward: bool, fixed: bool = False):
-    """A custom_function over normalised arrays for one set of static options.
+_SHAPES_KEPT = 256  # call lengths (N) whose forward launches one bag function keeps
 
-    ``spec``'s shape fields are unused (the arrays carry them); ``pad_forward``
-    says whether the forward skips the padding row too (``embedding_bag``) or
-    only the backward does (``embedding``); ``fixed``, that every bag has
-    ``N / B`` positions (2-D input, ``embedding``: the forward reads no
-    offsets, ``FLAG_FIXED``). Arguments: weight (V, D), psw (N,)
-    or None, idx (N,) int32/int64, off (NOFF,) int64, prevmax (B,) int64.
-    Outputs: out (B, D), meta, then argmax (max mode) and scale (``max_norm``): the VJP's.
+
+@functools.lru_cache(maxsize=1024)
+def _bag_function(
+    spec: BagSpec, pad_forward: bool, V: int, D: int, dtype, index_dtype, offsets_dtype, psw_dtype
+):
+    """The custom function of one call signature: ``bag(weight, idx[, offsets][, psw])``.
+
+    ``spec`` is the call's, shape included; ``pad_forward`` says whether the forward skips
+    the padding row too (``embedding_bag``) or only the backward does (``embedding``); the
+    rest are the table's shape and dtype and the other arrays' dtypes (None: absent).
+    ``spec.bag_size`` set (2-D input, ``embedding``): every bag has that many positions,
+    there is no ``offsets`` argument and the forward reads no offsets (``FLAG_FIXED``);
+    else ``offsets`` is the raw 1-D array. ``psw`` is an argument when ``psw_dtype`` is
+    set. ``idx`` and ``psw`` may have any shape (the kernels read them flat). Outputs: out
+    (B, D), meta, then argmax (max mode) and scale (``max_norm``): the VJP's. Each
+    argument and output of a custom function costs host time on every call (a None
+    argument too), so there are no more than the call has, and the bounds of fixed bags
+    are constants here rather than arguments.
+
+    Everything the forward's launches take but the arrays is built once per ``N``
+    (``launchers.forward``), so a repeated call only looks it up.
     """
+    B = spec.num_bags
+    fixed = spec.bag_size is not None
     pad_bwd = -1 if spec.padding_idx is None else spec.padding_idx
     pad_fwd = pad_bwd if pad_forward else -1
     max_mode = spec.mode == "max"
     has_scale = spec.max_norm is not None
+    cast = index_dtype not in (mx.int32, mx.int64)  # others are read as int64 (_index_array)
+    has_psw = psw_dtype is not None
+    psw_cast = has_psw and psw_dtype != dtype
+    off_cast = offsets_dtype is not None and offsets_dtype != mx.int64
+    no_psw, no_scale = kernels.absent(dtype), kernels.absent(_F32)
+    flags = common.FLAG_MEAN if spec.mode == "mean" else 0
+    flags |= common.FLAG_PSW if psw_dtype is not None else 0
+    flags |= common.FLAG_SCALE if has_scale else 0
+    if fixed:
+        grid_off, grid_prev = _grid_bounds(B, spec.bag_size)
+    noff = B if fixed else B + int(spec.include_last_offset)
+    forwards = {}
+
+    def build(N):
+        if len(forwards) >= _SHAPES_KEPT:
+            forwards.clear()
+        f = forwards[N] = launchers.forward(
+            N,
+            V,
+            D,
+            B,
+            noff,
+            pad_fwd,
+            flags | (common.FLAG_FIXED if fixed else 0),
+            dtype,
+            max_mode,
+            spec.max_norm,
+            spec.norm_type,
+        )
+        return f
 
     @mx.custom_function
-    def bag(weight, psw, idx, off, prevmax):
+    def bag(weight, idx, *rest):
+        offsets = None if fixed else rest[0]
+        psw = rest[-1] if has_psw else None
         N = idx.size
-        fwd = _bags(spec, weight, psw, idx, off, prevmax.size, pad_fwd, common.FLAG_FIXED if fixed else 0)
-        if spec.max_norm is not None and N:
-            scale = launchers.row_scale(weight, idx, spec.max_norm, spec.norm_type)
+        f = forwards.get(N)
+        if f is None or f.tuning != (launchers.FILL_THREADS, launchers.SPLIT_POSITIONS, launchers.MAX_SPLITS):
+            f = build(N)  # new, or the split constants changed (tests change them)
+        if cast:
+            idx = idx.astype(mx.int64)
+        if fixed:
+            off, prevmax = grid_off, grid_prev
         else:
-            scale = kernels.absent(_F32)
-        out, argmax, meta, S = launchers.bag_fwd(fwd, weight, prevmax, scale, max_mode)
-        if S > 1:
-            out, argmax, meta = launchers.bag_combine(fwd, out, argmax, meta, S, weight.dtype, max_mode)
-        # Only what the VJP reads: each output of a custom function costs host time on every call.
-        return (out, meta) + ((argmax,) if max_mode else ()) + ((scale,) if has_scale else ())
+            off = offsets_int64(offsets, N) if off_cast else offsets
+            # The kernel only asks whether bag b's start, offsets[b], is below an earlier offset;
+            # including offsets[b] itself in the maximum changes no answer and saves two ops.
+            prevmax = mx.cummax(off)
+        if psw is None:
+            psw = no_psw
+        elif psw_cast:
+            psw = psw.astype(dtype)
+        scale = f.scale([weight, idx, *f.scale_inputs])[0] if has_scale and N else no_scale
+        out, argmax, meta = f.main([weight, idx, off, prevmax, psw, scale, f.params])
+        if f.combine is not None:
+            out, argmax, meta = f.combine([out, argmax, meta, f.combine_params])
+        if max_mode:
+            return (out, meta, argmax, scale) if has_scale else (out, meta, argmax)
+        return (out, meta, scale) if has_scale else (out, meta)
 
     @bag.vjp
     def bag_vjp(primals, cotangents, outputs):
-        weight, psw, idx, off, prevmax = primals
+        weight, idx, *rest = primals
+        offsets = None if fixed else rest[0]
+        psw = rest[-1] if has_psw else None
+        zeros = (mx.zeros_like(idx),) + (() if fixed else (mx.zeros_like(offsets),))
         meta = outputs[1]
         argmax = outputs[2] if max_mode else None
-        scale = outputs[-1] if has_scale else kernels.absent(_F32)
-        V, D = weight.shape
+        scale = outputs[-1] if has_scale else no_scale
         cot = cotangents[0].astype(_F32)
-        zeros = (mx.zeros_like(idx), mx.zeros_like(off), mx.zeros_like(prevmax))
         if idx.size == 0 or D == 0:
-            dpsw = None if psw is None else mx.zeros_like(psw)
-            return (mx.zeros_like(weight), dpsw) + zeros
+            return (mx.zeros_like(weight),) + zeros + ((mx.zeros_like(psw),) if has_psw else ())
+        flat = _index_array(idx.reshape(-1))
+        off = grid_off if fixed else offsets_int64(offsets, flat.size)
+        pw = None if psw is None else psw.reshape(-1)
         freq = kernels.absent(_F32)
         if spec.scale_grad_by_freq:
-            ok, safe = checked_indices(idx, V)
+            ok, safe = checked_indices(flat, V)
             freq = row_counts(safe, ok, V)
         bwd = _bags(
-            spec,
-            weight,
-            psw,
-            idx,
-            off,
-            prevmax.size,
-            pad_bwd,
-            common.FLAG_FREQ if spec.scale_grad_by_freq else 0,
+            spec, weight, pw, flat, off, B, pad_bwd, common.FLAG_FREQ if spec.scale_grad_by_freq else 0
         )
         # deterministic=False takes whichever variant moves fewer device sectors (_cost.py).
         sort = spec.deterministic or _cost.prefers_sorted(
-            idx.size,
-            prevmax.size,
+            flat.size,
+            B,
             D,
             V,
-            index_bytes=idx.dtype.size,
+            index_bytes=flat.dtype.size,
             weight_bytes=weight.dtype.size,
             psw=psw is not None,
             freq=spec.scale_grad_by_freq,
@@ -231,19 +285,12 @@ def _bag_function(spec: BagSpec, pad_forward: bool, fixed: bool = False):
             g = cot / mx.maximum(meta, 1).astype(_F32)[:, None] if spec.mode == "mean" else cot
             weight_grad = _sorted_weight_grad if sort else launchers.bag_bwd
             dw = weight_grad(bwd, g, meta, freq)
-        dpsw = None
-        if psw is not None:
-            dpsw = launchers.psw_grad(bwd, cot, weight, meta, scale).astype(psw.dtype)
-        return (dw.astype(weight.dtype), dpsw) + zeros
+        dpsw = ()
+        if has_psw:
+            dpsw = (launchers.psw_grad(bwd, cot, weight, meta, scale).astype(psw.dtype).reshape(psw.shape),)
+        return (dw.astype(weight.dtype),) + zeros + dpsw
 
     return bag
-
-
-@functools.lru_cache(maxsize=1024)
-def _bag_function_for(spec: BagSpec, fixed: bool):
-    """The custom function of ``spec``, which is ``spec`` without the call's shape
-    (one function serves every batch; this cache only skips rebuilding that key)."""
-    return _bag_function(replace(spec, num_bags=0, bag_size=None, include_last_offset=False), True, fixed)
 
 
 _I64_MIN = -(2**63)
@@ -259,13 +306,6 @@ def _grid_bounds(B: int, L: int):
     off = np.arange(B, dtype=np.int64) * L
     prev = np.concatenate([[_I64_MIN], off[:-1]])
     return mx.array(off), mx.array(prev)
-
-
-def _offset_bounds(offsets, n: int, B: int):
-    """``(off, prevmax)`` of 1-D input: the offsets as int64 and each bag's largest
-    earlier offset (the smallest int64 for bag 0): three lazy ops, no host sync."""
-    off = offsets_int64(offsets, n)
-    return off, mx.pad(mx.cummax(off)[: B - 1], [(1, 0)], constant_values=_I64_MIN)
 
 
 def embedding_bag(weight, indices, offsets, per_sample_weights, spec: BagSpec):
@@ -299,44 +339,51 @@ def checked_embedding_bag(weight, indices, offsets, per_sample_weights, spec: Ba
         [[3.0, 4.0], [3.0, 2.0]]
         >>> emulator.reset()
     """
-    flat = indices if indices.ndim == 1 else indices.reshape(-1)
     if offsets is not None and offsets.ndim != 1:
         offsets = offsets.reshape(-1)
-    return bag_runner(spec, offsets is None, flat.dtype)(weight, flat, offsets, per_sample_weights)
+    run = bag_runner(spec, weight, indices, offsets, per_sample_weights)
+    return run(weight, indices, offsets, per_sample_weights)
 
 
-def bag_runner(spec: BagSpec, two_d: bool, index_dtype):
-    """:func:`checked_embedding_bag` for one call signature, with what it decides from the
-    signature alone done once: ``run(weight, flat indices, offsets, psw)``. The call plans of
-    the functional layer use it for a signature :func:`unsupported_bag` has accepted.
+def bag_runner(spec: BagSpec, weight, indices, offsets, per_sample_weights):
+    """:func:`checked_embedding_bag` for the signature of these arguments (shapes and
+    dtypes; their values are not read), with what it decides from the signature alone
+    done once: ``run(weight, indices, offsets, psw)``. The indices and weights may be flat
+    or keep the input's shape. The call plans of the functional layer use it for a
+    signature :func:`unsupported_bag` has accepted.
 
     Example:
         >>> import mlx.core as mx
         >>> from mlx_embag import emulator
         >>> emulator.enable()
-        >>> run = bag_runner(BagSpec("sum", 2, 2, False, None, None, 2.0, False, False), True, mx.int32)
-        >>> run(mx.eye(3), mx.array([0, 1, 2, 2]), None, None).tolist()
+        >>> spec, idx = BagSpec("sum", 2, 2, False, None, None, 2.0, False, False), mx.array([[0, 1], [2, 2]])
+        >>> run = bag_runner(spec, mx.eye(3), idx, None, None)
+        >>> run(mx.eye(3), idx, None, None).tolist()
         [[1.0, 1.0, 0.0], [0.0, 0.0, 2.0]]
         >>> emulator.reset()
     """
-    B = spec.num_bags
-    if B == 0:
+    if spec.num_bags == 0:
         return lambda weight, indices, offsets, psw: mx.zeros((0, weight.shape[1]), dtype=weight.dtype)
-    fn = _bag_function_for(spec, two_d)
-    cast = index_dtype not in (mx.int32, mx.int64)  # as _index_array: others read as int64
-    if two_d:
-        off, prevmax = _grid_bounds(B, spec.bag_size)
+    V, D = weight.shape
+    fn = _bag_function(
+        spec,
+        True,
+        V,
+        D,
+        weight.dtype,
+        indices.dtype,
+        None if offsets is None else offsets.dtype,
+        None if per_sample_weights is None else per_sample_weights.dtype,
+    )
 
-        def run(weight, indices, offsets, psw):
-            return fn(weight, psw, indices.astype(mx.int64) if cast else indices, off, prevmax)[0]
-
-        return run
-
-    def run(weight, indices, offsets, psw):
-        idx = indices.astype(mx.int64) if cast else indices
-        return fn(weight, psw, idx, *_offset_bounds(offsets, idx.size, B))[0]
-
-    return run
+    # Only the arguments the function takes (see _bag_function).
+    if offsets is None:
+        if per_sample_weights is None:
+            return lambda weight, indices, offsets, psw: fn(weight, indices)[0]
+        return lambda weight, indices, offsets, psw: fn(weight, indices, psw)[0]
+    if per_sample_weights is None:
+        return lambda weight, indices, offsets, psw: fn(weight, indices, offsets)[0]
+    return lambda weight, indices, offsets, psw: fn(weight, indices, offsets, psw)[0]
 
 
 def embedding(weight, indices, spec: EmbSpec):
@@ -368,29 +415,22 @@ def checked_embedding(weight, indices, spec: EmbSpec):
         [[0.0, 1.0]]
         >>> emulator.reset()
     """
-    D = weight.shape[1]
+    V, D = weight.shape
     n = indices.size
     if n == 0:
         return mx.zeros((*indices.shape, D), dtype=weight.dtype)
-    idx = _index_array(indices if indices.ndim == 1 else indices.reshape(-1))
-    off = _positions(n)
-    out = _embedding_function(spec)(weight, None, idx, off, off)[0]
+    fn = _bag_function(_embedding_spec(spec, n), False, V, D, weight.dtype, indices.dtype, None, None)
+    out = fn(weight, indices)[0]
     return out if indices.ndim == 1 else out.reshape(*indices.shape, D)
 
 
-@functools.lru_cache(maxsize=64)
-def _positions(n: int):
-    """``arange(n)`` as int64: the offsets (and largest earlier offsets) of n bags of one."""
-    return mx.array(np.arange(n, dtype=np.int64))
-
-
 @functools.lru_cache(maxsize=256)
-def _embedding_function(spec: EmbSpec):
-    """The bag function of ``embedding``: every position a "sum" bag of one."""
-    as_bags = BagSpec(
+def _embedding_spec(spec: EmbSpec, n: int) -> BagSpec:
+    """``embedding`` as bags: each of the n positions a "sum" bag of one."""
+    return BagSpec(
         "sum",
-        0,
-        None,
+        n,
+        1,
         False,
         spec.padding_idx,
         spec.max_norm,
@@ -398,7 +438,6 @@ def _embedding_function(spec: EmbSpec):
         spec.scale_grad_by_freq,
         spec.deterministic,
     )
-    return _bag_function(as_bags, False, True)
 
 
 def run_sums(keys, values, coef=None):
