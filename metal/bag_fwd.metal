@@ -35,8 +35,9 @@
 // rows in max mode) and one count per thread at word k * TG_MAX + slot and thread y = 0
 // reads them back: 32 consecutive words per SIMD-group access, no bank conflict.
 //
-// Inputs: weight (V, D) T; indices (N) int32 or int64; offsets (NOFF) int64; prevmax (B)
-// int64 = max(offsets[0..b-1]); psw (N) T (FLAG_PSW); scale (N) float32 max_norm
+// Inputs: weight (V, D) T; indices (N) int32 or int64; offsets (NOFF) int64; prevmax (at
+// least B) int64 = max(offsets[0..b]) (inclusive: start >= it iff start >= every earlier
+// offset; not read with FLAG_FIXED); psw (N) T (FLAG_PSW); scale (N) float32 max_norm
 // factors (FLAG_SCALE); params int64, slots P_N .. P_S (embag_common.h).
 // Outputs: out (B * S, D) O (divided by the count with FLAG_MEAN); argmax (B * S, D)
 // int32 row per column (-1: none) in max mode; meta (B * S) int32 = non-padding count,

@@ -88,8 +88,9 @@ inline BagRange bag_bounds(const device int64_t* offsets, const device int64_t* 
 }
 
 // The poison rule's structural half: a bag is poisoned unless its range is well formed and
-// starts no earlier than any earlier offset (`earlier`, the largest of offsets[0..b-1]), so
-// valid bags never overlap. The other half, an index outside [0, V), is found while reading.
+// starts no earlier than any earlier offset (`earlier`, the largest of offsets[0..b-1], or of
+// offsets[0..b]: the same test), so valid bags never overlap. The other half, an index
+// outside [0, V), is found while reading.
 inline bool bag_range_poisoned(int64_t first_offset, BagRange r, int64_t earlier, int64_t n) {
   return !(first_offset == 0 && r.start >= 0 && r.start <= r.end && r.end <= n && r.start >= earlier);
 }
