@@ -20,6 +20,26 @@ def test_measure_runs_warmup_then_repeat_and_reports_median():
     assert m.peak_bytes == 0  # the callable allocates nothing in MLX
 
 
+def test_interleaved_rounds_rotate_who_goes_first():
+    # A callable timed after another that read the same rows finds them in cache: each
+    # one must lead a round in turn, and every round time each callable once.
+    seen = []
+    fns = {name: (lambda name=name: seen.append(name)) for name in "abc"}
+    ms = bench.timing.measure_interleaved(fns, warmup=0, repeat=6)
+    rounds = [seen[i : i + 3] for i in range(0, 18, 3)]
+    assert [r[0] for r in rounds] == list("abcabc")
+    assert all(sorted(r) == list("abc") for r in rounds)
+    assert all(m.runs == 6 for m in ms.values())
+
+
+def test_1d_cases_give_ref2d_a_new_grid_each_call():
+    from mlx_embag.bench.workloads import VARIANTS, Case, make_inputs
+
+    inp = make_inputs(Case(V=50, D=4, B=3, L=2, layout="1d", mode="max"))
+    assert len(inp.grids) == VARIANTS and all(g.shape == (3, 2) for g in inp.grids)
+    assert len({tuple(g.reshape(-1).tolist()) for g in inp.grids}) == VARIANTS
+
+
 def test_quick_run_prints_table_and_writes_json_and_plot(tmp_path, capsys):
     import matplotlib  # noqa: F401  (the test extra installs it: missing must fail, not skip)
 

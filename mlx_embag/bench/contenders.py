@@ -97,7 +97,11 @@ def _grid_reference(case: Case, inp: Inputs, compile=False):
     layout whose time 1-D max answers to)."""
     if case.layout != "1d":
         return None
-    f = lambda w, i: meb.embedding_bag(inp.grid, w, mode=case.mode, backend="reference")  # noqa: E731
+    grids = inp.grids
+
+    def f(w, i):
+        return meb.embedding_bag(grids[i % len(grids)], w, mode=case.mode, backend="reference")
+
     return _mlx_pair(f, inp, compile)
 
 

@@ -49,7 +49,12 @@ def measure_interleaved(
     After ``warmup`` untimed calls of each (they build MLX's graphs and cache
     kernels), each of the ``repeat`` rounds times every callable once, so a
     burst of load from other processes hits all of them alike and their ratios
-    stay meaningful on a busy machine. The median is the figure reported.
+    stay meaningful on a busy machine. The order rotates from round to round:
+    a callable timed right after another one that read the same rows finds them
+    in the CPU's caches, and at small sizes that alone is worth a third of a
+    run (0.66 ms first against 0.54 ms second, the same call at B=1024 bags of
+    one), so a fixed order would favour whoever comes later. The median is the
+    figure reported.
     For the names in ``track_mlx_memory``, one more call measures MLX's peak
     memory above what was allocated before it.
 
@@ -74,8 +79,10 @@ def measure_interleaved(
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
+    order = list(fns.items())
+    for r in range(repeat):
+        k = r % len(order)
+        for name, fn in order[k:] + order[:k]:
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

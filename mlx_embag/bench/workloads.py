@@ -65,7 +65,9 @@ class Inputs:
     # 1-D: (flat, offsets) of every draw of the bag lengths, the first being (flat, offsets);
     # 2-D: that pair alone.
     variants: tuple = ()
-    grid: Optional[mx.array] = None  # 1-D: a (B, L) index array of the same table and L
+    # 1-D: (B, L) index arrays of the same table and L, one per draw, so that the 2-D call
+    # the 1-D one answers to reads other rows from call to call too (not rows left in cache).
+    grids: tuple = ()
 
     @property
     def N(self):
@@ -117,15 +119,17 @@ def make_inputs(case: Case, seed: int = 0) -> Inputs:
     idx2d = flat.reshape(case.B, case.L) if case.layout == "2d" else None
     offsets = mx.array(off_np) if case.layout == "1d" else None
     cot = mx.array(cot_np).astype(dtype)
-    variants, grid = ((flat, offsets),), None
+    variants, grids = ((flat, offsets),), ()
     if case.layout == "1d":
         for _ in range(VARIANTS - 1):
             lens = rng.integers(1, 2 * case.L, size=case.B) if case.L > 1 else np.ones(case.B, int)
             v_flat = rng.integers(0, case.V, size=int(lens.sum())).astype(np.int32)
             v_off = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int32)
             variants += ((mx.array(v_flat), mx.array(v_off)),)
-        grid = mx.array(rng.integers(0, case.V, size=(case.B, case.L)).astype(np.int32))
-    mx.eval(weight, flat, cot, *(a for a in (idx2d, offsets, grid) if a is not None), variants)
+        grids = tuple(
+            mx.array(rng.integers(0, case.V, size=(case.B, case.L)).astype(np.int32)) for _ in range(VARIANTS)
+        )
+    mx.eval(weight, flat, cot, *(a for a in (idx2d, offsets) if a is not None), variants, grids)
     return Inputs(
         weight,
         flat,
@@ -137,7 +141,7 @@ def make_inputs(case: Case, seed: int = 0) -> Inputs:
         w_np,
         cot_np,
         variants,
-        grid,
+        grids,
     )
 
 
