@@ -2,12 +2,16 @@
 
 An eager training step pays this on every call, on top of the arithmetic; on a
 Mac the kernels of a small batch run in tens of microseconds, so it can
-dominate. Each figure is the best of 5 rounds of 400 calls, the contenders
+dominate. Each figure is the best of 40 rounds of 50 calls, the contenders
 interleaved round by round, timed by the calling thread's CPU clock
 (``time.thread_time``): graph building is CPU work on that thread, and a wall
 clock would also count the time other processes hold the CPU (on a loaded
 machine a 60 ms round is preempted, a 1 ms round of ``mx.take`` is not, and
-their ratio would be wrong). 1-D calls rotate through the case's draws of bag
+their ratio would be wrong). Many short rounds rather than a few long ones, so
+that a short quiet spell is enough for a contender's best round: the project's
+shared 2-core machines run in slow and fast spells (a bare ``mx.take`` costs 1.5
+us per call in one, 2.6-2.9 us in the other), so compare a figure with the
+``take`` column measured beside it. 1-D calls rotate through the case's draws of bag
 lengths, so N changes between calls.
 
 The Metal path runs with its kernel objects replaced by a stub that returns
@@ -38,7 +42,7 @@ from .workloads import Case, Inputs
 
 # The backends with a host cost figure; "take" is a bare mx.take of the same rows.
 HOST_BACKENDS = ("reference", "metal", "take")
-CALLS, ROUNDS = 400, 5
+CALLS, ROUNDS = 50, 40
 
 
 class _StubKernel:

@@ -143,7 +143,7 @@ def format_host(costs: List[HostCost]) -> str:
         >>> from mlx_embag.bench.workloads import Case
         >>> case = Case(10, 4, 2, 3, "1d", "sum")
         >>> print(format_host([HostCost(case, "reference", 30.0), HostCost(case, "take", 2.0)]))
-        host us/call (graph building of one forward, nothing evaluated; Metal on stub kernels; best of 5 x 400)
+        host us/call (graph building of one forward, nothing evaluated; Metal on stub kernels; best of 40 x 50)
           V      D     B   L layout mode |   reference        take
           10     4     2   3     1d  sum |        30.0         2.0
     """
@@ -154,7 +154,7 @@ def format_host(costs: List[HostCost]) -> str:
     for h in costs:
         rows.setdefault(h.case, {})[h.backend] = h.host_us
     lines = [
-        "host us/call (graph building of one forward, nothing evaluated; Metal on stub kernels; best of 5 x 400)",
+        "host us/call (graph building of one forward, nothing evaluated; Metal on stub kernels; best of 40 x 50)",
         f"{'V':>3} {'D':>6} {'B':>5} {'L':>3} {'layout':>6} {'mode':>4} |"
         + "".join(f"{b:>12}" for b in shown),
     ]
