@@ -30,6 +30,7 @@ def test_interleaved_rounds_rotate_who_goes_first():
     assert [r[0] for r in rounds] == list("abcabc")
     assert all(sorted(r) == list("abc") for r in rounds)
     assert all(m.runs == 6 for m in ms.values())
+    assert bench.timing.measure_interleaved({}, warmup=1, repeat=3) == {}  # nothing to time
 
 
 def test_1d_cases_give_ref2d_a_new_grid_each_call():
