@@ -48,9 +48,8 @@ def _signature(op_name, args):
     return tuple(parts)
 
 
-def _check_backward(op_name, metal_fn, args, out):
-    """Build the vjp graph once per signature, so its kernels are probed now."""
-    key = _signature(op_name, args)
+def _check_backward(metal_fn, args, out, key):
+    """Build the vjp graph once per signature ``key``, so its kernels are probed now."""
     if key in _backward_checked:
         return
     wrt = [i for i, a in enumerate(args) if isinstance(a, mx.array) and mx.issubdtype(a.dtype, mx.floating)]
@@ -83,14 +82,33 @@ def run(op_name, metal_fn, reference_fn, args, backward=True):
         >>> _fallback.run("double", broken, lambda x: 2 * x, (mx.array([1.0]),)).tolist()
         [2.0]
     """
-    key = _signature(op_name, args)
-    if key not in _reference_only:
-        try:
-            with kernels.auto_fallback():
-                out = metal_fn(*args)
-                if backward:
-                    _check_backward(op_name, metal_fn, args, out)
-                return out
-        except kernels.KernelUnavailable:
-            _reference_only.add(key)
-    return reference_fn(*args)
+    return runner(metal_fn, reference_fn, _signature(op_name, args), backward)(*args)
+
+
+def runner(metal_fn, reference_fn, key, backward=True):
+    """:func:`run` for calls whose signature (:func:`_signature`) is known to be ``key``:
+    ``run(*args)``, the key computed once rather than on every call (the functional
+    layer's call plans use it).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag import _fallback
+        >>> double = _fallback.runner(lambda x: 2 * x, lambda x: x + x, ("double", (1,), mx.float32))
+        >>> double(mx.array([1.0])).tolist()
+        [2.0]
+    """
+
+    def run(*args):
+        # The module's sets, read on every call (tests replace them).
+        if key not in _reference_only:
+            try:
+                with kernels.auto_fallback():
+                    out = metal_fn(*args)
+                    if backward and key not in _backward_checked:
+                        _check_backward(metal_fn, args, out, key)
+                    return out
+            except kernels.KernelUnavailable:
+                _reference_only.add(key)
+        return reference_fn(*args)
+
+    return run

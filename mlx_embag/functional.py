@@ -313,15 +313,18 @@ def _bag_plan(args, normalised):
     weight, flat, offsets, psw, spec = normalised
     if 0 in weight.shape:
         return None  # the stand-in table: rare, always the full path
-    kind, fn = _route("embedding_bag", "unsupported_bag", args["backend"], normalised)
-    if kind == "metal":
+    kind, _ = _route("embedding_bag", "unsupported_bag", args["backend"], normalised)
+    inner = reference.bag_runner(spec, weight.shape[0], psw is not None)
+    run = lambda w, i, o, p: inner(w, _flat(i), o, _flat(p))  # noqa: E731
+    if kind != "reference":
         # The kernels read the indices and weights flat, whatever their shape: no reshape.
-        run = _metal_ops().bag_runner(spec, weight, args["input"], offsets, args["per_sample_weights"])
-    else:
-        inner = reference.bag_runner(spec, weight.shape[0], psw is not None) if kind == "reference" else None
-        if inner is None:
-            inner = lambda w, i, o, p: fn(w, i, o, p, spec)  # noqa: E731
-        run = lambda w, i, o, p: inner(w, _flat(i), o, _flat(p))  # noqa: E731
+        metal = _metal_ops().bag_runner(spec, weight, args["input"], offsets, args["per_sample_weights"])
+        # "auto": the same probing and fallback as the full path, keyed as it is.
+        run = (
+            metal
+            if kind == "metal"
+            else _fallback.runner(metal, run, _fallback._signature("embedding_bag", normalised))
+        )
     num_embeddings = weight.shape[0]
     check = _backend.resolve_check_indices(args["check_indices"])
     sparse = args["sparse"]

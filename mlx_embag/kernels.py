@@ -22,7 +22,6 @@ an input a call's flags say the kernel never reads is :func:`absent`, and the
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import warnings
 
@@ -163,7 +162,20 @@ _auto = _AutoDepth()
 _probed = {}  # specialisation -> None (it runs) or the failure's message
 
 
-@contextlib.contextmanager
+class _Probing:
+    # A plain context manager, not a contextlib generator: every "auto" call enters one,
+    # and a generator-based one costs a few microseconds to create and run.
+    def __enter__(self):
+        _auto.depth += 1
+
+    def __exit__(self, *exc):
+        _auto.depth -= 1
+        return False
+
+
+_PROBING = _Probing()
+
+
 def auto_fallback():
     """While active, :func:`call` first builds and runs each new kernel specialisation once on
     tiny inputs; one that fails warns once (with the compiler's message) and raises
@@ -177,11 +189,7 @@ def auto_fallback():
         >>> kernels.probing()
         False
     """
-    _auto.depth += 1
-    try:
-        yield
-    finally:
-        _auto.depth -= 1
+    return _PROBING
 
 
 def probing() -> bool:
@@ -248,6 +256,7 @@ def call(name, inputs, *, template, grid, threadgroup, output_shapes, output_dty
 
 
 _call = call  # the module's own, to tell a replaced ``call`` (a test's spy) from it
+_UNPROBED = "not probed yet"  # a stand-in failure message for a key _probed does not hold
 
 
 def launch(name, *, template, grid, threadgroup, output_shapes, output_dtypes, init_value=None, small=True):
@@ -256,9 +265,9 @@ def launch(name, *, template, grid, threadgroup, output_shapes, output_dtypes, i
     ``run(inputs)`` returns what ``call(name, inputs, ...)`` with these keyword
     arguments returns; a launch repeated on every call skips rebuilding its lists
     and tuples and re-checking its inputs' sizes. ``small`` says whether an input
-    may have fewer than 8 elements: such a launch, one under :func:`auto_fallback`,
-    and every launch while :func:`call` is replaced (tests spy on it) go through
-    :func:`call`. The kernel object is looked up on every launch, by the current
+    may have fewer than 8 elements: such a launch, one under :func:`auto_fallback`
+    whose specialisation has not yet been probed and found working, and every launch
+    while :func:`call` is replaced (tests spy on it) go through :func:`call`. The kernel object is looked up on every launch, by the current
     :func:`_factory`'s tag, so switching implementations (the emulator on or off)
     is honoured. A closure, not an object with ``__call__``: calling it is cheaper.
 
@@ -279,9 +288,19 @@ def launch(name, *, template, grid, threadgroup, output_shapes, output_dtypes, i
     threadgroup = tuple(map(int, threadgroup))
     output_shapes = [tuple(s) for s in output_shapes]
     output_dtypes = list(output_dtypes)
+    # The parts of call's probe key that do not change between launches (repr is slow).
+    template_key, outputs_key = repr(template), tuple(output_dtypes)
 
     def run(inputs):
-        if small or _auto.depth > 0 or call is not _call:
+        slow = small or call is not _call
+        if not slow:
+            tag = _factory()[1]
+            if _auto.depth > 0:
+                # Under "auto", only a specialisation already probed and found working skips
+                # call's probing: the same key, read from the same registry (tests reset it).
+                key = (name, tag, template_key, tuple(x.dtype for x in inputs), outputs_key)
+                slow = _probed.get(key, _UNPROBED) is not None
+        if slow:
             return call(
                 name,
                 inputs,
@@ -292,7 +311,7 @@ def launch(name, *, template, grid, threadgroup, output_shapes, output_dtypes, i
                 output_dtypes=output_dtypes,
                 init_value=init_value,
             )
-        k = _built.get((name, _factory()[1]))  # get(name), inlined
+        k = _built.get((name, tag))  # get(name), inlined
         if k is None:
             k = get(name)
         return k(

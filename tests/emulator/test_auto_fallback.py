@@ -71,6 +71,33 @@ def test_a_backward_kernel_that_fails_is_caught_before_grad(simulated_mac):
     np.testing.assert_allclose(np.array(out), np.array(_bag(w, "reference")), rtol=1e-6)
 
 
+def test_a_planned_signature_still_falls_back_for_a_new_specialisation(simulated_mac):
+    # The first call plans the signature with bags short enough for one threadgroup each;
+    # a later call of the same signature with a long bag splits it, and its bag_fwd then
+    # writes float32 partials: a new specialisation, probed only then. Broken (here: only
+    # that one), it must send that call to the reference path with its warning, not raise.
+    from mlx_embag import launchers
+
+    real = kernels.read_metal
+    only_partials = '  static_assert(!(sizeof(T) == 2 && sizeof(O) == 4), "broken for this test");\n'
+    simulated_mac.setattr(
+        kernels, "read_metal", lambda n: only_partials + real(n) if n == "bag_fwd" else real(n)
+    )
+    w = mx.random.normal((64, 8)).astype(mx.float16)
+    # 8 bags (no input under 8 elements, which would always take the probing path).
+    idx = [mx.array(np.arange(n) % 64, dtype=mx.int32) for n in (16, 65536)]
+    offs = [mx.arange(0, n, n // 8, dtype=mx.int32) for n in (16, 65536)]
+    want = [meb.embedding_bag(i, w, o, mode="sum", backend="reference") for i, o in zip(idx, offs)]
+    assert launchers.forward(65536, 64, 8, 8, 8, -1, 0, mx.float16, False).S > 1  # really split
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = meb.embedding_bag(idx[0], w, offs[0], mode="sum")  # planned here
+    np.testing.assert_allclose(np.array(got), np.array(want[0]), rtol=1e-3)
+    with pytest.warns(RuntimeWarning, match="bag_fwd"):
+        got = meb.embedding_bag(idx[1], w, offs[1], mode="sum")
+    np.testing.assert_allclose(np.array(got), np.array(want[1]), rtol=1e-3)
+
+
 def test_working_kernels_do_not_warn(simulated_mac):
     w = mx.random.normal((16, 8))
     with warnings.catch_warnings():
