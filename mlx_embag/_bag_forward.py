@@ -68,7 +68,7 @@ _UNSIGNED = {mx.int32: mx.uint32, mx.int64: mx.uint64, mx.uint32: mx.uint32, mx.
 # Scalars as typed constants, built once: a Python scalar in an op costs a conversion
 # (about a microsecond of host time) on every call.
 ZERO32, ONE32, NAN32, NEG_INF32 = (mx.array(v, _F32) for v in (0.0, 1.0, _NAN, -float("inf")))
-_ZERO_I32, _ONE_I32 = mx.array(0, mx.int32), mx.array(1, mx.int32)
+_ONE_I32 = mx.array(1, mx.int32)
 _I32_MAX = mx.array(0x7FFFFFFF, mx.int32)
 # Negative NaNs' keys (below -inf's) move above +inf's by this wrapping subtraction.
 _NEG_NAN_KEYS = 0x7FFFFF

@@ -82,21 +82,22 @@ def run(op_name, metal_fn, reference_fn, args, backward=True):
         >>> _fallback.run("double", broken, lambda x: 2 * x, (mx.array([1.0]),)).tolist()
         [2.0]
     """
-    return runner(metal_fn, reference_fn, _signature(op_name, args), backward)(*args)
+    return runner(op_name, metal_fn, reference_fn, args, backward)(*args)
 
 
-def runner(metal_fn, reference_fn, key, backward=True):
-    """:func:`run` for calls whose signature (:func:`_signature`) is known to be ``key``:
-    ``run(*args)``, the key computed once rather than on every call (the functional
-    layer's call plans use it).
+def runner(op_name, metal_fn, reference_fn, args, backward=True):
+    """:func:`run` for every call with the signature of ``args`` (dtypes, the table's width,
+    static options; not shapes): ``run(*args)``, the signature computed once here rather
+    than on every call (the functional layer's call plans use it).
 
     Example:
         >>> import mlx.core as mx
         >>> from mlx_embag import _fallback
-        >>> double = _fallback.runner(lambda x: 2 * x, lambda x: x + x, ("double", (1,), mx.float32))
+        >>> double = _fallback.runner("double", lambda x: 2 * x, lambda x: x + x, (mx.array([0.0]),))
         >>> double(mx.array([1.0])).tolist()
         [2.0]
     """
+    key = _signature(op_name, args)
 
     def run(*args):
         # The module's sets, read on every call (tests replace them).

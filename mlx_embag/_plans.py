@@ -45,7 +45,6 @@ BAG_OPTIONS = (  # the order of bag_key's options
     "check_indices",
     "deterministic",
 )
-_BACKEND_AT = BAG_OPTIONS.index("backend")
 _ENV_NAMES = (_settings.BACKEND, _settings.CHECK_INDICES, _settings.DETERMINISTIC)
 try:  # POSIX CPython: os.environ keeps its strings in a dict, which os.environ[...] = edits in place
     _ENV_KEYS = tuple(map(os.environ.encodekey, _ENV_NAMES))
@@ -59,7 +58,7 @@ def _environment():
     data = getattr(os.environ, "_data", None)
     if _ENV_KEYS is None or type(data) is not dict:
         return tuple(map(os.environ.get, _ENV_NAMES))
-    return tuple(map(data.get, _ENV_KEYS))
+    return (data.get(_ENV_KEYS[0]), data.get(_ENV_KEYS[1]), data.get(_ENV_KEYS[2]))
 
 
 def bag_key(input, weight, offsets, per_sample_weights, options):
@@ -93,11 +92,6 @@ def bag_key(input, weight, offsets, per_sample_weights, options):
         # The thread's own attributes: getattr(..., None) of a missing one costs a microsecond.
         stack = _backend._local.__dict__.get("stack")
         chosen = stack[-1] if stack else None
-    data = getattr(os.environ, "_data", None)
-    if _ENV_KEYS is None or type(data) is not dict:
-        env = _environment()
-    else:
-        env = (data.get(_ENV_KEYS[0]), data.get(_ENV_KEYS[1]), data.get(_ENV_KEYS[2]))
     return (
         "1d" if len(shape) == 1 else shape,
         input.dtype,
@@ -119,7 +113,7 @@ def bag_key(input, weight, offsets, per_sample_weights, options):
         type(det),
         chosen,
         chosen != "reference" and _backend.metal_available(),
-        env,
+        _environment(),
     )
 
 

@@ -282,10 +282,7 @@ def embedding_bag(
         deterministic,
     )
     key = _plans.bag_key(input, weight, offsets, per_sample_weights, options)
-    try:
-        plan = _plan_of(key)  # _plans.get, inlined
-    except TypeError:  # an unhashable option: the full path refuses or takes it
-        plan = None
+    plan = _plans.get(key)
     if plan is not None:
         return plan(weight, input, offsets, per_sample_weights)
     args = dict(zip(_plans.BAG_OPTIONS, options), input=input, weight=weight, offsets=offsets)
@@ -296,9 +293,6 @@ def embedding_bag(
     if key is not None:
         _plans.put(key, _bag_plan(args, normalised))
     return out
-
-
-_plan_of = _plans._plans.get
 
 
 def _flat(x):
@@ -320,11 +314,7 @@ def _bag_plan(args, normalised):
         # The kernels read the indices and weights flat, whatever their shape: no reshape.
         metal = _metal_ops().bag_runner(spec, weight, args["input"], offsets, args["per_sample_weights"])
         # "auto": the same probing and fallback as the full path, keyed as it is.
-        run = (
-            metal
-            if kind == "metal"
-            else _fallback.runner(metal, run, _fallback._signature("embedding_bag", normalised))
-        )
+        run = metal if kind == "metal" else _fallback.runner("embedding_bag", metal, run, normalised)
     num_embeddings = weight.shape[0]
     check = _backend.resolve_check_indices(args["check_indices"])
     sparse = args["sparse"]

@@ -225,19 +225,18 @@ def _probe(name, key, template, inputs, output_dtypes):
     _probed[key] = None
 
 
+def _probe_key(name, tag, template_repr, inputs, output_dtypes):
+    """A specialisation's key in ``_probed``: what building the kernel depends on."""
+    return name, tag, template_repr, tuple(x.dtype for x in inputs), output_dtypes
+
+
 def call(name, inputs, *, template, grid, threadgroup, output_shapes, output_dtypes, init_value=None):
     """Run kernel ``name`` on ``inputs`` (in the order of ``KERNELS[name]``); returns its outputs.
 
     Under :func:`auto_fallback` a specialisation that does not build raises :class:`KernelUnavailable`.
     """
     if _auto.depth > 0:  # probing(), inlined: every launch asks
-        key = (
-            name,
-            _factory()[1],
-            repr(list(template)),
-            tuple(x.dtype for x in inputs),
-            tuple(output_dtypes),
-        )
+        key = _probe_key(name, _factory()[1], repr(list(template)), inputs, tuple(output_dtypes))
         if key not in _probed:
             _probe(name, key, template, inputs, output_dtypes)
         if _probed.get(key) is not None:
@@ -267,9 +266,9 @@ def launch(name, *, template, grid, threadgroup, output_shapes, output_dtypes, i
     and tuples and re-checking its inputs' sizes. ``small`` says whether an input
     may have fewer than 8 elements: such a launch, one under :func:`auto_fallback`
     whose specialisation has not yet been probed and found working, and every launch
-    while :func:`call` is replaced (tests spy on it) go through :func:`call`. The kernel object is looked up on every launch, by the current
-    :func:`_factory`'s tag, so switching implementations (the emulator on or off)
-    is honoured. A closure, not an object with ``__call__``: calling it is cheaper.
+    while :func:`call` is replaced (tests spy on it) go through :func:`call`. The
+    kernel object is looked up on every launch, by the current :func:`_factory`'s
+    tag, so switching implementations (the emulator on or off) is honoured. A closure, not an object with ``__call__``: calling it is cheaper.
 
     Example:
         >>> import mlx.core as mx
@@ -298,7 +297,7 @@ def launch(name, *, template, grid, threadgroup, output_shapes, output_dtypes, i
             if _auto.depth > 0:
                 # Under "auto", only a specialisation already probed and found working skips
                 # call's probing: the same key, read from the same registry (tests reset it).
-                key = (name, tag, template_key, tuple(x.dtype for x in inputs), outputs_key)
+                key = _probe_key(name, tag, template_key, inputs, outputs_key)
                 slow = _probed.get(key, _UNPROBED) is not None
         if slow:
             return call(
