@@ -29,10 +29,29 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .reference import _from_order_key, _order_key
-
-_I32_MIN = -(2**31)
+_I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
 _LOW = 2**32  # the position field of a max key: (order key) * 2**32 + (2**32 - 1 - position)
+
+
+def _order_key(x):
+    """float32 -> int32 keys in the same order (-0.0 just below +0.0), NaN above +inf,
+    and none equal to the smallest int32, which marks a shard without a candidate.
+
+    (``_bag_forward.order_key`` gives -inf that key, so it cannot serve here, and an
+    int64 mark below it would overflow once scaled by ``_LOW``.) A NaN loses its sign
+    bit, so its key lands above +inf's; a negative float flips its magnitude bits, so
+    that larger magnitudes give smaller keys.
+    """
+    bits = x.view(mx.int32)
+    nan = ((bits & _I32_MAX) > 0x7F800000).astype(mx.int32)
+    bits = bits & ~(nan << 31)
+    return bits ^ ((bits >> 31) & _I32_MAX)
+
+
+def _from_order_key(key):
+    """The inverse of :func:`_order_key` (a NaN's key comes back as a NaN)."""
+    return (key ^ ((key >> 31) & _I32_MAX)).view(mx.float32)
+
 
 # Bytes each rank sent by the ring algorithms' count, per collective kind (see the module docstring).
 traffic = {"all_gather": 0, "all_sum": 0, "all_max": 0}

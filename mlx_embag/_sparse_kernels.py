@@ -17,6 +17,8 @@ scatters that follow find the state and the table read by nobody. Inside
 ``mx.compile`` nothing can be evaluated: a rule that reads state then returns
 ``None`` and the optimizer takes the split path (the ``det_*`` kernels' sums and
 MLX ops), which stays in place; SparseSGD reads no state and stays fused.
+:func:`run_sums` is the Metal path of the duplicate summing alone
+(``sparse_grad.row_runs``), on the same ``det_*`` kernels.
 
 Example:
     >>> import mlx.core as mx
@@ -34,7 +36,7 @@ from __future__ import annotations
 import mlx.core as mx
 
 from . import _embag_common as common
-from . import kernels
+from . import kernels, launchers
 from ._embag_common import NAMES as _HEADER_NAMES
 from ._spec import FLOAT_TABLES
 from ._transforms import evaluate_unless_traced
@@ -154,3 +156,23 @@ def step(rule, indices, values, dtype, num_rows, states, constants, pending=()):
     if not evaluate_unless_traced(rows, dw, *incs, *pending) and states:
         return None
     return rows, dw, incs
+
+
+def run_sums(keys, values, coef=None):
+    """The Metal twin of :func:`mlx_embag._scatter.run_sums` (same arguments): the sparse
+    optimizers' duplicate summing of a :class:`~mlx_embag.RowSparseGrad`.
+
+    Keys are sorted once; each run of equal keys is summed in a fixed order by
+    ``det_partial``/``det_write`` (the deterministic backward's kernels) into the
+    run's first sorted position, whose index is the run's key for the kernels;
+    every other position holds an exact 0. Returns ``(sorted keys, sums)``.
+    """
+    n = keys.size
+    order = mx.argsort(keys).astype(mx.int32)
+    srt = mx.take(keys, order)
+    pos = mx.arange(n, dtype=mx.int32)
+    first = mx.concatenate([mx.array([True]), srt[1:] != srt[:-1]])
+    head = mx.cummax(mx.where(first, pos, 0))
+    # The kernels read coef by sorted position (srcrow maps a sorted position to its entry).
+    coef = mx.ones((n,), dtype=mx.float32) if coef is None else mx.take(coef.astype(mx.float32), order)
+    return srt, launchers.sorted_scatter(head, order, coef, values.astype(mx.float32), n)

@@ -438,23 +438,3 @@ def _embedding_spec(spec: EmbSpec, n: int) -> BagSpec:
         spec.scale_grad_by_freq,
         spec.deterministic,
     )
-
-
-def run_sums(keys, values, coef=None):
-    """The Metal twin of :func:`mlx_embag._scatter.run_sums` (same arguments): the sparse
-    optimizers' duplicate summing of a :class:`~mlx_embag.RowSparseGrad`.
-
-    Keys are sorted once; each run of equal keys is summed in a fixed order by
-    ``det_partial``/``det_write`` (the deterministic backward's kernels) into the
-    run's first sorted position, whose index is the run's key for the kernels;
-    every other position holds an exact 0. Returns ``(sorted keys, sums)``.
-    """
-    n = keys.size
-    order = mx.argsort(keys).astype(mx.int32)
-    srt = mx.take(keys, order)
-    pos = mx.arange(n, dtype=mx.int32)
-    first = mx.concatenate([mx.array([True]), srt[1:] != srt[:-1]])
-    head = mx.cummax(mx.where(first, pos, 0))
-    # The kernels read coef by sorted position (srcrow maps a sorted position to its entry).
-    coef = mx.ones((n,), dtype=mx.float32) if coef is None else mx.take(coef.astype(mx.float32), order)
-    return srt, launchers.sorted_scatter(head, order, coef, values.astype(mx.float32), n)

@@ -32,8 +32,10 @@ from ._bag_forward import (
     ONE32,
     block_size,
     bounds,
+    from_order_key,
     gather_indices,
     grid_reduce,
+    order_key,
     pairs,
     poison,
     segment_max,
@@ -121,25 +123,8 @@ def _same(values, best):
     return mx.logical_or(values == best, mx.logical_and(mx.isnan(values), mx.isnan(best)))
 
 
-_I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
-
-
-def _order_key(x):
-    """float32 -> int32 keys in the same order (-0.0 just below +0.0), NaN above +inf.
-
-    Bit arithmetic only (MLX's CPU ``where`` is several times slower): a NaN
-    loses its sign bit, so its key lands above +inf's; a negative float flips
-    its magnitude bits, so that larger magnitudes give smaller keys.
-    """
-    bits = x.view(mx.int32)
-    nan = ((bits & _I32_MAX) > 0x7F800000).astype(mx.int32)
-    bits = bits & ~(nan << 31)
-    return bits ^ ((bits >> 31) & _I32_MAX)
-
-
-def _from_order_key(key):
-    """The inverse of :func:`_order_key` (a NaN's key comes back as a NaN)."""
-    return (key ^ ((key >> 31) & _I32_MAX)).view(_F32)
+# The smallest int32, order_key(-inf): what a bag's maximum starts from.
+_I32_MIN = -(2**31)
 
 
 def _max_forward(rows, lay: Layout):
@@ -159,8 +144,8 @@ def _max_forward(rows, lay: Layout):
         dest = mx.where(mask, lay.owner, B)
         # A float scatter-maximum keeps or drops NaN depending on the order it
         # meets them; on order keys NaN is simply the largest value.
-        keys = mx.full((B + 1, d), _I32_MIN, dtype=mx.int32).at[dest].maximum(_order_key(rows))
-        out = _from_order_key(keys[:B])
+        keys = mx.full((B + 1, d), _I32_MIN, dtype=mx.int32).at[dest].maximum(order_key(rows))
+        out = from_order_key(keys[:B])
         has = lay.segment_count(mask) > 0
     return mx.where(has[:, None], out, 0.0)
 

@@ -160,7 +160,7 @@ def row_runs(indices, values, backend=None):
     from . import backend as _backend
 
     if _backend.resolve_backend(backend) == "metal":
-        from .metal_ops import run_sums
+        from ._sparse_kernels import run_sums
     else:
         from ._scatter import run_sums
     if indices.size == 0:
