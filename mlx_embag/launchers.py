@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -216,33 +215,23 @@ def forward(N, V, D, B, noff, pad, flags, dtype, max_mode, max_norm=None, norm_t
     return Forward(tuning(), S, p, main, combine, cparams, scale, scale_inputs)
 
 
+def _forward_of(bags: Bags, dtype, max_mode: bool) -> Forward:
+    return forward(bags.N, bags.V, bags.D, bags.B, bags.off.size, bags.pad, bags.flags, dtype, max_mode)
+
+
 def bag_fwd(bags: Bags, weight, prevmax, scale, max_mode: bool):
-    """``(out, argmax, meta, S)``: final results when ``S == 1``, else float32 partials for :func:`bag_combine`."""
-    f = _forward(
-        bags.N, bags.V, bags.D, bags.B, bags.off.size, bags.pad, bags.flags, weight.dtype, max_mode, tuning()
-    )
+    """``(out, argmax, meta, S)``: final results when ``S == 1``, else float32 partials for
+    :func:`bag_combine`. The launch of :func:`forward`, for callers holding a :class:`Bags`."""
+    f = _forward_of(bags, weight.dtype, max_mode)
     out, argmax, meta = f.main([weight, bags.idx, bags.off, prevmax, bags.psw, scale, f.params])
     return out, argmax, meta, f.S
 
 
-@functools.lru_cache(maxsize=1024)
-def _forward(N, V, D, B, noff, pad, flags, dtype, max_mode, tuning):
-    # ``tuning`` (unused here) makes a change of the split constants miss the cache.
-    return forward(N, V, D, B, noff, pad, flags, dtype, max_mode)
-
-
-def bag_combine(bags: Bags, part, pargmax, pmeta, S: int, dtype, max_mode: bool):
-    """``(out, argmax, meta)`` of bags split over ``S`` threadgroups, from :func:`bag_fwd`'s partials."""
-    D, B = bags.D, bags.B
-    return kernels.call(
-        "bag_combine",
-        [part, pargmax, pmeta, bags.params(S=S)],
-        template=[("T", dtype), ("MAXMODE", max_mode)],
-        grid=(D, B, 1),
-        threadgroup=_row_threads(D),
-        output_shapes=[(B, D), (B, D) if max_mode else (1,), (B,)],
-        output_dtypes=[dtype, mx.int32, mx.int32],
-    )
+def bag_combine(bags: Bags, part, pargmax, pmeta, dtype, max_mode: bool):
+    """``(out, argmax, meta)`` of bags split over threadgroups, from :func:`bag_fwd`'s partials
+    (the combine launch of :func:`forward`; ``dtype`` is the table's)."""
+    f = _forward_of(bags, dtype, max_mode)
+    return f.combine([part, pargmax, pmeta, f.combine_params])
 
 
 def bag_bwd(bags: Bags, g, meta, freq):

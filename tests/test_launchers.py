@@ -92,7 +92,7 @@ def _bag_kernels(N, B, D):
     w = mx.zeros((b.V, D))
     out, argmax, meta, S = launchers.bag_fwd(b, w, b.off, kernels.absent(F32), True)
     if S > 1:
-        launchers.bag_combine(b, out, argmax, meta, S, w.dtype, True)
+        launchers.bag_combine(b, out, argmax, meta, w.dtype, True)
     meta = mx.zeros((B,), mx.int32)
     g = mx.zeros((B, D))
     launchers.bag_bwd(b, g, meta, kernels.absent(F32))
