@@ -51,7 +51,7 @@ def measure_interleaved(
     burst of load from other processes hits all of them alike and their ratios
     stay meaningful on a busy machine. The order rotates from round to round:
     a callable timed right after another one that read the same rows finds them
-    in the CPU's caches, and at small sizes that alone is worth a third of a
+    in the CPU's caches, and at small sizes that alone is worth a fifth of a
     run (0.66 ms first against 0.54 ms second, the same call at B=1024 bags of
     one), so a fixed order would favour whoever comes later. The median is the
     figure reported.
