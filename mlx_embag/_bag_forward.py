@@ -110,10 +110,10 @@ def bounds(offsets, include_last_offset: bool, num_bags: int, n: int):
     return (clamped if ext.dtype == mx.int32 else clamped.astype(mx.uint32)), valid
 
 
-def poison(valid):
-    """(B, 1) float32 from (B, 1) bool: 1 where valid, NaN elsewhere (``v / v``, 0 / 0 being
+def poison(valid, dtype=_F32):
+    """Floats of ``dtype`` from bools: 1 where valid, NaN elsewhere (``v / v``, 0 / 0 being
     NaN: two graph nodes, where ``mx.where`` with two constants takes three)."""
-    v = valid.astype(_F32)
+    v = valid.astype(dtype)
     return v / v
 
 

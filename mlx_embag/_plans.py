@@ -45,6 +45,16 @@ BAG_OPTIONS = (  # the order of bag_key's options
     "check_indices",
     "deterministic",
 )
+EMB_OPTIONS = (  # the order of emb_key's options
+    "padding_idx",
+    "max_norm",
+    "norm_type",
+    "scale_grad_by_freq",
+    "sparse",
+    "backend",
+    "check_indices",
+    "deterministic",
+)
 _ENV_NAMES = (_settings.BACKEND, _settings.CHECK_INDICES, _settings.DETERMINISTIC)
 try:  # POSIX CPython: os.environ keeps its strings in a dict, which os.environ[...] = edits in place
     _ENV_KEYS = tuple(map(os.environ.encodekey, _ENV_NAMES))
@@ -70,8 +80,8 @@ def bag_key(input, weight, offsets, per_sample_weights, options):
     Anything but an ``mx.array`` (a list, NumPy) among the arrays is not planned.
     """
     # Every call computes this key, hashes it and compares it with the stored one: it is
-    # one flat tuple, its parts inlined (a function call, a map or a nested tuple costs
-    # a few tenths of a microsecond each).
+    # one flat tuple, its parts inlined but the context (a function call, a map or a nested
+    # tuple costs a few tenths of a microsecond each).
     if type(input) is not _A or type(weight) is not _A:
         return None
     shape = input.shape
@@ -85,13 +95,6 @@ def bag_key(input, weight, offsets, per_sample_weights, options):
             return None
         psw = (psw.dtype, psw.shape == shape)
     max_norm, norm_type, freq, mode, sparse, last, pad, backend, check, det = options
-    # What None options defer to, as raw values (no parsing, no checks): the innermost
-    # use_backend, whether Metal kernels can run, the environment variables.
-    chosen = backend
-    if backend is None:
-        # The thread's own attributes: getattr(..., None) of a missing one costs a microsecond.
-        stack = _backend._local.__dict__.get("stack")
-        chosen = stack[-1] if stack else None
     return (
         "1d" if len(shape) == 1 else shape,
         input.dtype,
@@ -111,10 +114,49 @@ def bag_key(input, weight, offsets, per_sample_weights, options):
         type(backend),
         type(check),
         type(det),
-        chosen,
-        chosen != "reference" and _backend.metal_available(),
-        _environment(),
+        _context(backend),
     )
+
+
+def emb_key(input, weight, options):
+    """The signature of one ``embedding`` call, or None (not planned).
+
+    ``options`` holds the call's keyword arguments in the order of :data:`EMB_OPTIONS`.
+    The input's whole shape is part of it: the Metal path builds one launch per number of
+    positions, and the output takes the input's shape.
+    """
+    if type(input) is not _A or type(weight) is not _A:
+        return None
+    pad, max_norm, norm_type, freq, sparse, backend, check, det = options
+    return (
+        "embedding",  # never equal to a bag key, in the same store
+        input.shape,
+        input.dtype,
+        weight.shape,
+        weight.dtype,
+        options,
+        # The types too, as for bags.
+        type(pad),
+        type(max_norm),
+        type(norm_type),
+        type(freq),
+        type(sparse),
+        type(backend),
+        type(check),
+        type(det),
+        _context(backend),
+    )
+
+
+def _context(backend):
+    """What a None option defers to, as raw values (no parsing, no checks): the innermost
+    ``use_backend``, whether Metal kernels can run, the environment variables."""
+    chosen = backend
+    if backend is None:
+        # The thread's own attributes: getattr(..., None) of a missing one costs a microsecond.
+        stack = _backend._local.__dict__.get("stack")
+        chosen = stack[-1] if stack else None
+    return chosen, chosen != "reference" and _backend.metal_available(), _environment()
 
 
 def get(key):

@@ -315,22 +315,7 @@ def _bag_plan(args, normalised):
         metal = _metal_ops().bag_runner(spec, weight, args["input"], offsets, args["per_sample_weights"])
         # "auto": the same probing and fallback as the full path, keyed as it is.
         run = metal if kind == "metal" else _fallback.runner("embedding_bag", metal, run, normalised)
-    num_embeddings = weight.shape[0]
-    check = _backend.resolve_check_indices(args["check_indices"])
-    sparse = args["sparse"]
-    if not (check or sparse):
-        return run
-
-    def plan(weight, input, offsets, psw):
-        if sparse:
-            warn_sparse(sparse)
-        if check:
-            check_index_values(input, num_embeddings)
-            if offsets is not None:
-                check_offset_values(offsets, input.size)
-        return run(weight, input, offsets, psw)
-
-    return plan
+    return _checking(run, args, weight.shape[0])
 
 
 def embedding(
@@ -370,4 +355,69 @@ def embedding(
         >>> meb.embedding(mx.array([[2, 0]]), w).tolist()
         [[[4.0, 5.0], [0.0, 1.0]]]
     """
-    return _dispatch("embedding", "unsupported_embedding", backend, *embedding_call(**locals()))
+    # The options in the order of _plans.EMB_OPTIONS.
+    options = (
+        padding_idx,
+        max_norm,
+        norm_type,
+        scale_grad_by_freq,
+        sparse,
+        backend,
+        check_indices,
+        deterministic,
+    )
+    key = _plans.emb_key(input, weight, options)
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan(weight, input)
+    args = dict(zip(_plans.EMB_OPTIONS, options), input=input, weight=weight)
+    normalised = embedding_call(**args)
+    out = _dispatch("embedding", "unsupported_embedding", backend, *normalised)
+    if key is not None:
+        _plans.put(key, _emb_plan(args, normalised))
+    return out
+
+
+def _emb_plan(args, normalised):
+    """:func:`_bag_plan` for :func:`embedding`: ``plan(weight, input)``."""
+    weight, input, spec = normalised
+    if 0 in weight.shape:
+        return None
+    num_embeddings = weight.shape[0]
+    kind, _ = _route("embedding", "unsupported_embedding", args["backend"], normalised)
+    run = reference.embedding_runner(spec, num_embeddings)
+    if kind != "reference":
+        metal = _metal_ops().embedding_runner(spec, weight, input)
+        run = metal if kind == "metal" else _fallback.runner("embedding", metal, run, normalised)
+    return _checking(run, args, num_embeddings)
+
+
+def _checking(run, args, num_embeddings):
+    """``run`` behind the per-call work a plan still owes: the sparse warning and the
+    checks that read index and offset values (``check_indices``)."""
+    check = _backend.resolve_check_indices(args["check_indices"])
+    sparse = args["sparse"]
+    if not (check or sparse):
+        return run
+
+    def owed(input, offsets):
+        if sparse:
+            warn_sparse(sparse)
+        if check:
+            check_index_values(input, num_embeddings)
+            if offsets is not None:
+                check_offset_values(offsets, input.size)
+
+    if "offsets" in args:  # embedding_bag's
+
+        def plan(weight, input, offsets, psw):
+            owed(input, offsets)
+            return run(weight, input, offsets, psw)
+
+    else:
+
+        def plan(weight, input):
+            owed(input, None)
+            return run(weight, input)
+
+    return plan

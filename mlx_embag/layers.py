@@ -74,6 +74,19 @@ class _Options:
     check_indices: Optional[bool] = field(default=None, repr=False)
     deterministic: Optional[bool] = field(default=None, repr=False)
 
+    def call_options(self, names):
+        """The options of ``names`` as the functional call's keyword arguments (``max_norm``
+        None: the module renorms its table itself), built once per options object: the
+        options change only by replacement, and a module call would otherwise spend
+        microseconds rebuilding them."""
+        cached = self.__dict__.get("_call_options")
+        if cached is None or cached[0] is not names:
+            kwargs = {name: getattr(self, name) for name in names}
+            kwargs["max_norm"] = None
+            cached = (names, kwargs)
+            object.__setattr__(self, "_call_options", cached)  # not a field: frozen all the same
+        return cached[1]
+
     def shown(self, names):
         """``name=value`` for each of ``names`` that ``_extra_repr`` shows, in that order."""
         fields = {f.name: f for f in dataclasses.fields(self)}
@@ -150,8 +163,7 @@ class _Table(nn.Module):
         """``fn(input, table, **kwargs)`` with the module's options."""
         table = self._table_for_call(input)
         # The table is already renormed here; the write-back keeps it once the call succeeds.
-        options = {name: getattr(self._options, name) for name in self._OPTIONS}
-        call = {"input": input, "weight": table, **kwargs, **options, "max_norm": None}
+        call = {"input": input, "weight": table, **kwargs, **self._options.call_options(self._OPTIONS)}
         record = active_record(self)
         out = fn(**call) if record is None else sparse_lookup(record, fn, call)
         self._store(table)

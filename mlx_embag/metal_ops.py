@@ -415,13 +415,33 @@ def checked_embedding(weight, indices, spec: EmbSpec):
         [[0.0, 1.0]]
         >>> emulator.reset()
     """
+    return embedding_runner(spec, weight, indices)(weight, indices)
+
+
+def embedding_runner(spec: EmbSpec, weight, indices):
+    """:func:`checked_embedding` for the signature of these arguments (the indices' shape
+    and dtype, the table's shape and dtype): ``run(weight, indices)``, what the signature
+    decides done once. The functional layer's call plans use it.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlx_embag import emulator
+        >>> emulator.enable()
+        >>> idx = mx.array([[1], [0]])
+        >>> run = embedding_runner(EmbSpec(None, None, 2.0, False, False), mx.eye(2), idx)
+        >>> run(mx.eye(2), idx).tolist()
+        [[[0.0, 1.0]], [[1.0, 0.0]]]
+        >>> emulator.reset()
+    """
     V, D = weight.shape
     n = indices.size
+    shape = (*indices.shape, D)
     if n == 0:
-        return mx.zeros((*indices.shape, D), dtype=weight.dtype)
+        return lambda weight, indices: mx.zeros(shape, dtype=weight.dtype)
     fn = _bag_function(_embedding_spec(spec, n), False, V, D, weight.dtype, indices.dtype, None, None)
-    out = fn(weight, indices)[0]
-    return out if indices.ndim == 1 else out.reshape(*indices.shape, D)
+    if indices.ndim == 1:
+        return lambda weight, indices: fn(weight, indices)[0]
+    return lambda weight, indices: fn(weight, indices)[0].reshape(shape)
 
 
 @functools.lru_cache(maxsize=256)

@@ -162,3 +162,84 @@ def test_one_plan_serves_every_1d_length(backend):
             _plans._plans.update(saved)
         with pytest.raises(ValueError, match="per_sample_weights"):
             EB(x, w, off, mode="sum", per_sample_weights=mx.ones(n + 1), backend=backend)
+
+
+# ------------------------------------------------------------------ embedding's plans
+
+EMB = meb.embedding
+
+
+@pytest.mark.parametrize("backend", ["reference", "metal"])
+def test_embedding_check_indices_runs_every_call(backend):
+    with emulated():
+        call = lambda x: EMB(mx.array(x), W, check_indices=True, backend=backend)  # noqa: E731
+        expected = _fresh_error(lambda: call([[0, 1], [2, 4]]))
+        call([[0, 1], [2, 3]])
+        call([[3, 1], [2, 0]])  # planned now
+        assert len(_plans._plans) == 1
+        assert _error(lambda: call([[0, 1], [2, 4]])) == expected == (IndexError, expected[1])
+        assert "input[1, 1] = 4" in expected[1]
+
+
+@pytest.mark.parametrize("backend", ["reference", "metal", "auto"])
+def test_embedding_unchecked_bad_index_poisons_on_a_repeat(backend):
+    w = np.array(W)
+    with emulated():
+        EMB(mx.array([[0, 1]]), W, backend=backend)
+        got = np.array(EMB(mx.array([[3, -1]]), W, backend=backend))  # planned
+        assert len(_plans._plans) == 1
+        np.testing.assert_array_equal(got[0, 0], w[3])
+        assert np.isnan(got[0, 1]).all()
+
+
+def test_embedding_option_types_are_part_of_the_signature():
+    x = mx.array([0, 1])
+    EMB(x, W, scale_grad_by_freq=True, backend="reference")
+    expected = _fresh_error(lambda: EMB(x, W, scale_grad_by_freq=1, backend="reference"))
+    EMB(x, W, scale_grad_by_freq=True, backend="reference")
+    assert _error(lambda: EMB(x, W, scale_grad_by_freq=1, backend="reference")) == expected
+    assert expected[0] is TypeError and "scale_grad_by_freq" in expected[1]
+
+
+def test_embedding_and_bag_plans_are_kept_apart():
+    x = mx.array([[0, 1], [2, 3]])
+    bag = EB(x, W, mode="sum", backend="reference")
+    rows = EMB(x, W, backend="reference")
+    assert len(_plans._plans) == 2
+    # Each repeat finds its own plan: a bag's (2, 3), an embedding's (2, 2, 3).
+    assert EB(x, W, mode="sum", backend="reference").shape == bag.shape == (2, 3)
+    assert EMB(x, W, backend="reference").shape == rows.shape == (2, 2, 3)
+
+
+@pytest.mark.parametrize("backend", ["reference", "metal", "auto"])
+def test_embedding_plan_gives_the_full_paths_values_and_gradients(backend):
+    rng = np.random.default_rng(2)
+    w_np = rng.standard_normal((30, 5)).astype(np.float32)
+    options = [
+        {},
+        {"padding_idx": 4},
+        {"max_norm": 1.0},
+        {"scale_grad_by_freq": True, "padding_idx": -1},
+    ]
+    with emulated():
+        for dtype in (mx.float32, mx.float16):
+            w = mx.array(w_np).astype(dtype)
+            for kw in options:
+                for shape in ((7,), (2, 3), (2, 1, 2), (), (0, 3)):
+                    x = mx.array(rng.integers(0, 30, shape).astype(np.int32))
+                    cot = mx.array(rng.standard_normal(shape + (5,)).astype(np.float32)).astype(dtype)
+
+                    def run():
+                        f = lambda w_: EMB(x, w_, backend=backend, **kw)  # noqa: E731
+                        out, (dw,) = f(w), mx.vjp(f, [w], [cot])[1]
+                        return np.array(out.astype(mx.float32)), np.array(dw.astype(mx.float32))
+
+                    _plans.clear()
+                    full = run()
+                    assert len(_plans._plans) == 1
+                    planned = run()
+                    for a, b in zip(planned, full):
+                        np.testing.assert_array_equal(a, b)
+                    if "max_norm" not in kw:  # NumPy's rows of the table, in its dtype
+                        table = w_np.astype(np.float16 if dtype == mx.float16 else np.float32)
+                        np.testing.assert_array_equal(planned[0], table[np.array(x)].astype(np.float32))

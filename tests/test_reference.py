@@ -189,3 +189,25 @@ if given is not None:
         rng = np.random.default_rng(seed)
         inp, offsets, W, cfg = random_bag_config(rng, allow_invalid=invalid)
         check_against_oracle(inp, offsets, W, cfg, mx.float32, rng)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("index_dtype", ["int32", "int64", "uint32", "uint64", "int8", "uint16"])
+def test_embedding_rows_come_back_bit_for_bit_and_bad_indices_as_nan(dtype, index_dtype):
+    """The reference embedding divides each row by 1 (or NaN for a bad index): -0.0, inf and
+    a stored NaN come back unchanged in every table dtype; an index out of range either way
+    (negative, or past the table, whatever its integer type) gives a NaN row."""
+    w = np.array([[-0.0, 1.5, np.inf], [np.nan, -np.inf, 0.0], [2.0, -3.0, 0.25]], dtype=np.float32)
+    table = mx.array(w).astype(getattr(mx, dtype))
+    signed = not index_dtype.startswith("u")
+    idx = np.array([[2, 0], [1, 3]] if not signed else [[2, 0], [1, -1]], dtype=index_dtype)
+    out = meb.embedding(mx.array(idx), table, backend="reference")
+    assert out.dtype == table.dtype and out.shape == (2, 2, 3)
+    got = np.array(out.astype(mx.float32))
+    expected = np.array(table.astype(mx.float32))
+    # Row by row: NaN where NumPy says so, the same bits elsewhere (-0.0 keeps its sign).
+    for pos, row in ((0, 0), (0, 1), (1, 0)):
+        r = expected[int(idx[pos][row])]
+        np.testing.assert_array_equal(np.signbit(got[pos, row]), np.signbit(r))
+        np.testing.assert_array_equal(got[pos, row], r)
+    assert np.isnan(got[1, 1]).all()
