@@ -110,11 +110,33 @@ def bounds(offsets, include_last_offset: bool, num_bags: int, n: int):
     return (clamped if ext.dtype == mx.int32 else clamped.astype(mx.uint32)), valid
 
 
-def poison(valid, dtype=_F32):
-    """Floats of ``dtype`` from bools: 1 where valid, NaN elsewhere (``v / v``, 0 / 0 being
+def poison(valid):
+    """(B, 1) float32 from (B, 1) bool: 1 where valid, NaN elsewhere (``v / v``, 0 / 0 being
     NaN: two graph nodes, where ``mx.where`` with two constants takes three)."""
-    v = valid.astype(dtype)
+    v = valid.astype(_F32)
     return v / v
+
+
+# A quiet NaN's bits per float dtype, as the unsigned integer of its width.
+_NAN_BITS = {
+    dt: (ut, mx.array(bits, ut))
+    for dt, ut, bits in (
+        (mx.float32, mx.uint32, 0x7FC00000),
+        (mx.float16, mx.uint16, 0x7E00),
+        (mx.bfloat16, mx.uint16, 0x7FC0),
+    )
+}
+
+
+def poison_rows(rows, ok):
+    """``rows`` (``ok.shape + (D,)``) with each row whose ``ok`` is False made NaN, in the
+    rows' own dtype: a NaN's exponent and quiet bit OR-ed into its bits. The other rows
+    come back bit for bit. Integer ops, because MLX's CPU runs float16 arithmetic some 30
+    times slower than float32's (15 ms against 0.4 for this OR on 2M values) and a wide
+    ``where`` several times slower than either."""
+    ut, bits = _NAN_BITS[rows.dtype]
+    mask = mx.logical_not(ok).astype(ut) * bits
+    return (rows.view(ut) | mask[..., None]).view(rows.dtype)
 
 
 def pairs(ext, num_bags: int):

@@ -38,6 +38,7 @@ from ._bag_forward import (
     order_key,
     pairs,
     poison,
+    poison_rows,
     segment_max,
     segment_sum,
 )
@@ -385,11 +386,9 @@ def _embedding_function(spec: EmbSpec, num_embeddings: int):
             ok, _, rows = _rows_at(weight, indices, spec.max_norm, spec.norm_type)
             out = (rows / poison(ok)[:, None]).astype(weight.dtype)
             return out.reshape(*indices.shape, weight.shape[1])
-        # Any shape: the gather keeps the indices' shape. The row divided by 1 is the row
-        # bit for bit (-0.0, inf and NaN too), by NaN is NaN: no wide ``where``, which MLX's
-        # CPU runs several times slower, and no round trip through float32.
+        # Any shape: the gather keeps the indices' shape, and the rows their dtype.
         ok, safe = gather_indices(indices, V)
-        return mx.take(weight, safe, axis=0) / poison(ok, weight.dtype)[..., None]
+        return poison_rows(mx.take(weight, safe, axis=0), ok)
 
     @emb.vjp
     def emb_vjp(primals, cot, out):
