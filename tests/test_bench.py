@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from mlx_embag import bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -241,13 +243,17 @@ def test_host_cost_table_json_and_targets(tmp_path, capsys):
         str(js),
     ]
     assert bench.main(argv) == 0
-    assert "host us/call" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "host us/call" in out
+    header = [line for line in out.splitlines() if line.lstrip().startswith("V ") and "|" in line][-1]
+    assert header.split("|")[1].split() == ["reference", "metal", "auto", "take"]
     data = json.loads(js.read_text())
     got = {(h["backend"], h["layout"], h["mode"], h["L"]) for h in data["host"]}
-    # The Metal path's host cost runs on stub kernels, so it is measured on any machine.
+    # The Metal path's host cost runs on stub kernels, so it is measured on any machine;
+    # "auto" (the default backend) is measured whenever "metal" is.
     want = {
         (b, lay, m, L)
-        for b in ("reference", "metal", "take")
+        for b in ("reference", "metal", "auto", "take")
         for lay in ("2d", "1d")
         for m in ("sum", "max")
         for L in (1, 16)
@@ -255,10 +261,70 @@ def test_host_cost_table_json_and_targets(tmp_path, capsys):
     assert got == want
     assert all(h["host_us"] > 0 for h in data["host"])
     checks = [c for c in data["targets"] if "host us/call" in c["target"]]
-    assert {c["target"] for c in checks} == {"metal host us/call <= 20", "reference host us/call <= 40"}
-    assert len(checks) == 2 * len(want) // 3
+    assert {c["target"] for c in checks} == {
+        "metal host us/call <= 20",
+        "auto host us/call <= 20",
+        "reference host us/call <= 40",
+    }
+    assert len(checks) == 3 * len(want) // 4
     for c in checks:
         assert c["ok"] == (c["value"] <= c["limit"])
+
+
+def test_host_auto_column_only_beside_metal():
+    assert bench.host_backends(["reference", "take"]) == ["reference", "take"]
+    assert bench.host_backends(["metal"]) == ["metal", "auto", "take"]
+    assert bench.host_backends(["naive", "torch"]) == []
+
+
+def _route_spies(monkeypatch):
+    """Counts of the routes calls take: entries into backend="auto"'s fallback probing, and
+    runs of the reference path (its full path and its per-signature runners)."""
+    from mlx_embag import _plans, kernels, reference
+
+    seen = {"auto": 0, "reference": 0}
+    auto_fallback = kernels.auto_fallback
+
+    def counting_auto_fallback():
+        seen["auto"] += 1
+        return auto_fallback()
+
+    def counted(fn):
+        def wrapper(*a, **k):
+            seen["reference"] += 1
+            return fn(*a, **k)
+
+        return wrapper
+
+    bag_runner = reference.bag_runner
+    monkeypatch.setattr(kernels, "auto_fallback", counting_auto_fallback)
+    monkeypatch.setattr(reference, "embedding_bag", counted(reference.embedding_bag))
+    monkeypatch.setattr(reference, "bag_runner", lambda *a: counted(bag_runner(*a)))
+    _plans.clear()  # plans of earlier tests hold the unwrapped runners
+    return seen
+
+
+def test_host_auto_takes_the_metal_route_with_its_fallback(monkeypatch):
+    from mlx_embag import _plans, metal_ops
+    from mlx_embag.bench.workloads import Case, make_inputs
+
+    try:
+        for layout in ("2d", "1d"):
+            case = Case(V=50, D=8, B=4, L=3, layout=layout, mode="sum")
+            inp = make_inputs(case)
+            for name, want_auto, want_reference in (("auto", True, False), ("metal", False, False)):
+                seen = _route_spies(monkeypatch)
+                bench.host_costs(case, inp, [name], calls=3, rounds=2)
+                assert (seen["auto"] > 0, seen["reference"] > 0) == (want_auto, want_reference), (name, seen)
+        # Forced onto the reference path (the kernels "cannot run" the call), "auto" would
+        # time the reference path under its name: host_costs refuses.
+        seen = _route_spies(monkeypatch)
+        monkeypatch.setattr(metal_ops, "unsupported_bag", lambda *a: "forced")
+        with pytest.raises(RuntimeError, match="did not take the 'auto' route"):
+            bench.host_costs(case, inp, ["auto"], calls=3, rounds=2)
+        assert seen["reference"] > 0 and seen["auto"] == 0
+    finally:
+        _plans.clear()  # no plan built under the spies or the forced refusal outlives the test
 
 
 def test_floors_and_their_targets_apply_to_1d_only():

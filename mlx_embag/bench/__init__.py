@@ -28,7 +28,7 @@ chip's memory bandwidth (:data:`~.hardware.CHIP_BANDWIDTH_GBS`, or ``--bandwidth
 
 A second table gives the host time per forward call (``host us/call``: building
 the graph, nothing evaluated, the Metal path on stub kernels so that it runs
-anywhere; see :mod:`~.host`). After the tables, the targets of the project are checked and printed with the
+anywhere; ``auto``, the default ``backend="auto"``, beside ``metal``; see :mod:`~.host`). After the tables, the targets of the project are checked and printed with the
 measured ratios (``reference`` against ``take``, ``segmm``, ``ref2d`` and
 ``naive``; ``metal`` against the bandwidth, ``reference`` and ``mps`` where
 those ran; the host costs against their limits).
@@ -57,7 +57,7 @@ Example:
 from .cli import build_parser, main
 from .contenders import BACKENDS, CONTENDERS, MLX_BACKENDS, available_backends
 from .hardware import CHIP_BANDWIDTH_GBS, chip_bandwidth_gbs, device_name
-from .host import HOST_BACKENDS, host_costs, stub_kernels
+from .host import HOST_BACKENDS, host_backends, host_costs, stub_kernels
 from .report import RATIOS, format_checks, format_host, format_table, plot
 from .results import Check, HostCost, Result
 from .runner import run_case
@@ -89,6 +89,7 @@ __all__ = [
     "Check",
     "HostCost",
     "host_costs",
+    "host_backends",
     "stub_kernels",
     "HOST_BACKENDS",
     "HOST_TARGETS",

@@ -19,7 +19,7 @@ from mlx_embag._spec import MODES
 
 from .contenders import BACKENDS, available_backends
 from .hardware import chip_bandwidth_gbs, device_name
-from .host import HOST_BACKENDS, host_costs
+from .host import host_backends, host_costs
 from .report import format_checks, format_host, format_table, plot, pyplot, write_json
 from .results import HostCost
 from .runner import run_case
@@ -260,19 +260,17 @@ def main(argv=None) -> int:
 
     results, skipped, host = [], [], []
     # The host cost needs no GPU (the Metal path runs on stub kernels), so it is measured
-    # for "metal" whenever it was asked for, available here or not.
-    host_backends = [b for b in HOST_BACKENDS if b in args.backends]
-    if host_backends and "take" not in host_backends:
-        host_backends.append("take")
+    # for "metal" (and "auto", the default) whenever "metal" was asked for, available here or not.
+    host_names = host_backends(args.backends)
     for V, D in shapes:
         for L in bag_sizes:
             for layout in args.layouts:
                 for mode in args.modes:
                     case = Case(V, D, batch, L, layout, mode, args.dtype)
                     log(f"V={V} D={D} B={batch} L={L} {layout} {mode}")
-                    if "fwd" in args.passes and set(host_backends) - {"take"}:
+                    if "fwd" in args.passes and set(host_names) - {"take"}:
                         inp = make_inputs(case, args.seed)
-                        costs = host_costs(case, inp, host_backends)
+                        costs = host_costs(case, inp, host_names)
                         host += [HostCost(case, b, us) for b, us in costs.items()]
                         del inp
                     results += run_case(

@@ -137,19 +137,21 @@ def format_checks(checks: List[Check]) -> str:
 
 
 def format_host(costs: List[HostCost]) -> str:
-    """The ``host us/call`` table: per case, microseconds of graph building per forward call.
+    """The ``host us/call`` table: per case, microseconds of graph building per forward call
+    (``auto``: ``backend="auto"``, the default).
 
     Example:
         >>> from mlx_embag.bench.workloads import Case
         >>> case = Case(10, 4, 2, 3, "1d", "sum")
-        >>> print(format_host([HostCost(case, "reference", 30.0), HostCost(case, "take", 2.0)]))
+        >>> costs = [HostCost(case, b, us) for b, us in (("reference", 30.0), ("metal", 12.0), ("auto", 16.0), ("take", 2.0))]
+        >>> print(format_host(costs))
         host us/call (graph building of one forward, nothing evaluated; Metal on stub kernels; best of 40 x 50)
-          V      D     B   L layout mode |   reference        take
-          10     4     2   3     1d  sum |        30.0         2.0
+          V      D     B   L layout mode |   reference       metal        auto        take
+          10     4     2   3     1d  sum |        30.0        12.0        16.0         2.0
     """
     if not costs:
         return "host us/call: not measured."
-    shown = [b for b in ("reference", "metal", "take") if any(h.backend == b for h in costs)]
+    shown = [b for b in ("reference", "metal", "auto", "take") if any(h.backend == b for h in costs)]
     rows = {}
     for h in costs:
         rows.setdefault(h.case, {})[h.backend] = h.host_us

@@ -3,8 +3,9 @@
 * reference forward, 2-D sum/mean: time <= 1.3x bare ``take`` for L >= 16, <= 2x below;
 * reference forward, 1-D sum/mean: time <= 1.15x MLX's floor (``segmm``: a gather, then
   ``mx.segmented_mm``) for L >= 16, <= 1.5x below; 1-D max <= 1.5x 2-D max (``ref2d``);
-* host time per forward call (:mod:`~.host`): <= 20 us on the Metal path, <= 40 us on
-  the reference path (:data:`HOST_TARGETS`, :func:`check_host`);
+* host time per forward call (:mod:`~.host`): <= 20 us on the Metal path, with
+  ``backend="metal"`` and with the default ``"auto"`` (Metal with its fallback), <= 40 us
+  on the reference path (:data:`HOST_TARGETS`, :func:`check_host`);
 * reference forward max and every forward+backward: time and peak memory
   <= 1.1x the naive composition;
 * metal forward >= 80 % of the bandwidth for float32 D >= 64, forward+backward
@@ -174,7 +175,8 @@ TARGETS = (
 
 
 # Host microseconds per forward call (graph building only, see .host), at most.
-HOST_TARGETS = {"metal": 20.0, "reference": 40.0}
+# "auto" (the default) is the Metal path too: its fallback's checks count against the same limit.
+HOST_TARGETS = {"metal": 20.0, "auto": 20.0, "reference": 40.0}
 
 
 def check_host(costs: Iterable[HostCost]) -> List[Check]:
@@ -182,9 +184,9 @@ def check_host(costs: Iterable[HostCost]) -> List[Check]:
 
     Example:
         >>> from mlx_embag.bench.workloads import Case
-        >>> c = check_host([HostCost(Case(10, 4, 2, 3, "2d", "sum"), "metal", 25.0)])[0]
-        >>> c.target, c.ok
-        ('metal host us/call <= 20', False)
+        >>> case = Case(10, 4, 2, 3, "2d", "sum")
+        >>> [(c.target, c.ok) for c in check_host([HostCost(case, "metal", 25.0), HostCost(case, "auto", 19.0)])]
+        [('metal host us/call <= 20', False), ('auto host us/call <= 20', True)]
     """
     checks = []
     for h in costs:
